@@ -1,0 +1,136 @@
+// Package addon builds the argocd-agent AgentAddon: addon-framework's template add-on over the
+// embedded manifests, with values from pkg/agentconfig, a CustomSigner registration, and a
+// health prober that follows the agent Deployment's availability.
+//
+// The manager and the render command both get their add-on from New, so render prints exactly
+// what the manager delivers.
+package addon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
+	"open-cluster-management.io/addon-framework/pkg/addonfactory"
+	"open-cluster-management.io/addon-framework/pkg/agent"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// BundleFunc returns the PEM CA bundle agents trust. An empty bundle with no error leaves the
+// CA secret out of the manifests (render without --ca); the manager always returns one or an
+// error.
+type BundleFunc func(ctx context.Context) ([]byte, error)
+
+// ConfigReporter records, on the ManagedClusterAddOn, whether its configuration rendered.
+// The render command has none.
+type ConfigReporter interface {
+	Invalid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError)
+	Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn)
+}
+
+// Options configure the add-on.
+type Options struct {
+	// ConfigGetter reads the AddOnDeploymentConfig a ManagedClusterAddOn's status refers to.
+	ConfigGetter utils.AddOnDeploymentConfigGetter
+	// Bundle returns the CA bundle delivered to agents.
+	Bundle BundleFunc
+	// Subject is the certificate subject style agents register with.
+	Subject identity.SubjectStyle
+	// Reporter, if set, reports configuration errors and recoveries.
+	Reporter ConfigReporter
+}
+
+// New builds the add-on.
+func New(o Options) (agent.AgentAddon, error) {
+	if o.ConfigGetter == nil || o.Bundle == nil {
+		return nil, errors.New("addon: ConfigGetter and Bundle are required")
+	}
+	if _, err := identity.ParseSubjectStyle(string(o.Subject)); err != nil {
+		return nil, err
+	}
+	config := func(addon *addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error) {
+		adc, err := utils.GetDesiredAddOnDeploymentConfig(addon, o.ConfigGetter)
+		if err != nil {
+			return agentconfig.Config{}, fmt.Errorf("reading AddOnDeploymentConfig: %w", err)
+		}
+		return agentconfig.FromDeploymentConfig(adc)
+	}
+	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+		cfg, err := config(addon)
+		if err != nil {
+			return nil, err
+		}
+		bundle, err := o.Bundle(context.TODO())
+		if err != nil {
+			return nil, err
+		}
+		return cfg.Values(cluster, bundle)
+	}
+	installNamespace := func(_ context.Context, addon *addonv1beta1.ManagedClusterAddOn) (string, error) {
+		cfg, err := config(addon)
+		if err != nil {
+			return "", err
+		}
+		return cfg.Namespace, nil
+	}
+	registration := &agent.RegistrationOption{
+		Configurations: func(_ context.Context, cluster *clusterv1.ManagedCluster, _ *addonv1beta1.ManagedClusterAddOn) ([]agent.RegistrationConfig, error) {
+			return []agent.RegistrationConfig{o.Subject.For(cluster.Name).Registration()}, nil
+		},
+		// CSRApproveCheck and CSRSign stay nil: the framework's approver checks no signer name
+		// and never denies, so pkg/certificates approves, denies and signs instead.
+	}
+	inner, err := addonfactory.NewAgentAddonFactory(identity.AddonName, manifests.AgentFS, manifests.AgentDir).
+		WithConfigGVRs(utils.AddOnDeploymentConfigGVR).
+		WithGetValuesFuncs(values).
+		WithAgentInstallNamespace(installNamespace).
+		WithAgentRegistrationOption(registration).
+		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeDeploymentAvailability}).
+		BuildTemplateAgentAddon()
+	if err != nil {
+		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
+	}
+	return &guardedAddon{inner: inner, reporter: o.Reporter}, nil
+}
+
+// guardedAddon keeps a bad config or template from reaching a cluster or crashing the manager:
+// addon-framework's template path panics on a render error, and an error from Manifests leaves
+// the cluster's existing ManifestWork untouched.
+type guardedAddon struct {
+	inner    agent.AgentAddon
+	reporter ConfigReporter
+}
+
+func (g *guardedAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
+	return g.inner.GetAgentAddonOptions()
+}
+
+func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.ManagedCluster,
+	addon *addonv1beta1.ManagedClusterAddOn) (objects []runtime.Object, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Rendering the agent manifests panicked", "cluster", cluster.Name, "panic", r, "stack", string(debug.Stack()))
+			objects, err = nil, fmt.Errorf("rendering the agent manifests failed: %v", r)
+		}
+	}()
+	objects, err = g.inner.Manifests(ctx, cluster, addon)
+	if g.reporter != nil {
+		var fieldErr *agentconfig.FieldError
+		switch {
+		case errors.As(err, &fieldErr):
+			g.reporter.Invalid(ctx, addon, fieldErr)
+		case err == nil:
+			g.reporter.Valid(ctx, addon)
+		}
+	}
+	return objects, err
+}

@@ -1,0 +1,95 @@
+package agentconfig
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"open-cluster-management.io/addon-framework/pkg/addonfactory"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// ResolveImage applies image mirrors: the AddOnDeploymentConfig's registries first and, if they
+// do not change the image, the cluster's image-registries annotation (addon-framework's rule).
+func (c *Config) ResolveImage(cluster *clusterv1.ManagedCluster) (string, error) {
+	if mirrored := addonfactory.OverrideImage(c.Registries, c.Image); mirrored != c.Image {
+		return mirrored, validateImage("registries", mirrored)
+	}
+	mirrored, err := utils.OverrideImageByAnnotation(cluster.GetAnnotations(), c.Image)
+	if err != nil {
+		return "", fieldErr("ManagedCluster annotation "+clusterv1.ClusterImageRegistriesAnnotationKey,
+			cluster.GetAnnotations()[clusterv1.ClusterImageRegistriesAnnotationKey], "%v", err)
+	}
+	return mirrored, validateImage("ManagedCluster annotation "+clusterv1.ClusterImageRegistriesAnnotationKey, mirrored)
+}
+
+// Values returns the template values for cfg on cluster. caBundle is the PEM trust bundle the
+// agent verifies the principal with; empty leaves the CA secret out (the render command without
+// --ca). Every value is JSON, which YAML reads as is (see package manifests).
+func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte) (addonfactory.Values, error) {
+	image, err := c.ResolveImage(cluster)
+	if err != nil {
+		return nil, err
+	}
+	var proxyEnv []string
+	for _, e := range []corev1.EnvVar{
+		{Name: "HTTP_PROXY", Value: c.Proxy.HTTPProxy},
+		{Name: "HTTPS_PROXY", Value: c.Proxy.HTTPSProxy},
+		{Name: "NO_PROXY", Value: c.Proxy.NoProxy},
+	} {
+		if e.Value != "" {
+			proxyEnv = append(proxyEnv, mustJSON(e))
+		}
+	}
+	nodeSelector := c.NodeSelector
+	if nodeSelector == nil {
+		nodeSelector = map[string]string{}
+	}
+	tolerations := c.Tolerations
+	if tolerations == nil {
+		tolerations = []corev1.Toleration{}
+	}
+	port := strconv.Itoa(c.PrincipalPort)
+	values := addonfactory.Values{
+		"Namespace":        mustJSON(c.Namespace),
+		"PrincipalAddress": mustJSON(c.PrincipalAddress),
+		"PrincipalPort":    mustJSON(port),
+		"Mode":             mustJSON(c.Mode),
+		"LogLevel":         mustJSON(c.LogLevel),
+		"Image":            mustJSON(image),
+		"NodeSelector":     mustJSON(nodeSelector),
+		"Tolerations":      mustJSON(tolerations),
+		"Resources":        mustJSON(c.Resources),
+		"ProxyEnv":         proxyEnv,
+		"ClientCertSecret": mustJSON(identity.ClientCertSecretName),
+		"CABundle":         "",
+	}
+	if len(caBundle) > 0 {
+		values["CABundle"] = base64.StdEncoding.EncodeToString(caBundle)
+	}
+	// The agent reads its settings and CA only at start-up; hashing what it reads into the pod
+	// template makes any change roll the pod. The image and resources roll it by themselves.
+	h := sha256.New()
+	for _, part := range []string{c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel,
+		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	values["ConfigHash"] = mustJSON(hex.EncodeToString(h.Sum(nil))[:16])
+	return values, nil
+}
+
+// mustJSON encodes values that always encode (strings, maps of strings, API structs).
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}

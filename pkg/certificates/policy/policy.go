@@ -1,0 +1,243 @@
+// Package policy decides whether a CertificateSigningRequest for the add-on's signer may be
+// signed. Every CSR is read as if an attacker wrote it: the requester, the cluster, the subject,
+// the key, the usages, the SANs and the extensions must all be exactly what the OCM registration
+// agent of that cluster asks for, and anything else is refused with a reason.
+package policy
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/pem"
+	"fmt"
+	"slices"
+	"strings"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	operatorv1 "open-cluster-management.io/api/operator/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// Reason says why a CSR was refused. It is the CSR condition's reason and a metric label, so
+// the set is fixed.
+type Reason string
+
+const (
+	ReasonWrongSigner          Reason = "WrongSigner"
+	ReasonWrongAddon           Reason = "WrongAddon"
+	ReasonMissingClusterLabel  Reason = "MissingClusterLabel"
+	ReasonUnknownCluster       Reason = "UnknownCluster"
+	ReasonClusterDeleting      Reason = "ClusterDeleting"
+	ReasonClusterNotAccepted   Reason = "ClusterNotAccepted"
+	ReasonWrongRequester       Reason = "WrongRequester"
+	ReasonRequestTooLarge      Reason = "RequestTooLarge"
+	ReasonMalformedRequest     Reason = "MalformedRequest"
+	ReasonSubjectMismatch      Reason = "SubjectMismatch"
+	ReasonWeakOrUnsupportedKey Reason = "WeakOrUnsupportedKey"
+	ReasonDisallowedUsages     Reason = "DisallowedUsages"
+	ReasonDisallowedSANs       Reason = "DisallowedSANs"
+	ReasonDisallowedExtension  Reason = "DisallowedExtension"
+	ReasonBadExpiration        Reason = "BadExpiration"
+)
+
+// MaxRequestBytes bounds the PEM request. An OCM request is well under 1 KiB; a bound keeps a
+// hostile request from costing the hub much to parse.
+const MaxRequestBytes = 16 << 10
+
+// MinExpirationSeconds is the smallest expirationSeconds Kubernetes allows.
+const MinExpirationSeconds = 600
+
+// Rejection is a refused CSR.
+type Rejection struct {
+	Reason  Reason
+	Message string
+}
+
+func (r *Rejection) Error() string { return string(r.Reason) + ": " + r.Message }
+
+func reject(reason Reason, format string, args ...any) *Rejection {
+	return &Rejection{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// Policy holds what a valid CSR must match.
+type Policy struct {
+	// Subject is the subject style the add-on registers its agents with.
+	Subject identity.SubjectStyle
+	// GRPCServerUsername is the identity of OCM's gRPC registration server. A CSR it files on
+	// behalf of an agent names that agent in the csr-user annotation; the annotation is trusted
+	// from this user only. Empty trusts it from nobody.
+	GRPCServerUsername string
+}
+
+// Check returns nil if csr may be signed for cluster (nil if the ManagedCluster named by the
+// CSR's label does not exist), or the reason it may not.
+func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) *Rejection {
+	if csr.Spec.SignerName != identity.SignerName {
+		return reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
+	}
+	if addon := csr.Labels[addonv1beta1.AddonLabelKey]; addon != identity.AddonName {
+		return reject(ReasonWrongAddon, "label %s=%q, want %q", addonv1beta1.AddonLabelKey, addon, identity.AddonName)
+	}
+	clusterName := csr.Labels[clusterv1.ClusterNameLabelKey]
+	if clusterName == "" {
+		return reject(ReasonMissingClusterLabel, "label %s is missing", clusterv1.ClusterNameLabelKey)
+	}
+	if rej := checkCluster(clusterName, cluster); rej != nil {
+		return rej
+	}
+	if rej := p.checkRequester(csr, clusterName); rej != nil {
+		return rej
+	}
+	if csr.Spec.ExpirationSeconds != nil && *csr.Spec.ExpirationSeconds < MinExpirationSeconds {
+		return reject(ReasonBadExpiration, "expirationSeconds %d is below the minimum %d", *csr.Spec.ExpirationSeconds, MinExpirationSeconds)
+	}
+	if rej := checkUsages(csr.Spec.Usages); rej != nil {
+		return rej
+	}
+	req, rej := ParseRequest(csr.Spec.Request)
+	if rej != nil {
+		return rej
+	}
+	return p.checkRequest(req, clusterName)
+}
+
+func checkCluster(name string, cluster *clusterv1.ManagedCluster) *Rejection {
+	if cluster == nil || cluster.Name != name {
+		return reject(ReasonUnknownCluster, "no ManagedCluster %q", name)
+	}
+	if cluster.DeletionTimestamp != nil {
+		return reject(ReasonClusterDeleting, "ManagedCluster %q is being deleted", name)
+	}
+	if !cluster.Spec.HubAcceptsClient ||
+		!meta.IsStatusConditionTrue(cluster.Status.Conditions, clusterv1.ManagedClusterConditionHubAccepted) {
+		return reject(ReasonClusterNotAccepted, "ManagedCluster %q is not accepted by the hub", name)
+	}
+	return nil
+}
+
+func (p Policy) checkRequester(csr *certificatesv1.CertificateSigningRequest, cluster string) *Rejection {
+	requester := csr.Spec.Username
+	if p.GRPCServerUsername != "" && requester == p.GRPCServerUsername {
+		requester = csr.Annotations[operatorv1.CSRUsernameAnnotation]
+	}
+	prefix := identity.RequesterPrefix(cluster)
+	if !strings.HasPrefix(requester, prefix) || len(requester) == len(prefix) {
+		return reject(ReasonWrongRequester, "requester %q is not an OCM agent of cluster %q (want %s<agent>)", requester, cluster, prefix)
+	}
+	return nil
+}
+
+var allowedUsages = []certificatesv1.KeyUsage{
+	certificatesv1.UsageClientAuth, certificatesv1.UsageDigitalSignature, certificatesv1.UsageKeyEncipherment,
+}
+
+func checkUsages(usages []certificatesv1.KeyUsage) *Rejection {
+	if !slices.Contains(usages, certificatesv1.UsageClientAuth) {
+		return reject(ReasonDisallowedUsages, "usages %v lack %q", usages, certificatesv1.UsageClientAuth)
+	}
+	for _, u := range usages {
+		if !slices.Contains(allowedUsages, u) {
+			return reject(ReasonDisallowedUsages, "usage %q is not allowed (allowed: %v)", u, allowedUsages)
+		}
+	}
+	return nil
+}
+
+// ParseRequest decodes a PEM request: exactly one CERTIFICATE REQUEST block, nothing after it,
+// with a valid self-signature.
+func ParseRequest(request []byte) (*x509.CertificateRequest, *Rejection) {
+	if len(request) > MaxRequestBytes {
+		return nil, reject(ReasonRequestTooLarge, "request is %d bytes, more than %d", len(request), MaxRequestBytes)
+	}
+	block, rest := pem.Decode(request)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, reject(ReasonMalformedRequest, "request is not a PEM CERTIFICATE REQUEST")
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, reject(ReasonMalformedRequest, "request has data after the CERTIFICATE REQUEST block")
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, reject(ReasonMalformedRequest, "parsing request: %v", err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		return nil, reject(ReasonMalformedRequest, "request signature: %v", err)
+	}
+	return req, nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+func (p Policy) checkRequest(req *x509.CertificateRequest, cluster string) *Rejection {
+	if rej := checkSubject(req, p.Subject.For(cluster)); rej != nil {
+		return rej
+	}
+	if rej := checkKey(req); rej != nil {
+		return rej
+	}
+	if len(req.IPAddresses) > 0 || len(req.URIs) > 0 || len(req.EmailAddresses) > 0 {
+		return reject(ReasonDisallowedSANs, "IP, URI and email SANs are not allowed (got %v %v %v)", req.IPAddresses, req.URIs, req.EmailAddresses)
+	}
+	if len(req.DNSNames) > 1 || (len(req.DNSNames) == 1 && req.DNSNames[0] != identity.CSRDNSName) {
+		return reject(ReasonDisallowedSANs, "DNS SANs %v: only %q is allowed", req.DNSNames, identity.CSRDNSName)
+	}
+	for _, ext := range req.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			return reject(ReasonDisallowedExtension, "extension %s is not allowed (only subjectAltName)", ext.Id)
+		}
+	}
+	return nil
+}
+
+// checkSubject requires the subject to be exactly the expected one: the expected CN, O and OU
+// values and no other attribute, so no extra RDN can smuggle in another identity.
+func checkSubject(req *x509.CertificateRequest, want identity.Subject) *Rejection {
+	got := req.Subject
+	wantName := want.Name()
+	if got.CommonName != wantName.CommonName {
+		return reject(ReasonSubjectMismatch, "CN %q, want %q", got.CommonName, wantName.CommonName)
+	}
+	if !sameSet(got.Organization, wantName.Organization) {
+		return reject(ReasonSubjectMismatch, "O %q, want %q", got.Organization, wantName.Organization)
+	}
+	if !sameSet(got.OrganizationalUnit, wantName.OrganizationalUnit) {
+		return reject(ReasonSubjectMismatch, "OU %q, want %q", got.OrganizationalUnit, wantName.OrganizationalUnit)
+	}
+	if n := 1 + len(wantName.Organization) + len(wantName.OrganizationalUnit); len(got.Names) != n {
+		return reject(ReasonSubjectMismatch, "subject %q has %d attributes, want exactly CN, O and OU (%d)", got.String(), len(got.Names), n)
+	}
+	return nil
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+func checkKey(req *x509.CertificateRequest) *Rejection {
+	switch k := req.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if bits := k.N.BitLen(); bits < 2048 || bits > 8192 {
+			return reject(ReasonWeakOrUnsupportedKey, "RSA key of %d bits (want 2048-8192)", bits)
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return reject(ReasonWeakOrUnsupportedKey, "ECDSA curve %s (want P-256 or P-384)", k.Curve.Params().Name)
+		}
+	default:
+		return reject(ReasonWeakOrUnsupportedKey, "%s keys are not supported (want RSA >= 2048 or ECDSA P-256/P-384)", req.PublicKeyAlgorithm)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package identity names the add-on, its signer and the objects it owns, and defines the
+// certificate subject an agent is given. The registration (what the spoke asks for) and the
+// CSR policy (what the hub accepts) both derive the subject from here, so they cannot drift.
+package identity
+
+import (
+	"crypto/x509/pkix"
+	"fmt"
+	"strings"
+
+	"open-cluster-management.io/addon-framework/pkg/agent"
+)
+
+const (
+	// AddonName is the name of the ClusterManagementAddOn and of every ManagedClusterAddOn.
+	AddonName = "argocd-agent"
+	// SignerName is the CSR signer. It is what the existing OCM argocd-agent add-ons use, so
+	// principals configured for them keep working.
+	SignerName = "open-cluster-management.io/argocd-agent-addon"
+	// AgentName names the agent's Deployment, ServiceAccount and RBAC, as upstream does.
+	AgentName = "argocd-agent-agent"
+	// DefaultInstallNamespace is where the agent runs unless an AddOnDeploymentConfig says
+	// otherwise: next to Argo CD.
+	DefaultInstallNamespace = "argocd"
+	// CASecretName is the spoke secret holding the CA bundle the agent trusts.
+	CASecretName = "argocd-agent-ca"
+	// CSRDNSName is the only SAN the OCM registration agent puts in an add-on CSR.
+	CSRDNSName = AddonName + ".addon.open-cluster-management.io"
+)
+
+// ClientCertSecretName is the spoke secret the OCM registration agent writes the signed
+// certificate to: "<addon>-<signer with / replaced by ->-client-cert".
+var ClientCertSecretName = fmt.Sprintf("%s-%s-client-cert", AddonName, strings.ReplaceAll(SignerName, "/", "-"))
+
+// SubjectStyle selects the certificate subject given to agents.
+type SubjectStyle string
+
+const (
+	// SubjectClusterName sets CN to the cluster name, which the principal's default
+	// "mtls:CN=([^,]+)" regex with match-subject maps to the agent named after the cluster.
+	SubjectClusterName SubjectStyle = "cluster-name"
+	// SubjectOCM uses OCM's default add-on subject
+	// (CN system:open-cluster-management:cluster:<c>:addon:argocd-agent:agent:argocd-agent-agent),
+	// for principals configured for the existing OCM add-ons.
+	SubjectOCM SubjectStyle = "ocm"
+)
+
+// SubjectStyles lists the valid styles, for flag help and validation.
+var SubjectStyles = []SubjectStyle{SubjectClusterName, SubjectOCM}
+
+// ParseSubjectStyle returns the style named s, or an error listing the valid ones.
+func ParseSubjectStyle(s string) (SubjectStyle, error) {
+	for _, style := range SubjectStyles {
+		if string(style) == s {
+			return style, nil
+		}
+	}
+	return "", fmt.Errorf("unknown certificate subject style %q (want %q or %q)", s, SubjectClusterName, SubjectOCM)
+}
+
+// Subject is the certificate subject of one cluster's agent.
+type Subject struct {
+	User              string
+	Groups            []string
+	OrganizationUnits []string
+}
+
+// For returns the subject of the agent on cluster.
+func (s SubjectStyle) For(cluster string) Subject {
+	if s == SubjectOCM {
+		return Subject{
+			User:   agent.DefaultUser(cluster, AddonName, AgentName),
+			Groups: agent.DefaultGroups(cluster, AddonName),
+		}
+	}
+	return Subject{User: cluster}
+}
+
+// Name is the X.509 name the spoke puts in its CSR for this subject: CN=User, O=Groups,
+// OU=OrganizationUnits.
+func (s Subject) Name() pkix.Name {
+	return pkix.Name{CommonName: s.User, Organization: s.Groups, OrganizationalUnit: s.OrganizationUnits}
+}
+
+// Registration is the add-on registration that makes the spoke ask for this subject.
+func (s Subject) Registration() *agent.CustomSignerRegistration {
+	return &agent.CustomSignerRegistration{
+		SignerName:        SignerName,
+		User:              s.User,
+		Groups:            s.Groups,
+		OrganizationUnits: s.OrganizationUnits,
+	}
+}
+
+// RequesterPrefix is the prefix of the username of cluster's OCM agents. The trailing colon
+// matters: without it cluster "a" would match the agents of cluster "ab".
+func RequesterPrefix(cluster string) string {
+	return "system:open-cluster-management:" + cluster + ":"
+}
