@@ -76,36 +76,44 @@ type Policy struct {
 	GRPCServerUsername string
 }
 
-// Check returns nil if csr may be signed for cluster (nil if the ManagedCluster named by the
-// CSR's label does not exist), or the reason it may not.
-func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) *Rejection {
+// Check returns the parsed request if csr may be signed for cluster (nil if the ManagedCluster
+// named by the CSR's label does not exist), or the reason it may not.
+func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) (*x509.CertificateRequest, *Rejection) {
+	req, rej := p.check(csr, cluster)
+	if rej != nil {
+		return nil, rej
+	}
+	return req, nil
+}
+
+func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) (*x509.CertificateRequest, *Rejection) {
 	if csr.Spec.SignerName != identity.SignerName {
-		return reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
+		return nil, reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
 	}
 	if addon := csr.Labels[addonv1beta1.AddonLabelKey]; addon != identity.AddonName {
-		return reject(ReasonWrongAddon, "label %s=%q, want %q", addonv1beta1.AddonLabelKey, addon, identity.AddonName)
+		return nil, reject(ReasonWrongAddon, "label %s=%q, want %q", addonv1beta1.AddonLabelKey, addon, identity.AddonName)
 	}
 	clusterName := csr.Labels[clusterv1.ClusterNameLabelKey]
 	if clusterName == "" {
-		return reject(ReasonMissingClusterLabel, "label %s is missing", clusterv1.ClusterNameLabelKey)
+		return nil, reject(ReasonMissingClusterLabel, "label %s is missing", clusterv1.ClusterNameLabelKey)
 	}
 	if rej := checkCluster(clusterName, cluster); rej != nil {
-		return rej
+		return nil, rej
 	}
 	if rej := p.checkRequester(csr, clusterName); rej != nil {
-		return rej
+		return nil, rej
 	}
 	if csr.Spec.ExpirationSeconds != nil && *csr.Spec.ExpirationSeconds < MinExpirationSeconds {
-		return reject(ReasonBadExpiration, "expirationSeconds %d is below the minimum %d", *csr.Spec.ExpirationSeconds, MinExpirationSeconds)
+		return nil, reject(ReasonBadExpiration, "expirationSeconds %d is below the minimum %d", *csr.Spec.ExpirationSeconds, MinExpirationSeconds)
 	}
 	if rej := checkUsages(csr.Spec.Usages); rej != nil {
-		return rej
+		return nil, rej
 	}
 	req, rej := ParseRequest(csr.Spec.Request)
 	if rej != nil {
-		return rej
+		return nil, rej
 	}
-	return p.checkRequest(req, clusterName)
+	return req, p.checkRequest(req, clusterName)
 }
 
 func checkCluster(name string, cluster *clusterv1.ManagedCluster) *Rejection {

@@ -1,0 +1,97 @@
+// Package approver approves or denies every pending CSR for the add-on's signer, after the
+// checks of pkg/certificates/policy. A denied CSR carries the reason as its condition reason,
+// and both outcomes are logged, counted and recorded as events.
+package approver
+
+import (
+	"context"
+	"fmt"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+)
+
+// ReasonApproved is the reason of the Approved condition the approver sets.
+const ReasonApproved = "ArgoCDAgentAddonApproved"
+
+// Reconciler approves or denies CSRs.
+type Reconciler struct {
+	Client   client.Client
+	Policy   policy.Policy
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager watches CSRs for the add-on's signer, and CSRs labelled for the add-on that
+// name another signer, which it cannot decide but reports.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("csr-approver").
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return certificates.ForOurSigner(o) || certificates.LabelledForOurAddon(o)
+		}))).
+		Complete(r)
+}
+
+// Reconcile decides one CSR.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	csr := &certificatesv1.CertificateSigningRequest{}
+	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if certificates.HasCondition(csr, certificatesv1.CertificateApproved) ||
+		certificates.HasCondition(csr, certificatesv1.CertificateDenied) ||
+		certificates.HasCondition(csr, certificatesv1.CertificateFailed) {
+		return ctrl.Result{}, nil
+	}
+	cluster, err := certificates.ClusterFor(ctx, r.Client, csr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	_, rej := r.Policy.Check(csr, cluster)
+	if rej != nil && rej.Reason == policy.ReasonWrongSigner {
+		// Labelled for this add-on but for another signer: not ours to approve or deny.
+		logger.Info("Ignoring CSR labelled for the add-on with another signer", "csr", csr.Name, "signer", csr.Spec.SignerName)
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Approve", "not approved by argocd-agent-addon: %s", rej.Message)
+		return ctrl.Result{}, nil
+	}
+	cond := certificatesv1.CertificateSigningRequestCondition{
+		Status:         corev1.ConditionTrue,
+		LastUpdateTime: metav1.Now(),
+	}
+	if rej != nil {
+		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateDenied, string(rej.Reason), rej.Message
+	} else {
+		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateApproved, ReasonApproved,
+			fmt.Sprintf("request from cluster %q matches its agent's registration", cluster.Name)
+	}
+	csr.Status.Conditions = append(csr.Status.Conditions, cond)
+	if err := r.Client.SubResource("approval").Update(ctx, csr); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("updating approval of CSR %s: %w", csr.Name, err)
+	}
+	if rej != nil {
+		metrics.CSRsDenied.WithLabelValues(string(rej.Reason)).Inc()
+		logger.Info("Denied CSR", "csr", csr.Name, "reason", rej.Reason, "message", rej.Message, "requester", csr.Spec.Username)
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Deny", "denied: %s", rej.Message)
+		return ctrl.Result{}, nil
+	}
+	metrics.CSRsApproved.Inc()
+	logger.Info("Approved CSR", "csr", csr.Name, "cluster", cluster.Name)
+	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonApproved, "Approve", cond.Message)
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,59 @@
+// Package certificates holds what the add-on's CSR approver and signer share: which CSRs are
+// theirs, the state a CSR is in, and the cluster it claims to come from.
+//
+// The approver (pkg/certificates/approver) approves or denies every pending CSR for the
+// add-on's signer; the signer (pkg/certificates/signer) issues certificates for approved ones,
+// checking them again because anyone with approve rights may have approved them.
+package certificates
+
+import (
+	"context"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// ForOurSigner reports whether obj is a CSR for the add-on's signer.
+func ForOurSigner(obj client.Object) bool {
+	csr, ok := obj.(*certificatesv1.CertificateSigningRequest)
+	return ok && csr.Spec.SignerName == identity.SignerName
+}
+
+// LabelledForOurAddon reports whether obj carries the add-on's label, whatever its signer.
+func LabelledForOurAddon(obj client.Object) bool {
+	return obj.GetLabels()[addonv1beta1.AddonLabelKey] == identity.AddonName
+}
+
+// HasCondition reports whether csr has a condition of type t with status True.
+func HasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// ClusterFor returns the ManagedCluster the CSR's cluster label names, or nil if the label is
+// missing or no such cluster exists.
+func ClusterFor(ctx context.Context, reader client.Reader, csr *certificatesv1.CertificateSigningRequest) (*clusterv1.ManagedCluster, error) {
+	name := csr.Labels[clusterv1.ClusterNameLabelKey]
+	if name == "" {
+		return nil, nil
+	}
+	cluster := &clusterv1.ManagedCluster{}
+	if err := reader.Get(ctx, types.NamespacedName{Name: name}, cluster); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return cluster, nil
+}

@@ -1,0 +1,48 @@
+// Package metrics defines the Prometheus metrics of the add-on's certificate handling. They are
+// registered with controller-runtime's registry, which the manager serves on its metrics
+// address.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+const namespace = "argocd_agent_addon"
+
+var (
+	// CSRsApproved counts CSRs the approver approved.
+	CSRsApproved = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "csr_approved_total",
+		Help: "CertificateSigningRequests for the add-on's signer that passed every check and were approved.",
+	})
+	// CSRsDenied counts CSRs the approver refused, by reason.
+	CSRsDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "csr_denied_total",
+		Help: "CertificateSigningRequests refused by the approver, by reason.",
+	}, []string{"reason"})
+	// CSRsSigned counts certificates issued.
+	CSRsSigned = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "csr_signed_total",
+		Help: "Agent client certificates issued.",
+	})
+	// CSRsFailed counts approved CSRs the signer refused to sign, by reason.
+	CSRsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "csr_sign_failed_total",
+		Help: "Approved CertificateSigningRequests the signer refused to sign (marked Failed), by reason.",
+	}, []string{"reason"})
+	// AgentCertificateNotAfter is the expiry of the last certificate issued to each cluster.
+	AgentCertificateNotAfter = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "agent_certificate_not_after_seconds",
+		Help: "Expiry (Unix seconds) of the last agent client certificate issued for each cluster.",
+	}, []string{"cluster"})
+	// CANotAfter is the expiry of the signing CA.
+	CANotAfter = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "ca_not_after_seconds",
+		Help: "Expiry (Unix seconds) of the CA that signs agent certificates; 0 while no valid CA is loaded.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(CSRsApproved, CSRsDenied, CSRsSigned, CSRsFailed, AgentCertificateNotAfter, CANotAfter)
+}

@@ -1,0 +1,167 @@
+// Package signer issues agent client certificates for approved CSRs of the add-on's signer,
+// from the CA in the hub secret. It checks each CSR again before signing, because approval may
+// come from anyone allowed to approve for the signer; a CSR that fails is marked Failed with
+// the reason, as Kubernetes' own signers do.
+package signer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+)
+
+// Event reasons.
+const (
+	ReasonSigned        = "Signed"
+	ReasonCAUnavailable = "CAUnavailable"
+)
+
+// caRetry is how often a CSR waiting for a usable CA is retried, besides the CA secret watch.
+const caRetry = time.Minute
+
+// CASource returns the signing CA.
+type CASource interface {
+	Get(ctx context.Context) (*authority.CA, error)
+	Key() types.NamespacedName
+}
+
+// Reconciler signs approved CSRs.
+type Reconciler struct {
+	Client   client.Client
+	CA       CASource
+	Policy   policy.Policy
+	Lifetime time.Duration
+	Recorder events.EventRecorder
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// SetupWithManager watches CSRs for the add-on's signer, and the CA secret so that CSRs waiting
+// for a usable CA are signed as soon as one appears.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	key := r.CA.Key()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("csr-signer").
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.waitingCSRs),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return o.GetNamespace() == key.Namespace && o.GetName() == key.Name
+			}))).
+		Complete(r)
+}
+
+func (r *Reconciler) waitingCSRs(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &certificatesv1.CertificateSigningRequestList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "Listing CSRs after a CA change")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if csr := &list.Items[i]; certificates.ForOurSigner(csr) && waiting(csr) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: csr.Name}})
+		}
+	}
+	return reqs
+}
+
+// waiting: approved, not failed, no certificate yet.
+func waiting(csr *certificatesv1.CertificateSigningRequest) bool {
+	return certificates.HasCondition(csr, certificatesv1.CertificateApproved) &&
+		!certificates.HasCondition(csr, certificatesv1.CertificateFailed) &&
+		len(csr.Status.Certificate) == 0
+}
+
+// Reconcile signs one CSR.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	csr := &certificatesv1.CertificateSigningRequest{}
+	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !certificates.ForOurSigner(csr) || !waiting(csr) {
+		return ctrl.Result{}, nil
+	}
+	cluster, err := certificates.ClusterFor(ctx, r.Client, csr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	x509req, rej := r.Policy.Check(csr, cluster)
+	if rej != nil {
+		return r.fail(ctx, csr, rej)
+	}
+	ca, err := r.CA.Get(ctx)
+	if err != nil {
+		logger.Error(err, "Cannot sign: no usable CA", "csr", csr.Name)
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Sign", "waiting for a usable CA: %v", err)
+		return ctrl.Result{RequeueAfter: caRetry}, nil
+	}
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	lifetime := r.Lifetime
+	if csr.Spec.ExpirationSeconds != nil {
+		// As Kubernetes' signers do: honour a shorter requested lifetime, cap a longer one.
+		if requested := time.Duration(*csr.Spec.ExpirationSeconds) * time.Second; requested < lifetime {
+			lifetime = requested
+		}
+	}
+	certPEM, err := ca.Sign(x509req, lifetime, now)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	csr.Status.Certificate = certPEM
+	if err := r.Client.Status().Update(ctx, csr); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("storing the certificate of CSR %s: %w", csr.Name, err)
+	}
+	notAfter := now.Add(lifetime)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	metrics.CSRsSigned.Inc()
+	metrics.AgentCertificateNotAfter.WithLabelValues(cluster.Name).Set(float64(notAfter.Unix()))
+	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster.Name, "notAfter", notAfter.UTC().Format(time.RFC3339))
+	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
+		cluster.Name, notAfter.UTC().Format(time.RFC3339))
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rej *policy.Rejection) (ctrl.Result, error) {
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue,
+		Reason: string(rej.Reason), Message: rej.Message, LastUpdateTime: metav1.Now(),
+	})
+	if err := r.Client.Status().Update(ctx, csr); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("marking CSR %s failed: %w", csr.Name, err)
+	}
+	metrics.CSRsFailed.WithLabelValues(string(rej.Reason)).Inc()
+	log.FromContext(ctx).Info("Refused to sign approved CSR", "csr", csr.Name, "reason", rej.Reason, "message", rej.Message)
+	r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Sign", "not signed: %s", rej.Message)
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,257 @@
+// Package manager is the `argocd-agent-addon manager` command: the hub manager that renders
+// the agent's ManifestWorks, and approves and signs the agents' client certificates.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"open-cluster-management.io/addon-framework/pkg/addonmanager"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/version"
+)
+
+// Defaults.
+const (
+	DefaultCASecret = "argocd/argocd-agent-ca"
+	// DefaultCertLifetime is a week: OCM renews when 20-25 % is left, so a hub outage of up to
+	// ~1.4 days never lets a certificate lapse, while a stolen key is good for a week at most.
+	DefaultCertLifetime = 7 * 24 * time.Hour
+	// MinCertLifetime is Kubernetes' minimum CSR expirationSeconds.
+	MinCertLifetime = 10 * time.Minute
+	// MaxCertLifetime bounds what a typo can issue.
+	MaxCertLifetime = 365 * 24 * time.Hour
+	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.
+	DefaultGRPCServerUsername = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
+	leaderElectionID          = "argocd-agent-addon-manager"
+)
+
+// Options are the manager's settings.
+type Options struct {
+	Kubeconfig              string
+	CASecret                string
+	CertLifetime            time.Duration
+	CertificateSubject      string
+	GRPCServerUsername      string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	MetricsBindAddress      string
+	HealthProbeBindAddress  string
+
+	// RestConfig, if set, is used instead of Kubeconfig (tests).
+	RestConfig *rest.Config
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		CASecret:               DefaultCASecret,
+		CertLifetime:           DefaultCertLifetime,
+		CertificateSubject:     string(identity.SubjectClusterName),
+		GRPCServerUsername:     DefaultGRPCServerUsername,
+		LeaderElect:            true,
+		MetricsBindAddress:     ":8080",
+		HealthProbeBindAddress: ":8081",
+	}
+}
+
+// NewCommand returns the manager command.
+func NewCommand() *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the add-on manager on the OCM hub",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(ctrl.SetupSignalHandler())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// AddFlags binds the options to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means in-cluster configuration.")
+	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret,
+		"NAMESPACE/NAME of the kubernetes.io/tls secret holding the CA (tls.crt, tls.key) the principal trusts; agent certificates are signed with it.")
+	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime,
+		fmt.Sprintf("Lifetime of agent client certificates (%s to %s), never past the CA's expiry. OCM renews them when 20-25%% is left.", MinCertLifetime, MaxCertLifetime))
+	fs.StringVar(&o.CertificateSubject, "certificate-subject", o.CertificateSubject,
+		fmt.Sprintf("Agent certificate subject: %q (CN=<cluster>, for the principal's default mtls:CN=([^,]+) regex) or %q (OCM's long default CN, for principals set up for the existing OCM add-ons).",
+			identity.SubjectClusterName, identity.SubjectOCM))
+	fs.StringVar(&o.GRPCServerUsername, "grpc-server-username", o.GRPCServerUsername,
+		"Username of OCM's gRPC registration server, whose CSRs name the real requester in the open-cluster-management.io/csr-user annotation. Empty trusts that annotation from nobody.")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run controllers only while holding the leader lease, so replicas can stand by.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
+		"Namespace of the leader lease; empty means the namespace the manager runs in.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
+}
+
+// Validate checks the options and says which flag is wrong.
+func (o *Options) Validate() error {
+	var errs []error
+	if _, err := o.caSecretKey(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.CertLifetime < MinCertLifetime || o.CertLifetime > MaxCertLifetime {
+		errs = append(errs, fmt.Errorf("--cert-lifetime %s is outside %s to %s", o.CertLifetime, MinCertLifetime, MaxCertLifetime))
+	}
+	if _, err := identity.ParseSubjectStyle(o.CertificateSubject); err != nil {
+		errs = append(errs, fmt.Errorf("--certificate-subject: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) caSecretKey() (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(o.CASecret, "/")
+	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return types.NamespacedName{}, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", o.CASecret)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// Scheme holds every type the manager reads through controller-runtime.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, clusterv1.Install, addonv1beta1.Install} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Run runs the manager until ctx ends. Options must be valid.
+func (o *Options) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	ctrl.SetLogger(klog.NewKlogr())
+	logger.Info("Starting", "version", version.String())
+
+	cfg := o.RestConfig
+	if cfg == nil {
+		var err error
+		if cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig); err != nil {
+			return fmt.Errorf("loading hub kubeconfig: %w", err)
+		}
+	}
+	caKey, err := o.caSecretKey()
+	if err != nil {
+		return err
+	}
+	style, err := identity.ParseSubjectStyle(o.CertificateSubject)
+	if err != nil {
+		return err
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              leaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the CA secret: the manager may read no other secret.
+			&corev1.Secret{}: {
+				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
+			},
+			&addonv1beta1.ManagedClusterAddOn{}:         {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
+			&certificatesv1.CertificateSigningRequest{}: {},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+
+	addonClient, err := addonclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	recorder := mgr.GetEventRecorder("argocd-agent-addon")
+	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
+	agentAddon, err := addon.New(addon.Options{
+		ConfigGetter: utils.NewAddOnDeploymentConfigGetter(addonClient),
+		Bundle:       ca.Bundle,
+		Subject:      style,
+		Reporter:     addon.NewStatusReporter(addonClient, recorder),
+	})
+	if err != nil {
+		return err
+	}
+	addonMgr, err := addonmanager.New(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the add-on manager: %w", err)
+	}
+	if err := addonMgr.AddAgent(agentAddon); err != nil {
+		return err
+	}
+	// addon-framework has no leader election of its own: run it as a leader-only runnable.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := addonMgr.Start(ctx); err != nil {
+			return fmt.Errorf("starting the add-on manager: %w", err)
+		}
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return err
+	}
+
+	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername}
+	if err := (&approver.Reconciler{Client: mgr.GetClient(), Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}

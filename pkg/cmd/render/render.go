@@ -1,0 +1,191 @@
+// Package render is the `argocd-agent-addon render` command: it prints, with no API server,
+// the objects the manager would deliver to one cluster, through the same add-on code.
+package render
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// Options are the render settings.
+type Options struct {
+	Cluster            string
+	ConfigFile         string
+	CAFile             string
+	CertificateSubject string
+}
+
+// NewCommand returns the render command.
+func NewCommand() *cobra.Command {
+	o := &Options{CertificateSubject: string(identity.SubjectClusterName)}
+	cmd := &cobra.Command{
+		Use:   "render --cluster NAME [--config ADC.yaml] [--ca CA.crt]",
+		Short: "Print the manifests the manager would deliver to a cluster",
+		Long: `Render prints, without any API server, the objects the manager delivers to the named cluster,
+given the AddOnDeploymentConfig that applies to it. Use it to review a configuration or to diff
+it in GitOps. Without --ca the argocd-agent-ca Secret is left out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// AddFlags binds the options to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "Name of the managed cluster (required).")
+	fs.StringVar(&o.ConfigFile, "config", o.ConfigFile, "AddOnDeploymentConfig YAML that applies to the cluster; none means the defaults.")
+	fs.StringVar(&o.CAFile, "ca", o.CAFile, "PEM CA certificate(s) the agent trusts (certificates only, never the key).")
+	fs.StringVar(&o.CertificateSubject, "certificate-subject", o.CertificateSubject, "Agent certificate subject style, as the manager's flag.")
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	if o.Cluster == "" {
+		return errors.New("--cluster is required")
+	}
+	if errs := validation.IsDNS1123Label(o.Cluster); len(errs) > 0 {
+		return fmt.Errorf("--cluster %q: %v", o.Cluster, errs)
+	}
+	_, err := identity.ParseSubjectStyle(o.CertificateSubject)
+	return err
+}
+
+// Run writes the rendered objects to out as a YAML stream.
+func (o *Options) Run(ctx context.Context, out io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	getter := &fileConfigGetter{}
+	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: o.Cluster}}
+	if o.ConfigFile != "" {
+		adc, err := readConfig(o.ConfigFile)
+		if err != nil {
+			return err
+		}
+		getter.adc = adc
+		// Point the add-on at the config the way OCM's addon-manager does.
+		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
+			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource},
+			DesiredConfig: &addonv1beta1.ConfigSpecHash{
+				ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name},
+				SpecHash:       "rendered-from-file",
+			},
+		}}
+	}
+	var bundle []byte
+	if o.CAFile != "" {
+		var err error
+		if bundle, err = readCABundle(o.CAFile); err != nil {
+			return err
+		}
+	}
+	a, err := addon.New(addon.Options{
+		ConfigGetter: getter,
+		Bundle:       func(context.Context) ([]byte, error) { return bundle, nil },
+		Subject:      identity.SubjectStyle(o.CertificateSubject),
+	})
+	if err != nil {
+		return err
+	}
+	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: o.Cluster}}
+	objects, err := a.Manifests(ctx, cluster, mca)
+	if err != nil {
+		return err
+	}
+	return writeYAML(out, objects)
+}
+
+func writeYAML(out io.Writer, objects []runtime.Object) error {
+	for i, obj := range objects {
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			if _, err := io.WriteString(out, "---\n"); err != nil {
+				return err
+			}
+		}
+		if _, err := out.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readConfig(path string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	adc := &addonv1beta1.AddOnDeploymentConfig{}
+	if err := yaml.UnmarshalStrict(data, adc); err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	if adc.Kind != "AddOnDeploymentConfig" {
+		return nil, fmt.Errorf("--config %s: kind %q, want AddOnDeploymentConfig", path, adc.Kind)
+	}
+	return adc, nil
+}
+
+// readCABundle returns the certificates of path re-encoded, and refuses a file with a key in it.
+func readCABundle(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var bundle bytes.Buffer
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("--ca %s: holds a %q block; give the CA certificate only, never its key", path, block.Type)
+		}
+		if err := pem.Encode(&bundle, block); err != nil {
+			return nil, err
+		}
+	}
+	if bundle.Len() == 0 {
+		return nil, fmt.Errorf("--ca %s: no PEM CERTIFICATE found", path)
+	}
+	return bundle.Bytes(), nil
+}
+
+// fileConfigGetter serves the one AddOnDeploymentConfig read from --config.
+type fileConfigGetter struct {
+	adc *addonv1beta1.AddOnDeploymentConfig
+}
+
+func (g *fileConfigGetter) Get(_ context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+	if g.adc == nil || g.adc.Namespace != namespace || g.adc.Name != name {
+		return nil, fmt.Errorf("AddOnDeploymentConfig %s/%s not given", namespace, name)
+	}
+	return g.adc, nil
+}
