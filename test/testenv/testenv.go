@@ -1,0 +1,146 @@
+// Package testenv starts a real kube-apiserver and etcd (built by hack/test-tools.sh) with the
+// OCM CRDs the add-on uses, for tests that must run against a real API server.
+package testenv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
+	workv1 "open-cluster-management.io/api/work/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
+)
+
+// CRD directories of the open-cluster-management.io/api module the add-on needs.
+var crdDirs = []string{"cluster/v1", "cluster/v1beta1", "cluster/v1beta2", "work/v1", "addon/v1beta1"}
+
+// Env is a running API server.
+type Env struct {
+	env    *envtest.Environment
+	Config *rest.Config
+	Client client.Client
+	Scheme *runtime.Scheme
+}
+
+// Start starts kube-apiserver and etcd. KUBEBUILDER_ASSETS must name the folder with both
+// binaries (`eval "$(hack/test-tools.sh print-env)"`, which `make test` does).
+func Start() (*Env, error) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
+	}
+	crds, err := OCMCRDs()
+	if err != nil {
+		return nil, err
+	}
+	scheme, err := manager.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	for _, add := range []func(*runtime.Scheme) error{workv1.Install, clusterv1beta1.Install, clusterv1beta2.Install, apiextensionsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:   assets,
+		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: crds, Scheme: scheme},
+		ControlPlaneStopTimeout: 30 * time.Second,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return &Env{env: env, Config: cfg, Client: c, Scheme: scheme}, nil
+}
+
+// Stop stops the API server and etcd.
+func (e *Env) Stop() error { return e.env.Stop() }
+
+// AddUser adds a user to the API server (e.g. one in system:masters) and returns its config.
+func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.ControlPlane.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
+}
+
+// KubeconfigFor writes a kubeconfig for cfg to path (for helm and other CLIs).
+func (e *Env) KubeconfigFor(name string, groups []string, path string) error {
+	u, err := e.env.ControlPlane.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, kc, 0o600)
+}
+
+// OCMCRDs reads the OCM CRDs from the api module in the Go module cache. The add-on CRDs
+// store v1alpha1 and carry no conversion settings, so their storage version is switched to
+// v1beta1, the version the add-on and addon-framework use (addon-framework's own tests do this).
+func OCMCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "open-cluster-management.io/api").Output()
+	if err != nil {
+		return nil, fmt.Errorf("locating the open-cluster-management.io/api module: %w", err)
+	}
+	root := strings.TrimSpace(string(out))
+	var crds []*apiextensionsv1.CustomResourceDefinition
+	for _, dir := range crdDirs {
+		files, err := filepath.Glob(filepath.Join(root, dir, "*.crd.yaml"))
+		if err != nil {
+			return nil, err
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("no CRDs in %s/%s", root, dir)
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			for _, doc := range bytes.Split(data, []byte("\n---")) {
+				if len(bytes.TrimSpace(doc)) == 0 {
+					continue
+				}
+				crd := &apiextensionsv1.CustomResourceDefinition{}
+				if err := yaml.Unmarshal(doc, crd); err != nil {
+					return nil, fmt.Errorf("%s: %w", f, err)
+				}
+				if crd.Name == "" {
+					continue
+				}
+				if crd.Spec.Group == addonv1beta1.GroupName {
+					for i := range crd.Spec.Versions {
+						crd.Spec.Versions[i].Storage = crd.Spec.Versions[i].Name == "v1beta1"
+					}
+				}
+				crds = append(crds, crd)
+			}
+		}
+	}
+	return crds, nil
+}
