@@ -1,0 +1,99 @@
+{{/*
+Chart name, overridable with nameOverride.
+*/}}
+{{- define "argocd-agent-addon.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the manager's namespaced and RBAC objects: fullnameOverride, else the release name
+if it already contains the chart name, else "<release>-<chart>". 63 characters at most, the
+limit of a label value.
+*/}}
+{{- define "argocd-agent-addon.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "argocd-agent-addon.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object the chart creates.
+*/}}
+{{- define "argocd-agent-addon.labels" -}}
+helm.sh/chart: {{ include "argocd-agent-addon.chart" . }}
+app.kubernetes.io/name: {{ include "argocd-agent-addon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: argocd-agent-addon
+{{- end }}
+
+{{/*
+Labels that select the manager pods. They must never change between releases: a Deployment's
+selector is immutable.
+*/}}
+{{- define "argocd-agent-addon.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "argocd-agent-addon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: manager
+{{- end }}
+
+{{/*
+Manager image: repository and tag, the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "argocd-agent-addon.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Namespace of the Placement and its ManagedClusterSetBindings: placement.namespace, else the
+release namespace.
+*/}}
+{{- define "argocd-agent-addon.placementNamespace" -}}
+{{- .Values.placement.namespace | default .Release.Namespace }}
+{{- end }}
+
+{{/*
+Values the manager or the add-on would refuse at run time, refused at install time instead, with
+the value to fix. Included once, by the Deployment: one failure stops the whole render.
+*/}}
+{{- define "argocd-agent-addon.validate" -}}
+{{- $subjects := list "cluster-name" "ocm" }}
+{{- if not (has .Values.certificate.subject $subjects) }}
+{{- fail (printf "certificate.subject %q: want one of %s" .Values.certificate.subject (join ", " $subjects)) }}
+{{- end }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicas %d needs leaderElection.enabled: replicas without leader election would all approve, sign and deploy at once" (int .Values.replicas)) }}
+{{- end }}
+{{- if not .Values.caSecret.namespace }}
+{{- fail "caSecret.namespace is required: the namespace of the CA secret the manager signs agent certificates with" }}
+{{- end }}
+{{- if not .Values.caSecret.name }}
+{{- fail "caSecret.name is required: the name of the CA secret the manager signs agent certificates with" }}
+{{- end }}
+{{- $modes := list "managed" "autonomous" }}
+{{- if not (has .Values.agent.mode $modes) }}
+{{- fail (printf "agent.mode %q: want one of %s" .Values.agent.mode (join ", " $modes)) }}
+{{- end }}
+{{- $levels := list "trace" "debug" "info" "warn" "error" }}
+{{- if not (has .Values.agent.logLevel $levels) }}
+{{- fail (printf "agent.logLevel %q: want one of %s" .Values.agent.logLevel (join ", " $levels)) }}
+{{- end }}
+{{- if not .Values.placement.name }}
+{{- fail "placement.name is required: the Placement whose clusters get the agent" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,350 @@
+package addon_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"open-cluster-management.io/addon-framework/pkg/agent"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+const caPEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+type getter struct{ adc *addonv1beta1.AddOnDeploymentConfig }
+
+func (g getter) Get(_ context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+	if g.adc == nil || g.adc.Namespace != ns || g.adc.Name != name {
+		return nil, fmt.Errorf("no ADC %s/%s", ns, name)
+	}
+	return g.adc, nil
+}
+
+// recordingReporter records what the add-on reported.
+type recordingReporter struct {
+	invalid []*agentconfig.FieldError
+	valid   int
+}
+
+func (r *recordingReporter) Invalid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError) {
+	r.invalid = append(r.invalid, err)
+}
+func (r *recordingReporter) Valid(context.Context, *addonv1beta1.ManagedClusterAddOn) { r.valid++ }
+
+func mcaFor(adc *addonv1beta1.AddOnDeploymentConfig) *addonv1beta1.ManagedClusterAddOn {
+	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
+	if adc != nil {
+		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
+			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource},
+			DesiredConfig: &addonv1beta1.ConfigSpecHash{
+				ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}, SpecHash: "h",
+			},
+		}}
+	}
+	return mca
+}
+
+func newADC(vars map[string]string, mutate func(*addonv1beta1.AddOnDeploymentConfigSpec)) *addonv1beta1.AddOnDeploymentConfig {
+	a := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Name: "cfg", Namespace: "open-cluster-management"}}
+	for k, v := range vars {
+		a.Spec.CustomizedVariables = append(a.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: k, Value: v})
+	}
+	if mutate != nil {
+		mutate(&a.Spec)
+	}
+	return a
+}
+
+func render(t *testing.T, style identity.SubjectStyle, adc *addonv1beta1.AddOnDeploymentConfig, bundle string, rep addon.ConfigReporter) ([]runtime.Object, error) {
+	t.Helper()
+	a, err := addon.New(addon.Options{
+		ConfigGetter: getter{adc},
+		Bundle:       func(context.Context) ([]byte, error) { return []byte(bundle), nil },
+		Subject:      style,
+		Reporter:     rep,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mcaFor(adc))
+}
+
+type rendered struct {
+	deployment *appsv1.Deployment
+	params     *corev1.ConfigMap
+	caSecret   *corev1.Secret
+	kinds      map[string]int
+	namespaces map[string]bool
+}
+
+func index(t *testing.T, objs []runtime.Object) rendered {
+	t.Helper()
+	r := rendered{kinds: map[string]int{}, namespaces: map[string]bool{}}
+	for _, o := range objs {
+		kind := fmt.Sprintf("%T", o)
+		r.kinds[kind]++
+		if m, ok := o.(metav1.Object); ok && m.GetNamespace() != "" {
+			r.namespaces[m.GetNamespace()] = true
+		}
+		switch v := o.(type) {
+		case *appsv1.Deployment:
+			r.deployment = v
+		case *corev1.ConfigMap:
+			r.params = v
+		case *corev1.Secret:
+			r.caSecret = v
+		}
+	}
+	if r.deployment == nil || r.params == nil {
+		t.Fatalf("missing Deployment or ConfigMap in %v", r.kinds)
+	}
+	return r
+}
+
+// Every template renders, for every supported configuration variant, into the expected objects.
+func TestManifestsForEveryVariant(t *testing.T) {
+	principal := map[string]string{"principalAddress": "principal.example.com"}
+	variants := []struct {
+		name   string
+		style  identity.SubjectStyle
+		adc    *addonv1beta1.AddOnDeploymentConfig
+		bundle string
+		check  func(t *testing.T, r rendered)
+	}{
+		{name: "defaults", adc: newADC(principal, nil), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			c := r.deployment.Spec.Template.Spec.Containers[0]
+			if c.Image != agentconfig.DefaultImage || r.params.Data["agent.mode"] != "managed" || r.params.Data["agent.server.port"] != "443" {
+				t.Errorf("defaults: image %s, params %v", c.Image, r.params.Data)
+			}
+			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe != nil {
+				t.Error("want a /healthz readiness probe and no liveness probe")
+			}
+			sc := c.SecurityContext
+			if sc == nil || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || !*sc.RunAsNonRoot || sc.Capabilities.Drop[0] != "ALL" {
+				t.Error("container is not restricted")
+			}
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+				t.Error("no resource requests")
+			}
+			if r.params.Data["agent.creds"] != "mtls:" || r.params.Data["agent.tls.client.cert-path"] != "/app/config/tls/client/tls.crt" {
+				t.Errorf("mTLS settings: %v", r.params.Data)
+			}
+			if got := r.deployment.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != identity.ClientCertSecretName {
+				t.Errorf("client cert secret %q, want %q", got, identity.ClientCertSecretName)
+			}
+			if r.caSecret == nil || string(r.caSecret.Data["ca.crt"]) != caPEM || len(r.caSecret.Data) != 1 {
+				t.Errorf("CA secret must hold exactly ca.crt: %+v", r.caSecret)
+			}
+			if !r.namespaces["argocd"] || len(r.namespaces) != 1 {
+				t.Errorf("namespaces %v, want argocd only", r.namespaces)
+			}
+			for kind, n := range map[string]int{"*v1.Namespace": 1, "*v1.ServiceAccount": 1, "*v1.Role": 1, "*v1.RoleBinding": 1,
+				"*v1.ClusterRole": 1, "*v1.ClusterRoleBinding": 1, "*v1.ConfigMap": 1, "*v1.Deployment": 1, "*v1.Secret": 1} {
+				if r.kinds[kind] != n {
+					t.Errorf("%d %s, want %d (all: %v)", r.kinds[kind], kind, n, r.kinds)
+				}
+			}
+		}},
+		{name: "autonomous mode, port, image, log level", adc: newADC(map[string]string{
+			"principalAddress": "10.1.2.3", "principalPort": "8443", "agentMode": "autonomous",
+			"agentImage": "registry.local/argocd-agent:v0.9.1", "logLevel": "debug"}, nil), bundle: caPEM,
+			check: func(t *testing.T, r rendered) {
+				d := r.params.Data
+				if d["agent.mode"] != "autonomous" || d["agent.server.port"] != "8443" || d["agent.server.address"] != "10.1.2.3" || d["agent.log.level"] != "debug" {
+					t.Errorf("params %v", d)
+				}
+				if img := r.deployment.Spec.Template.Spec.Containers[0].Image; img != "registry.local/argocd-agent:v0.9.1" {
+					t.Errorf("image %s", img)
+				}
+			}},
+		{name: "install namespace", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) { s.AgentInstallNamespace = "gitops" }), bundle: caPEM,
+			check: func(t *testing.T, r rendered) {
+				if !r.namespaces["gitops"] || len(r.namespaces) != 1 || r.params.Data["agent.namespace"] != "gitops" {
+					t.Errorf("namespaces %v, agent.namespace %q", r.namespaces, r.params.Data["agent.namespace"])
+				}
+			}},
+		{name: "node placement", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+			s.NodePlacement = &addonv1beta1.NodePlacement{
+				NodeSelector: map[string]string{"kubernetes.io/os": "linux"},
+				Tolerations:  []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "gitops", Effect: corev1.TaintEffectNoSchedule}},
+			}
+		}), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			spec := r.deployment.Spec.Template.Spec
+			if spec.NodeSelector["kubernetes.io/os"] != "linux" || len(spec.Tolerations) != 1 || spec.Tolerations[0].Value != "gitops" {
+				t.Errorf("node placement: %v %v", spec.NodeSelector, spec.Tolerations)
+			}
+		}},
+		{name: "registries", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+			s.Registries = []addonv1beta1.ImageMirror{{Source: "quay.io/argoprojlabs", Mirror: "mirror.local/argo"}}
+		}), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			if img := r.deployment.Spec.Template.Spec.Containers[0].Image; img != "mirror.local/argo/argocd-agent:v0.9.0" {
+				t.Errorf("image %s", img)
+			}
+		}},
+		{name: "proxy", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+			s.ProxyConfig = addonv1beta1.ProxyConfig{HTTPProxy: "http://p:3128", HTTPSProxy: "http://p:3128", NoProxy: "10.0.0.0/8,.svc"}
+		}), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			env := map[string]string{}
+			for _, e := range r.deployment.Spec.Template.Spec.Containers[0].Env {
+				env[e.Name] = e.Value
+			}
+			if env["HTTP_PROXY"] != "http://p:3128" || env["HTTPS_PROXY"] != "http://p:3128" || env["NO_PROXY"] != "10.0.0.0/8,.svc" {
+				t.Errorf("proxy env %v", env)
+			}
+		}},
+		{name: "resources", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+			s.ResourceRequirements = []addonv1beta1.ContainerResourceRequirements{{ContainerID: "*:*:*",
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}}}
+		}), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			if got := r.deployment.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().String(); got != "1Gi" {
+				t.Errorf("memory limit %s", got)
+			}
+		}},
+		{name: "ocm subject style", style: identity.SubjectOCM, adc: newADC(principal, nil), bundle: caPEM, check: func(t *testing.T, r rendered) {}},
+		{name: "no CA bundle (render without --ca)", adc: newADC(principal, nil), check: func(t *testing.T, r rendered) {
+			if r.caSecret != nil {
+				t.Error("CA secret rendered without a bundle")
+			}
+		}},
+	}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			style := v.style
+			if style == "" {
+				style = identity.SubjectClusterName
+			}
+			rep := &recordingReporter{}
+			objs, err := render(t, style, v.adc, v.bundle, rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.valid != 1 || len(rep.invalid) != 0 {
+				t.Errorf("reporter: valid=%d invalid=%v", rep.valid, rep.invalid)
+			}
+			r := index(t, objs)
+			for _, o := range objs {
+				if cr, ok := o.(*rbacv1.ClusterRole); ok && len(cr.Rules) == 0 {
+					t.Error("empty ClusterRole")
+				}
+			}
+			v.check(t, r)
+		})
+	}
+}
+
+func TestConfigChangeRollsThePod(t *testing.T) {
+	hash := func(vars map[string]string, bundle string) string {
+		objs, err := render(t, identity.SubjectClusterName, newADC(vars, nil), bundle, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return index(t, objs).deployment.Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
+	}
+	base := hash(map[string]string{"principalAddress": "a.example.com"}, caPEM)
+	if base == "" {
+		t.Fatal("no config hash on the pod template")
+	}
+	if base == hash(map[string]string{"principalAddress": "b.example.com"}, caPEM) {
+		t.Error("a new principal address does not change the pod template")
+	}
+	if base == hash(map[string]string{"principalAddress": "a.example.com"}, caPEM+caPEM) {
+		t.Error("a new CA bundle does not change the pod template")
+	}
+	if base != hash(map[string]string{"principalAddress": "a.example.com"}, caPEM) {
+		t.Error("the same config renders a different hash")
+	}
+}
+
+func TestInvalidConfigIsReportedNotRendered(t *testing.T) {
+	rep := &recordingReporter{}
+	objs, err := render(t, identity.SubjectClusterName, newADC(map[string]string{"principalAddress": "a", "principalPort": "99999"}, nil), caPEM, rep)
+	var fe *agentconfig.FieldError
+	if !errors.As(err, &fe) || fe.Field != "customizedVariables[principalPort]" || fe.Value != "99999" {
+		t.Fatalf("want a FieldError for principalPort=99999, got %v", err)
+	}
+	if objs != nil {
+		t.Fatal("objects rendered for an invalid config")
+	}
+	if len(rep.invalid) != 1 || rep.valid != 0 {
+		t.Fatalf("reporter: valid=%d invalid=%v", rep.valid, rep.invalid)
+	}
+}
+
+func TestRegistrationAndOptions(t *testing.T) {
+	for _, style := range identity.SubjectStyles {
+		a, err := addon.New(addon.Options{ConfigGetter: getter{}, Bundle: func(context.Context) ([]byte, error) { return nil, nil }, Subject: style})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := a.GetAgentAddonOptions()
+		if opts.AddonName != identity.AddonName || opts.HealthProber.Type != agent.HealthProberTypeDeploymentAvailability {
+			t.Fatalf("options %+v", opts)
+		}
+		if opts.Registration.CSRApproveCheck != nil || opts.Registration.CSRSign != nil {
+			t.Fatal("the framework's approver/signer must stay off: pkg/certificates does it strictly")
+		}
+		regs, err := opts.Registration.Configurations(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, nil)
+		if err != nil || len(regs) != 1 {
+			t.Fatalf("registrations %v %v", regs, err)
+		}
+		api := regs[0].RegistrationAPI()
+		if api.Type != addonv1beta1.CustomSigner || api.CustomSigner.SignerName != identity.SignerName || api.CustomSigner.Subject.User != style.For("c1").User {
+			t.Fatalf("registration %+v", api)
+		}
+	}
+	if _, err := addon.New(addon.Options{ConfigGetter: getter{}, Bundle: func(context.Context) ([]byte, error) { return nil, nil }, Subject: "bogus"}); err == nil {
+		t.Fatal("unknown subject style accepted")
+	}
+}
+
+func TestBundleErrorStopsRendering(t *testing.T) {
+	a, err := addon.New(addon.Options{
+		ConfigGetter: getter{newADC(map[string]string{"principalAddress": "a"}, nil)},
+		Bundle:       func(context.Context) ([]byte, error) { return nil, errors.New("CA secret argocd/argocd-agent-ca not found") },
+		Subject:      identity.SubjectClusterName,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mcaFor(newADC(map[string]string{"principalAddress": "a"}, nil)))
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("want the CA error, got %v", err)
+	}
+}
+
+// FuzzManifests: whatever principal address and log level a user writes, the manifests either
+// are refused with a FieldError or carry exactly those values: no input changes the structure
+// of what is rendered.
+func FuzzManifests(f *testing.F) {
+	f.Add("principal.example.com", "info")
+	f.Add("a\"\nagent.creds: none", "debug")
+	f.Add("{{ .Namespace }}", "info")
+	f.Fuzz(func(t *testing.T, address, logLevel string) {
+		objs, err := render(t, identity.SubjectClusterName, newADC(map[string]string{"principalAddress": address, "logLevel": logLevel}, nil), caPEM, nil)
+		if err != nil {
+			var fe *agentconfig.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("not a FieldError: %v", err)
+			}
+			return
+		}
+		r := index(t, objs)
+		if r.params.Data["agent.server.address"] != address || r.params.Data["agent.log.level"] != logLevel || r.params.Data["agent.creds"] != "mtls:" {
+			t.Fatalf("rendered params differ from the input: %v", r.params.Data)
+		}
+	})
+}

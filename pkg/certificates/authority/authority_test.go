@@ -1,0 +1,175 @@
+package authority_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+)
+
+var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+type caSpec struct {
+	key      crypto.Signer
+	isCA     bool
+	usage    x509.KeyUsage
+	notAfter time.Time
+}
+
+func makeCA(t *testing.T, s caSpec) []byte {
+	t.Helper()
+	if s.notAfter.IsZero() {
+		s.notAfter = now.Add(365 * 24 * time.Hour)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "argocd-agent-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              s.notAfter,
+		IsCA:                  s.isCA,
+		BasicConstraintsValid: true,
+		KeyUsage:              s.usage,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, s.key.Public(), s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func pkcs8(t *testing.T, k crypto.Signer) []byte {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+func TestParseKeyFormats(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalECPrivateKey(ecKey)
+	for name, tc := range map[string]struct {
+		key    crypto.Signer
+		keyPEM []byte
+	}{
+		"RSA PKCS#1":   {rsaKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)})},
+		"RSA PKCS#8":   {rsaKey, pkcs8(t, rsaKey)},
+		"ECDSA SEC1":   {ecKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER})},
+		"ECDSA PKCS#8": {ecKey, pkcs8(t, ecKey)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			certPEM := makeCA(t, caSpec{key: tc.key, isCA: true, usage: x509.KeyUsageCertSign})
+			ca, err := authority.Parse(certPEM, tc.keyPEM, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			block, _ := pem.Decode(csr.Spec.Request)
+			req, _ := x509.ParseCertificateRequest(block.Bytes)
+			certOut, err := ca.Sign(req, time.Hour, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := ca.Verify(certOut, now)
+			if err != nil {
+				t.Fatalf("issued certificate does not verify: %v", err)
+			}
+			if cert.Subject.CommonName != "c1" {
+				t.Errorf("CN %q", cert.Subject.CommonName)
+			}
+			if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+				t.Errorf("ext key usage %v, want client auth only", cert.ExtKeyUsage)
+			}
+			if cert.IsCA {
+				t.Error("issued a CA certificate")
+			}
+			if len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.URIs)+len(cert.EmailAddresses) != 0 {
+				t.Error("issued certificate carries SANs")
+			}
+			if got := cert.NotAfter.Sub(now); got != time.Hour {
+				t.Errorf("lifetime %s, want 1h", got)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	good := makeCA(t, caSpec{key: key, isCA: true, usage: x509.KeyUsageCertSign})
+	for name, tc := range map[string]struct {
+		cert, key []byte
+		want      string
+	}{
+		"no certificate":       {nil, pkcs8(t, key), "no PEM CERTIFICATE"},
+		"not a CA":             {makeCA(t, caSpec{key: key, usage: x509.KeyUsageDigitalSignature}), pkcs8(t, key), "not a CA"},
+		"CA without certSign":  {makeCA(t, caSpec{key: key, isCA: true, usage: x509.KeyUsageDigitalSignature}), pkcs8(t, key), "certSign"},
+		"expired CA":           {makeCA(t, caSpec{key: key, isCA: true, usage: x509.KeyUsageCertSign, notAfter: now.Add(-time.Minute)}), pkcs8(t, key), "expired"},
+		"key of another CA":    {good, pkcs8(t, other), "does not match"},
+		"no key":               {good, nil, "no PEM block"},
+		"unsupported key type": {good, pem.EncodeToMemory(&pem.Block{Type: "DSA PRIVATE KEY", Bytes: []byte{1}}), "unsupported"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := authority.Parse(tc.cert, tc.key, now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestSignNeverOutlivesCA(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caNotAfter := now.Add(2 * time.Hour)
+	ca, err := authority.Parse(makeCA(t, caSpec{key: key, isCA: true, usage: x509.KeyUsageCertSign, notAfter: caNotAfter}), pkcs8(t, key), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _, _ := ocmcsr.New(ocmcsr.Request{Cluster: "c1"})
+	block, _ := pem.Decode(csr.Spec.Request)
+	req, _ := x509.ParseCertificateRequest(block.Bytes)
+	out, err := ca.Sign(req, 7*24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Verify(out, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.NotAfter.Equal(caNotAfter.Truncate(time.Second)) {
+		t.Fatalf("notAfter %s, want the CA's %s", cert.NotAfter, caNotAfter)
+	}
+	if !cert.NotBefore.Equal(now.Add(-authority.ClockSkew)) {
+		t.Fatalf("notBefore %s, want now-%s", cert.NotBefore, authority.ClockSkew)
+	}
+}
+
+func TestBundleHoldsOnlyTheCertificate(t *testing.T) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	certPEM := makeCA(t, caSpec{key: key, isCA: true, usage: x509.KeyUsageCertSign})
+	keyPEM := pkcs8(t, key)
+	// A secret whose tls.crt also carries the key must not leak it through the bundle.
+	ca, err := authority.Parse(append(append([]byte{}, certPEM...), keyPEM...), keyPEM, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := string(ca.BundlePEM())
+	if strings.Contains(bundle, "PRIVATE KEY") || strings.Count(bundle, "BEGIN CERTIFICATE") != 1 {
+		t.Fatalf("bundle is not exactly the CA certificate:\n%s", bundle)
+	}
+}
