@@ -148,8 +148,11 @@ func (c *Config) apply(spec *addonv1beta1.AddOnDeploymentConfigSpec) error {
 			return fieldErr("customizedVariables", v.Name, "unknown variable (known: %s)", strings.Join(Variables, ", "))
 		}
 	}
-	if spec.AgentInstallNamespace != "" {
-		c.Namespace = spec.AgentInstallNamespace
+	// The AddOnDeploymentConfig CRD defaults agentInstallNamespace to addon-framework's
+	// namespace, so every ADC carries it; only another value is the user's choice. The agent
+	// belongs next to Argo CD.
+	if ns := spec.AgentInstallNamespace; ns != "" && ns != addonfactory.AddonDefaultInstallNamespace {
+		c.Namespace = ns
 	}
 	if spec.NodePlacement != nil {
 		c.NodeSelector = spec.NodePlacement.NodeSelector

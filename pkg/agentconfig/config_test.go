@@ -55,7 +55,10 @@ func TestFromDeploymentConfig(t *testing.T) {
 		t.Fatalf("resources: the last matching entry must win, got memory limit %s", got)
 	}
 
-	def, err := agentconfig.FromDeploymentConfig(adc(withPrincipal(nil)))
+	def, err := agentconfig.FromDeploymentConfig(adc(withPrincipal(nil), func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+		// What the CRD defaults every ADC to: not a user's choice.
+		s.AgentInstallNamespace = "open-cluster-management-agent-addon"
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

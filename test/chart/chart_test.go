@@ -1,0 +1,648 @@
+package chart_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	addonv1alpha1 "open-cluster-management.io/api/addon/v1alpha1"
+	clusterv1alpha1 "open-cluster-management.io/api/cluster/v1alpha1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
+)
+
+const (
+	releaseNamespace = "ocm-addons"
+	// managerName is what the chart names the manager's objects for release chart.ReleaseName.
+	managerName = chart.ReleaseName
+	signerName  = "open-cluster-management.io/argocd-agent-addon"
+	addonName   = "argocd-agent"
+)
+
+// helmBinary returns the helm binary from $HELM. Developers without it skip these tests; CI
+// must not silently skip them, so there a missing HELM fails.
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("HELM is not set in CI: run `eval \"$(hack/test-tools.sh)\"` first")
+		}
+		t.Skip("HELM is not set: run `eval \"$(hack/test-tools.sh)\"` to build helm")
+	}
+	return helm
+}
+
+func TestLint(t *testing.T) {
+	helm := helmBinary(t)
+	dir, err := chart.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// --strict turns lint warnings into failures.
+	out, err := exec.Command(helm, "lint", "--strict", dir, "--set", "agent.principal.address=x").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+}
+
+func TestPrincipalAddressIsRequired(t *testing.T) {
+	helm := helmBinary(t)
+	_, err := chart.Render(helm, releaseNamespace, nil)
+	if err == nil {
+		t.Fatal("helm template without agent.principal.address succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), "agent.principal.address is required") {
+		t.Errorf("error does not say agent.principal.address is required: %v", err)
+	}
+}
+
+func TestInvalidValuesAreRefused(t *testing.T) {
+	helm := helmBinary(t)
+	for _, tc := range []struct {
+		name    string
+		values  map[string]string
+		wantErr string
+	}{
+		{"unknown certificate subject", map[string]string{"certificate.subject": "cn"}, `certificate.subject "cn"`},
+		{"replicas without leader election", map[string]string{"replicas": "2", "leaderElection.enabled": "false"}, "replicas 2 needs leaderElection.enabled"},
+		{"unknown agent mode", map[string]string{"agent.mode": "pull"}, `agent.mode "pull"`},
+		{"unknown agent log level", map[string]string{"agent.logLevel": "loud"}, `agent.logLevel "loud"`},
+		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.values["agent.principal.address"] = "principal.example.com"
+			_, err := chart.Render(helm, releaseNamespace, tc.values)
+			if err == nil {
+				t.Fatalf("helm template with %v succeeded, want an error", tc.values)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error does not contain %q: %v", tc.wantErr, err)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{"agent.principal.address": "principal.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	rendered.expectKeys(t,
+		key("ServiceAccount", releaseNamespace, managerName),
+		key("Deployment", releaseNamespace, managerName),
+		key("ClusterRole", "", managerName),
+		key("ClusterRoleBinding", "", managerName),
+		key("Role", "argocd", managerName+"-ca-secret"),
+		key("RoleBinding", "argocd", managerName+"-ca-secret"),
+		key("Role", releaseNamespace, managerName+"-leader-election"),
+		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
+		key("ClusterManagementAddOn", "", addonName),
+		key("AddOnDeploymentConfig", releaseNamespace, addonName),
+		key("Placement", releaseNamespace, addonName),
+		key("ManagedClusterSetBinding", releaseNamespace, "global"),
+	)
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+	for _, obj := range objs {
+		if got := obj.GetLabels()["app.kubernetes.io/instance"]; got != chart.ReleaseName {
+			t.Errorf("%s: app.kubernetes.io/instance label %q, want %q", keyOf(obj), got, chart.ReleaseName)
+		}
+	}
+
+	t.Run("Deployment", func(t *testing.T) {
+		deploy := convert[appsv1.Deployment](t, rendered.get(t, "Deployment", releaseNamespace, managerName))
+		if deploy.Spec.Replicas == nil || *deploy.Spec.Replicas != 1 {
+			t.Errorf("replicas %v, want 1", deploy.Spec.Replicas)
+		}
+		pod := deploy.Spec.Template
+		for k, v := range deploy.Spec.Selector.MatchLabels {
+			if pod.Labels[k] != v {
+				t.Errorf("selector label %s=%s is not on the pod template (labels %v)", k, v, pod.Labels)
+			}
+		}
+		if pod.Spec.ServiceAccountName != managerName {
+			t.Errorf("serviceAccountName %q, want %q", pod.Spec.ServiceAccountName, managerName)
+		}
+		podSC := pod.Spec.SecurityContext
+		if podSC == nil || !isTrue(podSC.RunAsNonRoot) || podSC.SeccompProfile == nil || podSC.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("pod securityContext %+v, want runAsNonRoot and the RuntimeDefault seccomp profile", podSC)
+		}
+		c := onlyContainer(t, deploy)
+		if want := "quay.io/argocd-agent-addon/argocd-agent-addon:" + appVersion(t); c.Image != want {
+			t.Errorf("image %q, want %q", c.Image, want)
+		}
+		if c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("imagePullPolicy %q, want IfNotPresent", c.ImagePullPolicy)
+		}
+		expectArgs(t, c, []string{
+			"manager",
+			"--ca-secret=argocd/argocd-agent-ca",
+			"--cert-lifetime=168h",
+			"--certificate-subject=cluster-name",
+			"--grpc-server-username=system:serviceaccount:open-cluster-management-hub:grpc-server-sa",
+			"--leader-elect=true",
+			"--leader-election-namespace=" + releaseNamespace,
+			"--metrics-bind-address=:8080",
+			"--health-probe-bind-address=:8081",
+			"--v=2",
+		})
+		checkRestricted(t, c)
+		if len(c.Resources.Requests) == 0 || c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("resources %+v, want requests and a memory limit", c.Resources)
+		}
+		ports := map[string]int32{}
+		for _, p := range c.Ports {
+			ports[p.Name] = p.ContainerPort
+		}
+		if !reflect.DeepEqual(ports, map[string]int32{"metrics": 8080, "health": 8081}) {
+			t.Errorf("container ports %v, want metrics 8080 and health 8081", ports)
+		}
+		checkProbe(t, "liveness", c.LivenessProbe, "/healthz", ports)
+		checkProbe(t, "readiness", c.ReadinessProbe, "/readyz", ports)
+		var podNamespace *corev1.EnvVar
+		for i := range c.Env {
+			if c.Env[i].Name == "POD_NAMESPACE" {
+				podNamespace = &c.Env[i]
+			}
+		}
+		if podNamespace == nil || podNamespace.ValueFrom == nil || podNamespace.ValueFrom.FieldRef == nil ||
+			podNamespace.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+			t.Errorf("env POD_NAMESPACE %+v, want a fieldRef to metadata.namespace", podNamespace)
+		}
+	})
+
+	t.Run("RBAC", func(t *testing.T) {
+		clusterRole := convert[rbacv1.ClusterRole](t, rendered.get(t, "ClusterRole", "", managerName))
+		expectPermissions(t, "ClusterRole", clusterRole.Rules, managerClusterPermissions())
+		caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-ca-secret"))
+		expectPermissions(t, "CA secret Role", caRole.Rules, permissions(
+			rule{"", "secrets", "argocd-agent-ca", []string{"get", "list", "watch"}},
+		))
+		leaderRole := convert[rbacv1.Role](t, rendered.get(t, "Role", releaseNamespace, managerName+"-leader-election"))
+		expectPermissions(t, "leader election Role", leaderRole.Rules, permissions(
+			rule{"coordination.k8s.io", "leases", "", []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			rule{"", "events", "", []string{"create", "patch"}},
+		))
+		checkBinding(t, rendered.get(t, "ClusterRoleBinding", "", managerName), "ClusterRole", managerName, releaseNamespace)
+		checkBinding(t, rendered.get(t, "RoleBinding", "argocd", managerName+"-ca-secret"), "Role", managerName+"-ca-secret", releaseNamespace)
+		checkBinding(t, rendered.get(t, "RoleBinding", releaseNamespace, managerName+"-leader-election"), "Role", managerName+"-leader-election", releaseNamespace)
+	})
+
+	t.Run("ClusterManagementAddOn", func(t *testing.T) {
+		cma := convert[addonv1alpha1.ClusterManagementAddOn](t, rendered.get(t, "ClusterManagementAddOn", "", addonName))
+		if got := cma.Annotations["addon.open-cluster-management.io/lifecycle"]; got != "addon-manager" {
+			t.Errorf("lifecycle annotation %q, want addon-manager", got)
+		}
+		if cma.Spec.AddOnMeta.DisplayName == "" || cma.Spec.AddOnMeta.Description == "" {
+			t.Errorf("addOnMeta %+v, want a display name and a description", cma.Spec.AddOnMeta)
+		}
+		expectEqual(t, "supportedConfigs", cma.Spec.SupportedConfigs, deploymentConfigSupport(addonName, releaseNamespace))
+		expectEqual(t, "installStrategy", cma.Spec.InstallStrategy, addonv1alpha1.InstallStrategy{
+			Type: addonv1alpha1.AddonInstallStrategyPlacements,
+			Placements: []addonv1alpha1.PlacementStrategy{{
+				PlacementRef:    addonv1alpha1.PlacementRef{Namespace: releaseNamespace, Name: addonName},
+				RolloutStrategy: clusterv1alpha1.RolloutStrategy{Type: clusterv1alpha1.All},
+			}},
+		})
+	})
+
+	t.Run("AddOnDeploymentConfig", func(t *testing.T) {
+		adc := convert[addonv1alpha1.AddOnDeploymentConfig](t, rendered.get(t, "AddOnDeploymentConfig", releaseNamespace, addonName))
+		expectEqual(t, "spec", adc.Spec, addonv1alpha1.AddOnDeploymentConfigSpec{
+			CustomizedVariables: []addonv1alpha1.CustomizedVariable{
+				{Name: "principalAddress", Value: "principal.example.com"},
+				{Name: "principalPort", Value: "443"},
+				{Name: "agentMode", Value: "managed"},
+				{Name: "agentImage", Value: "quay.io/argoprojlabs/argocd-agent:v0.9.0"},
+				{Name: "logLevel", Value: "info"},
+			},
+		})
+	})
+
+	t.Run("Placement", func(t *testing.T) {
+		placement := convert[clusterv1beta1.Placement](t, rendered.get(t, "Placement", releaseNamespace, addonName))
+		expectEqual(t, "clusterSets", placement.Spec.ClusterSets, []string{"global"})
+		if len(placement.Spec.Predicates) != 1 {
+			t.Fatalf("predicates %+v, want one", placement.Spec.Predicates)
+		}
+		expectEqual(t, "label selector", placement.Spec.Predicates[0].RequiredClusterSelector.LabelSelector.MatchLabels,
+			map[string]string{"argocd-agent": "enabled"})
+		binding := convert[clusterv1beta2.ManagedClusterSetBinding](t, rendered.get(t, "ManagedClusterSetBinding", releaseNamespace, "global"))
+		if binding.Spec.ClusterSet != "global" {
+			t.Errorf("ManagedClusterSetBinding clusterSet %q, want global", binding.Spec.ClusterSet)
+		}
+	})
+}
+
+func TestCustomValues(t *testing.T) {
+	helm := helmBinary(t)
+	const namespace = "fleet-system"
+	objs, err := chart.Render(helm, namespace, map[string]string{
+		"agent.principal.address": "10.0.0.5",
+		"agent.principal.port":    "8443",
+		"agent.mode":              "autonomous",
+		"agent.logLevel":          "debug",
+		"agent.image":             "registry.example.com/argocd-agent:v1",
+		"agent.installNamespace":  "gitops",
+		`agent.nodePlacement.nodeSelector.kubernetes\.io/os`:      "linux",
+		"agent.nodePlacement.tolerations[0].key":                  "dedicated",
+		"agent.nodePlacement.tolerations[0].operator":             "Exists",
+		"agent.nodePlacement.tolerations[0].effect":               "NoSchedule",
+		"agent.registries[0].source":                              "quay.io/argoprojlabs",
+		"agent.registries[0].mirror":                              "registry.example.com/argoprojlabs",
+		"agent.proxyConfig.httpsProxy":                            "http://proxy.example.com:3128",
+		"agent.resourceRequirements[0].containerID":               "deployments:argocd-agent-agent:argocd-agent-agent",
+		"agent.resourceRequirements[0].resources.requests.memory": "256Mi",
+		"addon.deploymentConfigName":                              "agents",
+		"caSecret.namespace":                                      "hub-ca",
+		"caSecret.name":                                           "principal-ca",
+		"certificate.subject":                                     "ocm",
+		"certificate.lifetime":                                    "24h",
+		"grpcServerUsername":                                      "",
+		"replicas":                                                "2",
+		"image.tag":                                               "v9.9.9",
+		"logVerbosity":                                            "4",
+		"placement.create":                                        "false",
+		"placement.name":                                          "gitops-clusters",
+		"placement.namespace":                                     "fleet",
+		"placement.rolloutStrategy.type":                          "Progressive",
+		"placement.rolloutStrategy.progressive.maxConcurrency":    "25%",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	// placement.create=false: no Placement and no ManagedClusterSetBinding.
+	rendered.expectKeys(t,
+		key("ServiceAccount", namespace, managerName),
+		key("Deployment", namespace, managerName),
+		key("ClusterRole", "", managerName),
+		key("ClusterRoleBinding", "", managerName),
+		key("Role", "hub-ca", managerName+"-ca-secret"),
+		key("RoleBinding", "hub-ca", managerName+"-ca-secret"),
+		key("Role", namespace, managerName+"-leader-election"),
+		key("RoleBinding", namespace, managerName+"-leader-election"),
+		key("ClusterManagementAddOn", "", addonName),
+		key("AddOnDeploymentConfig", namespace, "agents"),
+	)
+	checkRBACIsLeastPrivilege(t, rendered, "principal-ca")
+
+	deploy := convert[appsv1.Deployment](t, rendered.get(t, "Deployment", namespace, managerName))
+	if deploy.Spec.Replicas == nil || *deploy.Spec.Replicas != 2 {
+		t.Errorf("replicas %v, want 2", deploy.Spec.Replicas)
+	}
+	c := onlyContainer(t, deploy)
+	if want := "quay.io/argocd-agent-addon/argocd-agent-addon:v9.9.9"; c.Image != want {
+		t.Errorf("image %q, want %q", c.Image, want)
+	}
+	expectArgs(t, c, []string{
+		"manager",
+		"--ca-secret=hub-ca/principal-ca",
+		"--cert-lifetime=24h",
+		"--certificate-subject=ocm",
+		"--grpc-server-username=",
+		"--leader-elect=true",
+		"--leader-election-namespace=" + namespace,
+		"--metrics-bind-address=:8080",
+		"--health-probe-bind-address=:8081",
+		"--v=4",
+	})
+
+	caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "hub-ca", managerName+"-ca-secret"))
+	expectPermissions(t, "CA secret Role", caRole.Rules, permissions(
+		rule{"", "secrets", "principal-ca", []string{"get", "list", "watch"}},
+	))
+	checkBinding(t, rendered.get(t, "RoleBinding", "hub-ca", managerName+"-ca-secret"), "Role", managerName+"-ca-secret", namespace)
+
+	cma := convert[addonv1alpha1.ClusterManagementAddOn](t, rendered.get(t, "ClusterManagementAddOn", "", addonName))
+	expectEqual(t, "supportedConfigs", cma.Spec.SupportedConfigs, deploymentConfigSupport("agents", namespace))
+	expectEqual(t, "installStrategy", cma.Spec.InstallStrategy, addonv1alpha1.InstallStrategy{
+		Type: addonv1alpha1.AddonInstallStrategyPlacements,
+		Placements: []addonv1alpha1.PlacementStrategy{{
+			PlacementRef: addonv1alpha1.PlacementRef{Namespace: "fleet", Name: "gitops-clusters"},
+			RolloutStrategy: clusterv1alpha1.RolloutStrategy{
+				Type:        clusterv1alpha1.Progressive,
+				Progressive: &clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromString("25%")},
+			},
+		}},
+	})
+
+	adc := convert[addonv1alpha1.AddOnDeploymentConfig](t, rendered.get(t, "AddOnDeploymentConfig", namespace, "agents"))
+	expectEqual(t, "customizedVariables", adc.Spec.CustomizedVariables, []addonv1alpha1.CustomizedVariable{
+		{Name: "principalAddress", Value: "10.0.0.5"},
+		{Name: "principalPort", Value: "8443"},
+		{Name: "agentMode", Value: "autonomous"},
+		{Name: "agentImage", Value: "registry.example.com/argocd-agent:v1"},
+		{Name: "logLevel", Value: "debug"},
+	})
+	if adc.Spec.AgentInstallNamespace != "gitops" {
+		t.Errorf("agentInstallNamespace %q, want gitops", adc.Spec.AgentInstallNamespace)
+	}
+	expectEqual(t, "nodePlacement", adc.Spec.NodePlacement, &addonv1alpha1.NodePlacement{
+		NodeSelector: map[string]string{"kubernetes.io/os": "linux"},
+		Tolerations:  []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+	})
+	expectEqual(t, "registries", adc.Spec.Registries, []addonv1alpha1.ImageMirror{
+		{Source: "quay.io/argoprojlabs", Mirror: "registry.example.com/argoprojlabs"},
+	})
+	expectEqual(t, "proxyConfig", adc.Spec.ProxyConfig, addonv1alpha1.ProxyConfig{HTTPSProxy: "http://proxy.example.com:3128"})
+	if len(adc.Spec.ResourceRequirements) != 1 {
+		t.Fatalf("resourceRequirements %+v, want one entry", adc.Spec.ResourceRequirements)
+	}
+	requirement := adc.Spec.ResourceRequirements[0]
+	if requirement.ContainerID != "deployments:argocd-agent-agent:argocd-agent-agent" || requirement.Resources.Requests.Memory().String() != "256Mi" {
+		t.Errorf("resourceRequirements[0] %+v, want 256Mi of memory for the agent container", requirement)
+	}
+}
+
+// objectKey names a rendered object: kind, namespace (empty if cluster-scoped) and name.
+type objectKey string
+
+func key(kind, namespace, name string) objectKey {
+	return objectKey(kind + "/" + namespace + "/" + name)
+}
+
+func keyOf(obj *unstructured.Unstructured) objectKey {
+	return key(obj.GetKind(), obj.GetNamespace(), obj.GetName())
+}
+
+// renderedObjects are a render's objects by key.
+type renderedObjects map[objectKey]*unstructured.Unstructured
+
+func index(t *testing.T, objs []*unstructured.Unstructured) renderedObjects {
+	t.Helper()
+	rendered := renderedObjects{}
+	for _, obj := range objs {
+		k := keyOf(obj)
+		if _, dup := rendered[k]; dup {
+			t.Fatalf("%s is rendered twice", k)
+		}
+		rendered[k] = obj
+	}
+	return rendered
+}
+
+func (r renderedObjects) get(t *testing.T, kind, namespace, name string) *unstructured.Unstructured {
+	t.Helper()
+	obj, ok := r[key(kind, namespace, name)]
+	if !ok {
+		t.Fatalf("%s is not rendered", key(kind, namespace, name))
+	}
+	return obj
+}
+
+// expectKeys checks the render holds exactly the objects named, no more.
+func (r renderedObjects) expectKeys(t *testing.T, want ...objectKey) {
+	t.Helper()
+	var got []string
+	for k := range r {
+		got = append(got, string(k))
+	}
+	var wantStrings []string
+	for _, k := range want {
+		wantStrings = append(wantStrings, string(k))
+	}
+	sort.Strings(got)
+	sort.Strings(wantStrings)
+	if !slices.Equal(got, wantStrings) {
+		t.Errorf("rendered objects:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(wantStrings, "\n  "))
+	}
+}
+
+// convert turns a rendered object into its Go type, failing on any field the type does not
+// know: a misspelt field would otherwise be dropped silently by the API server.
+func convert[T any](t *testing.T, obj *unstructured.Unstructured) *T {
+	t.Helper()
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(obj.Object, out, true); err != nil {
+		t.Fatalf("%s does not match its API type: %v", keyOf(obj), err)
+	}
+	return out
+}
+
+func expectEqual[T any](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n  got  %+v\n  want %+v", what, got, want)
+	}
+}
+
+func appVersion(t *testing.T) string {
+	t.Helper()
+	dir, err := chart.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(data, &meta); err != nil {
+		t.Fatal(err)
+	}
+	return meta.AppVersion
+}
+
+func onlyContainer(t *testing.T, deploy *appsv1.Deployment) corev1.Container {
+	t.Helper()
+	containers := deploy.Spec.Template.Spec.Containers
+	if len(containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(containers))
+	}
+	return containers[0]
+}
+
+func expectArgs(t *testing.T, c corev1.Container, want []string) {
+	t.Helper()
+	if !slices.Equal(c.Args, want) {
+		t.Errorf("args:\n  %s\nwant:\n  %s", strings.Join(c.Args, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// checkRestricted checks the container meets the "restricted" Pod Security Standard and has a
+// read-only root filesystem.
+func checkRestricted(t *testing.T, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("the manager container has no securityContext")
+	}
+	if !isTrue(sc.RunAsNonRoot) || !isTrue(sc.ReadOnlyRootFilesystem) || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("securityContext %+v, want runAsNonRoot, readOnlyRootFilesystem and no privilege escalation", sc)
+	}
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("capabilities %+v, want drop [ALL] and nothing added", sc.Capabilities)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccompProfile %+v, want RuntimeDefault", sc.SeccompProfile)
+	}
+}
+
+func checkProbe(t *testing.T, what string, probe *corev1.Probe, path string, ports map[string]int32) {
+	t.Helper()
+	if probe == nil || probe.HTTPGet == nil {
+		t.Fatalf("%s probe %+v, want an HTTP GET of %s", what, probe, path)
+	}
+	port := probe.HTTPGet.Port
+	if port.Type == intstr.String {
+		port = intstr.FromInt32(ports[port.StrVal])
+	}
+	if probe.HTTPGet.Path != path || port.IntVal != 8081 {
+		t.Errorf("%s probe gets %s on port %s, want %s on 8081", what, probe.HTTPGet.Path, probe.HTTPGet.Port.String(), path)
+	}
+}
+
+func isTrue(b *bool) bool { return b != nil && *b }
+
+// rule is a compact RBAC rule for expectations: one API group, resource and (optional)
+// resource name.
+type rule struct {
+	group, resource, resourceName string
+	verbs                         []string
+}
+
+// permissions flattens rules into "group resource name verb" entries, so rule sets compare
+// regardless of how the chart groups them.
+func permissions(rules ...rule) map[string]bool {
+	perms := map[string]bool{}
+	for _, r := range rules {
+		for _, verb := range r.verbs {
+			perms[r.group+" "+r.resource+" "+r.resourceName+" "+verb] = true
+		}
+	}
+	return perms
+}
+
+func permissionsOf(policy []rbacv1.PolicyRule) map[string]bool {
+	var rules []rule
+	for _, p := range policy {
+		names := p.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, group := range p.APIGroups {
+			for _, resource := range p.Resources {
+				for _, name := range names {
+					rules = append(rules, rule{group, resource, name, p.Verbs})
+				}
+			}
+		}
+	}
+	return permissions(rules...)
+}
+
+// managerClusterPermissions is everything the manager may do cluster-wide.
+func managerClusterPermissions() map[string]bool {
+	const addonGroup = "addon.open-cluster-management.io"
+	read := []string{"get", "list", "watch"}
+	return permissions(
+		rule{"certificates.k8s.io", "certificatesigningrequests", "", read},
+		rule{"certificates.k8s.io", "certificatesigningrequests/approval", "", []string{"update"}},
+		rule{"certificates.k8s.io", "certificatesigningrequests/status", "", []string{"update"}},
+		rule{"certificates.k8s.io", "signers", signerName, []string{"approve", "sign"}},
+		rule{"cluster.open-cluster-management.io", "managedclusters", "", read},
+		rule{addonGroup, "managedclusteraddons", "", []string{"get", "list", "watch", "update", "patch"}},
+		rule{addonGroup, "managedclusteraddons/status", "", []string{"update", "patch"}},
+		rule{addonGroup, "managedclusteraddons/finalizers", "", []string{"update"}},
+		rule{addonGroup, "clustermanagementaddons", "", []string{"get", "list", "watch", "update", "patch"}},
+		rule{addonGroup, "clustermanagementaddons/status", "", []string{"update", "patch"}},
+		rule{addonGroup, "clustermanagementaddons/finalizers", "", []string{"update"}},
+		rule{addonGroup, "addondeploymentconfigs", "", read},
+		rule{"work.open-cluster-management.io", "manifestworks", "", []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+		rule{"", "events", "", []string{"create", "patch", "update"}},
+		rule{"events.k8s.io", "events", "", []string{"create", "patch", "update"}},
+	)
+}
+
+func expectPermissions(t *testing.T, what string, policy []rbacv1.PolicyRule, want map[string]bool) {
+	t.Helper()
+	got := permissionsOf(policy)
+	for p := range got {
+		if !want[p] {
+			t.Errorf("%s grants %q, which the manager must not have", what, p)
+		}
+	}
+	for p := range want {
+		if !got[p] {
+			t.Errorf("%s lacks %q, which the manager needs", what, p)
+		}
+	}
+}
+
+// checkRBACIsLeastPrivilege checks every Role and ClusterRole of a render: no wildcard, no
+// non-resource URLs, and secrets only in the one Role limited to the CA secret.
+func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretName string) {
+	t.Helper()
+	for k, obj := range rendered {
+		var rules []rbacv1.PolicyRule
+		switch obj.GetKind() {
+		case "ClusterRole":
+			rules = convert[rbacv1.ClusterRole](t, obj).Rules
+		case "Role":
+			rules = convert[rbacv1.Role](t, obj).Rules
+		default:
+			continue
+		}
+		for _, r := range rules {
+			for _, field := range [][]string{r.APIGroups, r.Resources, r.Verbs, r.ResourceNames} {
+				if slices.ContainsFunc(field, func(s string) bool { return strings.Contains(s, "*") }) {
+					t.Errorf("%s: rule %+v has a wildcard", k, r)
+				}
+			}
+			if len(r.NonResourceURLs) > 0 {
+				t.Errorf("%s: rule %+v grants non-resource URLs", k, r)
+			}
+			if slices.Contains(r.Resources, "secrets") &&
+				(obj.GetKind() != "Role" || !slices.Equal(r.ResourceNames, []string{caSecretName})) {
+				t.Errorf("%s: rule %+v grants secrets beyond the CA secret %s", k, r, caSecretName)
+			}
+		}
+	}
+}
+
+// checkBinding checks a binding grants the named role to the manager's ServiceAccount, in
+// serviceAccountNamespace, and to no one else.
+func checkBinding(t *testing.T, obj *unstructured.Unstructured, roleKind, roleName, serviceAccountNamespace string) {
+	t.Helper()
+	var roleRef rbacv1.RoleRef
+	var subjects []rbacv1.Subject
+	if obj.GetKind() == "ClusterRoleBinding" {
+		b := convert[rbacv1.ClusterRoleBinding](t, obj)
+		roleRef, subjects = b.RoleRef, b.Subjects
+	} else {
+		b := convert[rbacv1.RoleBinding](t, obj)
+		roleRef, subjects = b.RoleRef, b.Subjects
+	}
+	expectEqual(t, string(keyOf(obj))+" roleRef", roleRef, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: roleKind, Name: roleName})
+	expectEqual(t, string(keyOf(obj))+" subjects", subjects, []rbacv1.Subject{
+		{Kind: rbacv1.ServiceAccountKind, Name: managerName, Namespace: serviceAccountNamespace},
+	})
+}
+
+// deploymentConfigSupport is the ClusterManagementAddOn's supportedConfigs for a default
+// AddOnDeploymentConfig.
+func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta {
+	return []addonv1alpha1.ConfigMeta{{
+		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: "addon.open-cluster-management.io", Resource: "addondeploymentconfigs"},
+		DefaultConfig:       &addonv1alpha1.ConfigReferent{Namespace: namespace, Name: name},
+	}}
+}

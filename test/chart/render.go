@@ -1,0 +1,110 @@
+// Package chart renders the argocd-agent-addon Helm chart with a real helm binary and parses the
+// result, so tests can check the rendered objects or install them into a real API server.
+package chart
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// ReleaseName is the release name Render uses. It contains the chart name, so the manager's
+// Deployment, ServiceAccount and RBAC are all named "argocd-agent-addon".
+const ReleaseName = "argocd-agent-addon"
+
+// chartPath is the chart's directory relative to the repository root.
+var chartPath = filepath.Join("charts", "argocd-agent-addon")
+
+// Dir returns the chart's directory. It is searched for upwards from the working directory
+// rather than derived from this file's path, which -trimpath builds do not keep; `go test` runs
+// in the package's directory, inside the repository.
+func Dir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		candidate := filepath.Join(dir, chartPath)
+		if _, err := os.Stat(filepath.Join(candidate, "Chart.yaml")); err == nil {
+			return candidate, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no %s/Chart.yaml in the working directory or any parent", chartPath)
+		}
+		dir = parent
+	}
+}
+
+// Render runs `helm template` on the chart as release ReleaseName in releaseNamespace, with each
+// entry of values passed as `--set key=value` (so a comma in a value must be escaped as `\,`, as
+// on helm's command line), and returns the rendered objects in helm's install order. helm is the
+// path of the helm binary. A failed render returns an error carrying helm's message.
+func Render(helm string, releaseNamespace string, values map[string]string) ([]*unstructured.Unstructured, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"template", ReleaseName, dir, "--namespace", releaseNamespace}
+	// Sorted, so a failing render is reproducible from the command in the error.
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "--set", k+"="+values[k])
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(helm, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w: %s", helm, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	objs, err := parse(stdout.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("parsing the output of helm template: %w", err)
+	}
+	return objs, nil
+}
+
+// parse splits a multi-document YAML stream into objects, skipping documents that hold only
+// comments (helm emits one for a template that renders nothing).
+func parse(manifests []byte) ([]*unstructured.Unstructured, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifests)))
+	var objs []*unstructured.Unstructured
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		data, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%w in document:\n%s", err, doc)
+		}
+		if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+			continue
+		}
+		// Through JSON rather than straight into a map, so integers decode as int64, which
+		// unstructured objects (and their deep copies) require.
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(data); err != nil {
+			return nil, fmt.Errorf("%w in document:\n%s", err, doc)
+		}
+		objs = append(objs, obj)
+	}
+}

@@ -1,0 +1,297 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/types"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+)
+
+var (
+	userClientsMu sync.Mutex
+	userClients   = map[string]client.Client{}
+)
+
+// clientAs returns a client authenticated as user, so the API server, not the test, sets the
+// CSR's spec.username, as it does for the OCM agent.
+func clientAs(t *testing.T, user string) client.Client {
+	t.Helper()
+	userClientsMu.Lock()
+	defer userClientsMu.Unlock()
+	if c, ok := userClients[user]; ok {
+		return c
+	}
+	cfg, err := env.AddUser(user, "system:masters")
+	must(t, err)
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	must(t, err)
+	userClients[user] = c
+	return c
+}
+
+// fileCSR creates r's CSR as user and returns its name.
+func fileCSR(t *testing.T, user string, r ocmcsr.Request) string {
+	t.Helper()
+	csr, _, err := ocmcsr.New(r)
+	must(t, err)
+	must(t, clientAs(t, user).Create(context.Background(), csr))
+	return csr.Name
+}
+
+func getCSR(ctx context.Context, name string) (*certificatesv1.CertificateSigningRequest, error) {
+	csr := &certificatesv1.CertificateSigningRequest{}
+	return csr, env.Client.Get(ctx, types.NamespacedName{Name: name}, csr)
+}
+
+func condition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
+	for i := range csr.Status.Conditions {
+		if csr.Status.Conditions[i].Type == t {
+			return &csr.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func currentCA(t *testing.T) *authority.CA {
+	t.Helper()
+	ca, err := authority.Parse(caCertPEM, caKeyPEM, time.Now())
+	must(t, err)
+	return ca
+}
+
+// A CSR made exactly as the OCM registration agent makes it is approved and signed, and the
+// certificate verifies against the CA with CN = the cluster name.
+func TestAgentCSRSigned(t *testing.T) {
+	joinCluster(t, "signed", nil)
+	name := fileCSR(t, ocmcsr.AgentUsername("signed"), ocmcsr.Request{Cluster: "signed"})
+	var csr *certificatesv1.CertificateSigningRequest
+	poll(t, 30*time.Second, "certificate issued", func(ctx context.Context) (bool, error) {
+		var err error
+		csr, err = getCSR(ctx, name)
+		return err == nil && len(csr.Status.Certificate) > 0, err
+	})
+	if c := condition(csr, certificatesv1.CertificateApproved); c == nil || c.Reason != approver.ReasonApproved {
+		t.Fatalf("approved condition %+v", c)
+	}
+	cert, err := currentCA(t).Verify(csr.Status.Certificate, time.Now())
+	if err != nil {
+		t.Fatalf("certificate does not verify against the CA: %v", err)
+	}
+	if cert.Subject.CommonName != "signed" || cert.Subject.String() != "CN=signed" {
+		t.Fatalf("subject %q, want CN=signed", cert.Subject)
+	}
+	if lifetime := cert.NotAfter.Sub(cert.NotBefore) - authority.ClockSkew; lifetime < 7*24*time.Hour-time.Minute || lifetime > 7*24*time.Hour+time.Minute {
+		t.Fatalf("lifetime %s, want the default 168h", lifetime)
+	}
+	if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+		t.Fatalf("ext key usage %v", cert.ExtKeyUsage)
+	}
+	waitForEvent(t, name, signer.ReasonSigned)
+}
+
+// None of these CSRs may be signed, and each leaves its reason on the CSR and in an event.
+func TestBadCSRsRefused(t *testing.T) {
+	joinCluster(t, "victim", nil)
+	joinCluster(t, "other", nil)
+	joinCluster(t, "vic", nil) // prefix of "victim": its agent must not pass as victim's
+	notAccepted := &clusterv1.ManagedCluster{}
+	joinCluster(t, "pending", nil)
+	must(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "pending"}, notAccepted))
+	notAccepted.Spec.HubAcceptsClient = false
+	must(t, env.Client.Update(context.Background(), notAccepted))
+
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	must(t, err)
+	victimAgent := ocmcsr.AgentUsername("victim")
+	cases := []struct {
+		name   string
+		user   string
+		req    ocmcsr.Request
+		reason policy.Reason
+	}{
+		{"label of another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
+			clusterv1.ClusterNameLabelKey: "other", addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonWrongRequester},
+		{"requester of another cluster", ocmcsr.AgentUsername("other"), ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"requester prefix collision", ocmcsr.AgentUsername("vic"), ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"not an OCM agent", "mallory", ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"CN of another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "other"}}, policy.ReasonSubjectMismatch},
+		{"server auth usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
+			certificatesv1.UsageClientAuth, certificatesv1.UsageServerAuth}}, policy.ReasonDisallowedUsages},
+		{"extra DNS SAN", victimAgent, ocmcsr.Request{Cluster: "victim", DNSNames: []string{identity.CSRDNSName, "argocd-agent-principal"}}, policy.ReasonDisallowedSANs},
+		{"IP SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "victim"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}}, policy.ReasonDisallowedSANs},
+		{"RSA-1024 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: rsa1024}, policy.ReasonWeakOrUnsupportedKey},
+		{"unknown cluster", ocmcsr.AgentUsername("ghost"), ocmcsr.Request{Cluster: "ghost"}, policy.ReasonUnknownCluster},
+		{"cluster not accepted", ocmcsr.AgentUsername("pending"), ocmcsr.Request{Cluster: "pending"}, policy.ReasonClusterNotAccepted},
+	}
+	names := map[string]string{}
+	for _, tc := range cases {
+		names[tc.name] = fileCSR(t, tc.user, tc.req)
+	}
+	// Wrong signer: the add-on may not decide it, so it stays pending, unsigned, with an event.
+	wrongSigner := fileCSR(t, victimAgent, ocmcsr.Request{Cluster: "victim", Signer: "example.com/other-signer"})
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := names[tc.name]
+			var csr *certificatesv1.CertificateSigningRequest
+			poll(t, 30*time.Second, "CSR denied", func(ctx context.Context) (bool, error) {
+				var err error
+				csr, err = getCSR(ctx, name)
+				return err == nil && condition(csr, certificatesv1.CertificateDenied) != nil, err
+			})
+			if c := condition(csr, certificatesv1.CertificateDenied); c.Reason != string(tc.reason) || c.Message == "" {
+				t.Errorf("denied with %q (%s), want %q", c.Reason, c.Message, tc.reason)
+			}
+			if condition(csr, certificatesv1.CertificateApproved) != nil || len(csr.Status.Certificate) > 0 {
+				t.Error("bad CSR approved or signed")
+			}
+			waitForEvent(t, name, string(tc.reason))
+		})
+	}
+	t.Run("wrong signer", func(t *testing.T) {
+		waitForEvent(t, wrongSigner, string(policy.ReasonWrongSigner))
+		csr, err := getCSR(context.Background(), wrongSigner)
+		must(t, err)
+		if len(csr.Status.Conditions) > 0 || len(csr.Status.Certificate) > 0 {
+			t.Fatalf("CSR for another signer was decided or signed: %+v", csr.Status)
+		}
+	})
+	t.Run("metrics count denials by reason", func(t *testing.T) {
+		body := scrapeMetrics(t)
+		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 4`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"}`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+}
+
+// The signer checks an approved CSR again when it signs: a cluster that lost the hub's
+// acceptance between approval and signing gets no certificate, and the CSR is marked Failed.
+func TestSignerRechecksApprovedCSRs(t *testing.T) {
+	joinCluster(t, "recheck", nil)
+	ctx := context.Background()
+	// Hold signing back by removing the CA, so the CSR waits approved but unsigned.
+	must(t, env.Client.Delete(ctx, caSecret()))
+	defer func() { must(t, env.Client.Create(ctx, caSecret())) }()
+	name := fileCSR(t, ocmcsr.AgentUsername("recheck"), ocmcsr.Request{Cluster: "recheck"})
+	poll(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
+	})
+	cluster := &clusterv1.ManagedCluster{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "recheck"}, cluster))
+	cluster.Spec.HubAcceptsClient = false
+	must(t, env.Client.Update(ctx, cluster))
+	must(t, env.Client.Create(ctx, caSecret()))
+	poll(t, 30*time.Second, "approved CSR marked Failed", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		return err == nil && condition(csr, certificatesv1.CertificateFailed) != nil, err
+	})
+	csr, err := getCSR(ctx, name)
+	must(t, err)
+	if c := condition(csr, certificatesv1.CertificateFailed); c.Reason != string(policy.ReasonClusterNotAccepted) {
+		t.Fatalf("failed with %q, want %q", c.Reason, policy.ReasonClusterNotAccepted)
+	}
+	if len(csr.Status.Certificate) > 0 {
+		t.Fatal("signed for a cluster the hub no longer accepts")
+	}
+	must(t, env.Client.Delete(ctx, caSecret())) // the deferred create restores it
+}
+
+// With the CA secret missing nothing is signed; once a valid CA appears, signing resumes.
+func TestSigningWaitsForCA(t *testing.T) {
+	joinCluster(t, "noca", nil)
+	ctx := context.Background()
+	must(t, env.Client.Delete(ctx, caSecret()))
+	restored := false
+	defer func() {
+		if !restored {
+			_ = env.Client.Create(ctx, caSecret())
+		}
+	}()
+	name := fileCSR(t, ocmcsr.AgentUsername("noca"), ocmcsr.Request{Cluster: "noca"})
+	poll(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
+	})
+	waitForEvent(t, name, signer.ReasonCAUnavailable)
+	time.Sleep(2 * time.Second)
+	if csr, _ := getCSR(ctx, name); len(csr.Status.Certificate) > 0 {
+		t.Fatal("signed without a CA secret")
+	}
+	// A broken CA secret (key of another CA) is not used either.
+	_, otherKey, err := newCA()
+	must(t, err)
+	broken := caSecret()
+	broken.Data[corev1.TLSPrivateKeyKey] = otherKey
+	must(t, env.Client.Create(ctx, broken))
+	time.Sleep(2 * time.Second)
+	if csr, _ := getCSR(ctx, name); len(csr.Status.Certificate) > 0 {
+		t.Fatal("signed with a CA whose key does not match")
+	}
+	fixed := &corev1.Secret{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: caName}, fixed))
+	fixed.Data[corev1.TLSPrivateKeyKey] = caKeyPEM
+	must(t, env.Client.Update(ctx, fixed))
+	restored = true
+	// Well before the signer's one-minute retry: the CA secret watch resumes signing.
+	poll(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		return err == nil && len(csr.Status.Certificate) > 0, err
+	})
+	csr, _ := getCSR(ctx, name)
+	if _, err := currentCA(t).Verify(csr.Status.Certificate, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitForEvent(t *testing.T, csrName, reason string) {
+	t.Helper()
+	poll(t, 30*time.Second, "event "+reason+" for CSR "+csrName, func(ctx context.Context) (bool, error) {
+		events := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, events); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.Regarding.Kind == "CertificateSigningRequest" && e.Regarding.Name == csrName && e.Reason == reason {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+func scrapeMetrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	must(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(t, err)
+	return string(b)
+}

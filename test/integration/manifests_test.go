@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// A joined cluster with an add-on gets a ManifestWork with the agent's objects, its CA bundle
+// and nothing of the CA key, and its add-on is registered for the custom signer.
+func TestManifestWorkDelivered(t *testing.T) {
+	joinCluster(t, "deliver", newADC("deliver", "principalAddress", "principal.example.com", "principalPort", "8443"))
+	var objs map[string]*unstructured.Unstructured
+	poll(t, 30*time.Second, "ManifestWork with the agent", func(ctx context.Context) (bool, error) {
+		mw, o, err := workObjects(ctx, "deliver")
+		objs = o
+		return mw != nil && paramsOf(o)["agent.server.port"] == "8443", err
+	})
+	for _, want := range []string{"Namespace/argocd", "ServiceAccount/argocd-agent-agent", "Role/argocd-agent-agent", "RoleBinding/argocd-agent-agent",
+		"ClusterRole/argocd-agent-agent", "ClusterRoleBinding/argocd-agent-agent", "ConfigMap/argocd-agent-params",
+		"Deployment/argocd-agent-agent", "Secret/argocd-agent-ca"} {
+		if objs[want] == nil {
+			t.Errorf("ManifestWork lacks %s (has %v)", want, keys(objs))
+		}
+	}
+	p := paramsOf(objs)
+	if p["agent.server.address"] != "principal.example.com" || p["agent.creds"] != "mtls:" || p["agent.mode"] != "managed" {
+		t.Errorf("params %v", p)
+	}
+	ca := objs["Secret/argocd-agent-ca"]
+	data := ca.Object["data"].(map[string]any)
+	if len(data) != 1 {
+		t.Errorf("CA secret keys %v, want ca.crt only", data)
+	}
+	got, _ := base64.StdEncoding.DecodeString(data["ca.crt"].(string))
+	if !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(caCertPEM)) {
+		t.Error("delivered CA bundle is not the hub CA certificate")
+	}
+	assertNoCAKey(t, "deliver")
+
+	ctx := context.Background()
+	poll(t, 30*time.Second, "registration for the custom signer", func(ctx context.Context) (bool, error) {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "deliver", Name: identity.AddonName}, mca); err != nil {
+			return false, err
+		}
+		for _, r := range mca.Status.Registrations {
+			if r.Type == addonv1beta1.CustomSigner && r.CustomSigner.SignerName == identity.SignerName &&
+				r.CustomSigner.Subject.User == "deliver" && mca.Status.Namespace == "argocd" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	cond, err := addonCondition(ctx, "deliver", addon.ConditionAgentConfigValid)
+	if err != nil || cond.Status != metav1.ConditionTrue {
+		t.Errorf("AgentConfigValid: %v %v", cond, err)
+	}
+}
+
+// A changed AddOnDeploymentConfig reaches the ManifestWork; a bad one is reported on the
+// add-on, with an event naming the field and value, and the last good ManifestWork stays.
+func TestConfigChangeAndBadConfig(t *testing.T) {
+	joinCluster(t, "config", newADC("config", "principalAddress", "principal.example.com"))
+	poll(t, 30*time.Second, "first ManifestWork", func(ctx context.Context) (bool, error) {
+		mw, o, err := workObjects(ctx, "config")
+		return mw != nil && paramsOf(o)["agent.server.port"] == "443", err
+	})
+
+	setVariable(t, "config", "principalPort", "9443")
+	setVariable(t, "config", "agentMode", "autonomous")
+	poll(t, 30*time.Second, "ManifestWork updated to port 9443, autonomous", func(ctx context.Context) (bool, error) {
+		_, o, err := workObjects(ctx, "config")
+		p := paramsOf(o)
+		return p["agent.server.port"] == "9443" && p["agent.mode"] == "autonomous", err
+	})
+	_, before, _ := workObjects(context.Background(), "config")
+	hashBefore := deploymentOf(t, before).Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
+
+	setVariable(t, "config", "principalPort", "99999")
+	poll(t, 30*time.Second, "AgentConfigValid=False naming the field and value", func(ctx context.Context) (bool, error) {
+		c, err := addonCondition(ctx, "config", addon.ConditionAgentConfigValid)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == addon.ReasonInvalidAgentConfig &&
+			strings.Contains(c.Message, "customizedVariables[principalPort]") && strings.Contains(c.Message, "99999"), err
+	})
+	poll(t, 30*time.Second, "warning event naming the field and value", func(ctx context.Context) (bool, error) {
+		events := &eventsv1.EventList{}
+		if err := env.Client.List(ctx, events, client.InNamespace("config")); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.Regarding.Kind == "ManagedClusterAddOn" && e.Reason == addon.ReasonInvalidAgentConfig && e.Type == corev1.EventTypeWarning &&
+				strings.Contains(e.Note, "principalPort") && strings.Contains(e.Note, "99999") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	// The last good manifests stay: give the manager time to (wrongly) change them.
+	time.Sleep(3 * time.Second)
+	_, after, err := workObjects(context.Background(), "config")
+	must(t, err)
+	if p := paramsOf(after); p["agent.server.port"] != "9443" {
+		t.Fatalf("bad config reached the ManifestWork: port %q", p["agent.server.port"])
+	}
+	if deploymentOf(t, after).Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"] != hashBefore {
+		t.Fatal("the Deployment changed while the config was invalid")
+	}
+
+	setVariable(t, "config", "principalPort", "10443")
+	poll(t, 30*time.Second, "recovery: new port delivered and AgentConfigValid=True", func(ctx context.Context) (bool, error) {
+		_, o, err := workObjects(ctx, "config")
+		if err != nil {
+			return false, err
+		}
+		c, err := addonCondition(ctx, "config", addon.ConditionAgentConfigValid)
+		return paramsOf(o)["agent.server.port"] == "10443" && c != nil && c.Status == metav1.ConditionTrue, err
+	})
+}
+
+// assertNoCAKey checks that nothing derived from the CA private key is in the cluster's work.
+func assertNoCAKey(t *testing.T, cluster string) {
+	t.Helper()
+	mw, _, err := workObjects(context.Background(), cluster)
+	must(t, err)
+	raw := &bytes.Buffer{}
+	for _, m := range mw.Spec.Workload.Manifests {
+		raw.Write(m.Raw)
+	}
+	keyB64 := base64.StdEncoding.EncodeToString(caKeyPEM)
+	for _, needle := range []string{"PRIVATE KEY", keyB64[:40], base64.StdEncoding.EncodeToString([]byte("-----BEGIN PRIVATE KEY"))[:28]} {
+		if strings.Contains(raw.String(), needle) {
+			t.Fatalf("ManifestWork of %s contains CA key material (%q)", cluster, needle)
+		}
+	}
+}
+
+func keys(m map[string]*unstructured.Unstructured) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
