@@ -25,7 +25,9 @@ import (
 
 const caPEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
-type getter struct{ adc *addonv1beta1.AddOnDeploymentConfig }
+type getter struct {
+	adc *addonv1beta1.AddOnDeploymentConfig
+}
 
 func (g getter) Get(_ context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
 	if g.adc == nil || g.adc.Namespace != ns || g.adc.Name != name {
@@ -314,8 +316,10 @@ func TestRegistrationAndOptions(t *testing.T) {
 func TestBundleErrorStopsRendering(t *testing.T) {
 	a, err := addon.New(addon.Options{
 		ConfigGetter: getter{newADC(map[string]string{"principalAddress": "a"}, nil)},
-		Bundle:       func(context.Context) ([]byte, error) { return nil, errors.New("CA secret argocd/argocd-agent-ca not found") },
-		Subject:      identity.SubjectClusterName,
+		Bundle: func(context.Context) ([]byte, error) {
+			return nil, errors.New("CA secret argocd/argocd-agent-ca not found")
+		},
+		Subject: identity.SubjectClusterName,
 	})
 	if err != nil {
 		t.Fatal(err)

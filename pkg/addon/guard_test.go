@@ -18,7 +18,9 @@ type panickingAddon struct{}
 func (panickingAddon) Manifests(context.Context, *clusterv1.ManagedCluster, *addonv1beta1.ManagedClusterAddOn) ([]runtime.Object, error) {
 	panic("template: deployment.yaml:12: executing \"deployment.yaml\" at <.Missing>: nil pointer")
 }
-func (panickingAddon) GetAgentAddonOptions() agent.AgentAddonOptions { return agent.AgentAddonOptions{} }
+func (panickingAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
+	return agent.AgentAddonOptions{}
+}
 
 func TestRenderPanicBecomesAnError(t *testing.T) {
 	g := &guardedAddon{inner: panickingAddon{}}

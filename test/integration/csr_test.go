@@ -28,6 +28,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
 var (
@@ -245,7 +246,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 		t.Fatal("signed without a CA secret")
 	}
 	// A broken CA secret (key of another CA) is not used either.
-	_, otherKey, err := newCA()
+	_, otherKey, err := testca.New("other-ca", time.Hour)
 	must(t, err)
 	broken := caSecret()
 	broken.Data[corev1.TLSPrivateKeyKey] = otherKey

@@ -1,0 +1,55 @@
+# argocd-agent-addon
+#
+#   make test    unit, fuzz (short), integration, chart and RBAC tests on a real kube-apiserver
+#   make build   the binary in bin/
+#   make fuzz    the fuzz targets for longer (FUZZTIME=5m)
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/argocd-agent-addon/argocd-agent-addon/pkg/version.Version=$(VERSION) \
+           -X github.com/argocd-agent-addon/argocd-agent-addon/pkg/version.GitCommit=$(COMMIT)
+IMAGE   ?= quay.io/argocd-agent-addon/argocd-agent-addon:$(VERSION)
+
+# Fuzz targets as package:Target. CI runs each for FUZZTIME_CI; `make fuzz` for FUZZTIME.
+FUZZ_TARGETS := ./pkg/certificates/policy:FuzzCheck ./pkg/agentconfig:FuzzFromDeploymentConfig ./pkg/addon:FuzzManifests
+FUZZTIME_CI ?= 10s
+FUZZTIME    ?= 5m
+
+.PHONY: all build test unit fuzz fuzz-ci tools vet image clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/argocd-agent-addon ./cmd/argocd-agent-addon
+
+# Builds kube-apiserver, etcd and helm from Go modules once; cached outside the repository.
+tools:
+	hack/test-tools.sh all >/dev/null
+
+vet:
+	go vet ./...
+	@test -z "$$(gofmt -l cmd pkg manifests test)" || { echo "gofmt needed:"; gofmt -l cmd pkg manifests test; exit 1; }
+
+unit:
+	go test -count=1 ./pkg/... ./cmd/...
+
+test: vet tools
+	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 ./...
+	$(MAKE) fuzz-ci
+
+fuzz-ci:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME_CI)"; \
+		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME_CI) $$pkg; done
+
+fuzz:
+	$(MAKE) fuzz-ci FUZZTIME_CI=$(FUZZTIME)
+
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+clean:
+	rm -rf bin

@@ -1,0 +1,279 @@
+// Package chartinstall installs the rendered Helm chart into a real API server and runs the
+// manager with the chart's ServiceAccount identity (impersonation), with the arguments the
+// chart's Deployment gives it: the RBAC the chart grants must be enough to deliver manifests,
+// approve and sign, and must refuse everything the manager has no business doing.
+package chartinstall
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	workv1 "open-cluster-management.io/api/work/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
+)
+
+const releaseNamespace = "open-cluster-management-addon"
+
+func TestChartRBACRunsTheManager(t *testing.T) {
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		t.Fatal("HELM is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
+	}
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Client
+
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{"agent.principal.address": "principal.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{releaseNamespace, "argocd"} {
+		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	var deployment *appsv1.Deployment
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			deployment = &appsv1.Deployment{}
+			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
+		}
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatalf("installing %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	if deployment == nil {
+		t.Fatal("chart has no Deployment")
+	}
+	podSpec := deployment.Spec.Template.Spec
+	saUser := fmt.Sprintf("system:serviceaccount:%s:%s", releaseNamespace, podSpec.ServiceAccountName)
+
+	caCert, caKey, err := testca.New("argocd-agent-ca", 365*24*time.Hour)
+	must(t, err)
+	must(t, c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-agent-ca"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: caCert, corev1.TLSPrivateKeyKey: caKey},
+	}))
+	// A secret the manager must not be able to read, next to the CA.
+	must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-secret"}}))
+
+	// The manager, as the chart's ServiceAccount, with the chart's arguments.
+	asSA := rest.CopyConfig(env.Config)
+	asSA.Impersonate = rest.ImpersonationConfig{UserName: saUser,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
+	o := optionsFromArgs(t, podSpec.Containers[0].Args)
+	o.RestConfig = asSA
+	o.MetricsBindAddress, o.HealthProbeBindAddress = "0", "0"
+	// POD_NAMESPACE is what the chart sets; the leader lease lives in the release namespace.
+	if o.LeaderElectionNamespace != releaseNamespace || !o.LeaderElect {
+		t.Fatalf("chart runs leader election in %q (enabled=%v), want %q", o.LeaderElectionNamespace, o.LeaderElect, releaseNamespace)
+	}
+	done := make(chan error, 1)
+	go func() { done <- o.Run(klog.NewContext(ctx, klog.Background())) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("manager did not stop")
+		}
+	})
+
+	// The rendered CMA is v1alpha1 (what OCM >= 1.0 hubs serve); without OCM's conversion
+	// webhook here its default config does not reach v1beta1, so the add-on is pointed at the
+	// chart's AddOnDeploymentConfig directly, as OCM's addon-manager would.
+	joinCluster(t, c, "c1")
+
+	poll(t, 60*time.Second, "leader lease held by the manager", func(ctx context.Context) (bool, error) {
+		leases := &coordinationv1.LeaseList{}
+		err := c.List(ctx, leases, client.InNamespace(releaseNamespace))
+		return err == nil && len(leases.Items) == 1 && leases.Items[0].Spec.HolderIdentity != nil, err
+	})
+	poll(t, 60*time.Second, "ManifestWork delivered with the chart's config", func(ctx context.Context) (bool, error) {
+		mw := &workv1.ManifestWork{}
+		err := c.Get(ctx, types.NamespacedName{Namespace: "c1", Name: "addon-argocd-agent-deploy-0"}, mw)
+		if err != nil {
+			return false, nil
+		}
+		for _, m := range mw.Spec.Workload.Manifests {
+			if strings.Contains(string(m.Raw), `"agent.server.address":"principal.example.com"`) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1"})
+	must(t, err)
+	agentCfg, err := env.AddUser(ocmcsr.AgentUsername("c1"), "system:masters")
+	must(t, err)
+	agent, err := client.New(agentCfg, client.Options{Scheme: env.Scheme})
+	must(t, err)
+	must(t, agent.Create(ctx, csr))
+	poll(t, 60*time.Second, "CSR approved and signed by the chart's identity", func(ctx context.Context) (bool, error) {
+		got := &certificatesv1.CertificateSigningRequest{}
+		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
+		return err == nil && len(got.Status.Certificate) > 0, err
+	})
+	bad, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: "", Signer: ""})
+	must(t, err)
+	bad.Labels[clusterv1.ClusterNameLabelKey] = "c1"
+	mallory, err := env.AddUser("mallory", "system:masters")
+	must(t, err)
+	malloryClient, err := client.New(mallory, client.Options{Scheme: env.Scheme})
+	must(t, err)
+	must(t, malloryClient.Create(ctx, bad))
+	poll(t, 60*time.Second, "CSR from a non-agent denied by the chart's identity", func(ctx context.Context) (bool, error) {
+		got := &certificatesv1.CertificateSigningRequest{}
+		err := c.Get(ctx, types.NamespacedName{Name: bad.Name}, got)
+		for _, cond := range got.Status.Conditions {
+			if cond.Type == certificatesv1.CertificateDenied {
+				return true, nil
+			}
+		}
+		return false, err
+	})
+
+	// No broader than needed: what the manager's identity must not do.
+	kube, err := kubernetes.NewForConfig(env.Config)
+	must(t, err)
+	forbidden := []authorizationv1.ResourceAttributes{
+		{Verb: "get", Resource: "secrets", Namespace: "argocd", Name: "argocd-secret"},
+		{Verb: "list", Resource: "secrets", Namespace: "argocd"},
+		{Verb: "list", Resource: "secrets"},
+		{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "argocd-agent-ca"},
+		{Verb: "update", Resource: "secrets", Namespace: "argocd", Name: "argocd-agent-ca"},
+		{Verb: "delete", Resource: "secrets", Namespace: "argocd", Name: "argocd-agent-ca"},
+		{Verb: "sign", Group: "certificates.k8s.io", Resource: "signers", Name: "kubernetes.io/kube-apiserver-client"},
+		{Verb: "approve", Group: "certificates.k8s.io", Resource: "signers", Name: "kubernetes.io/kube-apiserver-client"},
+		{Verb: "approve", Group: "certificates.k8s.io", Resource: "signers", Name: "open-cluster-management.io/other"},
+		{Verb: "create", Group: "certificates.k8s.io", Resource: "certificatesigningrequests"},
+		{Verb: "delete", Group: "certificates.k8s.io", Resource: "certificatesigningrequests"},
+		{Verb: "update", Group: "cluster.open-cluster-management.io", Resource: "managedclusters", Name: "c1"},
+		{Verb: "delete", Group: "cluster.open-cluster-management.io", Resource: "managedclusters", Name: "c1"},
+		{Verb: "create", Group: "addon.open-cluster-management.io", Resource: "managedclusteraddons", Namespace: "c1"},
+		{Verb: "delete", Group: "addon.open-cluster-management.io", Resource: "managedclusteraddons", Namespace: "c1"},
+		{Verb: "update", Group: "addon.open-cluster-management.io", Resource: "addondeploymentconfigs", Namespace: releaseNamespace},
+		{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"},
+		{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
+		{Verb: "create", Resource: "pods", Namespace: releaseNamespace},
+		{Verb: "create", Resource: "serviceaccounts/token", Namespace: releaseNamespace, Name: podSpec.ServiceAccountName},
+		{Verb: "impersonate", Resource: "users"},
+		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system"},
+	}
+	for _, attrs := range forbidden {
+		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: saUser, Groups: asSA.Impersonate.Groups, ResourceAttributes: &attrs,
+		}}, metav1.CreateOptions{})
+		must(t, err)
+		if sar.Status.Allowed {
+			t.Errorf("the chart lets the manager %s %s/%s %q in %q", attrs.Verb, attrs.Group, attrs.Resource, attrs.Name, attrs.Namespace)
+		}
+	}
+}
+
+// optionsFromArgs parses the chart's container args with the manager's own flags.
+func optionsFromArgs(t *testing.T, args []string) *manager.Options {
+	t.Helper()
+	if len(args) == 0 || args[0] != "manager" {
+		t.Fatalf("container args %v do not start with the manager subcommand", args)
+	}
+	o := manager.NewOptions()
+	fs := pflag.NewFlagSet("manager", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	fs.AddGoFlagSet(klogFlags)
+	if err := fs.Parse(args[1:]); err != nil {
+		t.Fatalf("the chart passes flags the manager does not accept: %v", err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("the chart's flags do not validate: %v", err)
+	}
+	return o
+}
+
+func joinCluster(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	ctx := context.Background()
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+	mc := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: clusterv1.ManagedClusterSpec{HubAcceptsClient: true}}
+	must(t, c.Create(ctx, mc))
+	mc.Status.Conditions = []metav1.Condition{{Type: clusterv1.ManagedClusterConditionHubAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: metav1.Now()}}
+	must(t, c.Status().Update(ctx, mc))
+	cma := &addonv1beta1.ClusterManagementAddOn{}
+	must(t, c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma))
+	gr := addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"}
+	ref := addonv1beta1.ConfigReferent{Namespace: releaseNamespace, Name: "argocd-agent"}
+	mca := &addonv1beta1.ManagedClusterAddOn{
+		ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: name, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: cma.Name, UID: cma.UID}}},
+		Spec: addonv1beta1.ManagedClusterAddOnSpec{Configs: []addonv1beta1.AddOnConfig{{ConfigGroupResource: gr, ConfigReferent: ref}}},
+	}
+	must(t, c.Create(ctx, mca))
+	poll(t, 30*time.Second, "config reference set", func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
+			return false, err
+		}
+		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{ConfigGroupResource: gr, DesiredConfig: &addonv1beta1.ConfigSpecHash{ConfigReferent: ref}}}
+		return c.Status().Update(ctx, mca) == nil, nil
+	})
+}
+
+func poll(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	var last error
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, err := cond(ctx)
+		if err != nil {
+			last = err
+		}
+		return ok, nil
+	}); err != nil {
+		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
