@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -51,6 +57,7 @@ func TestManifestWorkDelivered(t *testing.T) {
 		t.Error("delivered CA bundle is not the hub CA certificate")
 	}
 	assertNoCAKey(t, "deliver")
+	assertRenderMatches(t, "deliver", "deliver")
 
 	ctx := context.Background()
 	poll(t, 30*time.Second, "registration for the custom signer", func(ctx context.Context) (bool, error) {
@@ -155,4 +162,49 @@ func keys(m map[string]*unstructured.Unstructured) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// assertRenderMatches checks that `argocd-agent-addon render`, given the cluster's config and
+// the CA certificate, prints exactly the objects the manager put in its ManifestWork.
+func assertRenderMatches(t *testing.T, cluster, adcName string) {
+	t.Helper()
+	ctx := context.Background()
+	adc := &addonv1beta1.AddOnDeploymentConfig{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: configNamespace, Name: adcName}, adc))
+	adc.APIVersion, adc.Kind = addonv1beta1.GroupVersion.String(), "AddOnDeploymentConfig"
+	adc.ManagedFields = nil
+	dir := t.TempDir()
+	adcYAML, err := yaml.Marshal(adc)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "adc.yaml"), adcYAML, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), caCertPEM, 0o600))
+	out := &bytes.Buffer{}
+	o := &render.Options{Cluster: cluster, ConfigFile: filepath.Join(dir, "adc.yaml"), CAFile: filepath.Join(dir, "ca.crt"),
+		CertificateSubject: string(identity.SubjectClusterName)}
+	must(t, o.Validate())
+	must(t, o.Run(ctx, out))
+
+	rendered := map[string]any{}
+	for _, doc := range strings.Split(out.String(), "\n---\n") {
+		j, err := yaml.YAMLToJSON([]byte(doc))
+		must(t, err)
+		var obj map[string]any
+		must(t, json.Unmarshal(j, &obj))
+		meta := obj["metadata"].(map[string]any)
+		rendered[obj["kind"].(string)+"/"+meta["name"].(string)] = obj
+	}
+	_, delivered, err := workObjects(ctx, cluster)
+	must(t, err)
+	if len(rendered) != len(delivered) {
+		t.Fatalf("render printed %d objects, the ManifestWork has %d", len(rendered), len(delivered))
+	}
+	for k, u := range delivered {
+		j, err := json.Marshal(u.Object)
+		must(t, err)
+		var obj map[string]any
+		must(t, json.Unmarshal(j, &obj))
+		if !reflect.DeepEqual(rendered[k], obj) {
+			t.Errorf("render and the manager differ on %s:\nrender:  %v\nmanager: %v", k, rendered[k], obj)
+		}
+	}
 }
