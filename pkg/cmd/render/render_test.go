@@ -62,6 +62,11 @@ func TestRender(t *testing.T) {
 		t.Error("output contains a private key")
 	}
 
+	// The documented example renders.
+	if _, err := run(&Options{Cluster: "c1", ConfigFile: "../../../docs/examples/addondeploymentconfig.yaml"}); err != nil {
+		t.Errorf("docs/examples/addondeploymentconfig.yaml: %v", err)
+	}
+
 	out, err = run(&Options{Cluster: "c1", ConfigFile: cfg})
 	if err != nil || strings.Contains(out, "kind: Secret") {
 		t.Errorf("without --ca the CA secret must be left out (err %v)", err)
