@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds the real test binaries (kube-apiserver, etcd, helm) from Go modules, because no binary
-# downloads work where this project is developed and tested. Built binaries are cached outside the
-# repository, keyed by version, so a rerun costs a version check.
+# Builds the real test binaries (kube-apiserver, etcd, helm, argocd-agent) from Go modules, because
+# no binary downloads work where this project is developed and tested. Built binaries are cached
+# outside the repository, keyed by version, so a rerun costs a version check.
 #
-# Usage: hack/test-tools.sh [all|envtest|helm|print-env]
+# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|print-env]
 #   all (default)  build what is missing, then print the environment (like print-env)
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
-#   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS and HELM
+#   argocd-agent   build argocd-agent (principal and agent in one binary) only
+#   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM and ARGOCD_AGENT_BIN
 #
 # Versions are pinned here, in one place. The wrapper modules under hack/tools/ carry their go.sum.
 set -euo pipefail
@@ -15,12 +16,15 @@ set -euo pipefail
 KUBE_VERSION=v1.35.4
 ETCD_VERSION=v3.6.5
 HELM_VERSION=v3.22.0
+# Also pinned by hack/tools/argocd-agent/go.mod; change both together.
+ARGOCD_AGENT_VERSION=v0.9.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${ARGOCD_AGENT_ADDON_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/argocd-agent-addon/tools}
 KUBE_DIR=$CACHE/kube-apiserver-$KUBE_VERSION
 ETCD_DIR=$CACHE/etcd-$ETCD_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
+ARGOCD_AGENT_DIR=$CACHE/argocd-agent-$ARGOCD_AGENT_VERSION
 ASSETS=$CACHE/envtest-$KUBE_VERSION-etcd-$ETCD_VERSION
 
 log() { echo "test-tools: $*" >&2; }
@@ -67,6 +71,36 @@ build_helm() {
 		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+build_argocd_agent() {
+	# Stamp the version as upstream's Makefile does (the VERSION file: no leading v), so
+	# `argocd-agent version` prints argocd-agent-0.9.0 like the release image. The principal
+	# rejects an agent whose version differs from its own, and the default is 99.9.9-unreleased.
+	local version=${ARGOCD_AGENT_VERSION#v}
+	if have "$ARGOCD_AGENT_DIR/argocd-agent" "^argocd-agent-$version\$" version; then return; fi
+	log "building argocd-agent $ARGOCD_AGENT_VERSION (cold: 4-12 min on 2 cores)"
+	mkdir -p "$ARGOCD_AGENT_DIR"
+	# go.sum of the wrapper module is complete; GONOSUMDB only matters if it ever is not
+	# (golang.stackrox.io/grpc-http1 is replaced by its GitHub repository, unknown to sum.golang.org).
+	(cd "$ROOT/hack/tools/argocd-agent" &&
+		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 \
+			go build -trimpath -o "$ARGOCD_AGENT_DIR/argocd-agent.tmp" \
+			-ldflags "-s -w -X github.com/argoproj-labs/argocd-agent/internal/version.version=$version -X github.com/argoproj-labs/argocd-agent/internal/version.gitRevision=$ARGOCD_AGENT_VERSION" \
+			github.com/argoproj-labs/argocd-agent/cmd/argocd-agent)
+	mv "$ARGOCD_AGENT_DIR/argocd-agent.tmp" "$ARGOCD_AGENT_DIR/argocd-agent"
+}
+
+# redis-server backs the Argo CD agent principal and agents in the end-to-end tests. Debian's
+# package is the only source here; CI runs as root on Debian.
+ensure_redis() {
+	if command -v redis-server >/dev/null 2>&1; then return; fi
+	log "installing redis-server (Debian package)"
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+		log "redis-server is missing: install it (e.g. apt-get install redis-server)"
+		return 1
+	fi
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >&2
+}
+
 link_assets() {
 	mkdir -p "$ASSETS"
 	ln -sf "$KUBE_DIR/kube-apiserver" "$ASSETS/kube-apiserver"
@@ -76,6 +110,7 @@ link_assets() {
 print_env() {
 	echo "export KUBEBUILDER_ASSETS=$ASSETS"
 	echo "export HELM=$HELM_DIR/helm"
+	echo "export ARGOCD_AGENT_BIN=$ARGOCD_AGENT_DIR/argocd-agent"
 }
 
 case ${1:-all} in
@@ -83,6 +118,8 @@ all)
 	build_etcd
 	build_helm
 	build_kube_apiserver
+	build_argocd_agent
+	ensure_redis
 	link_assets
 	print_env
 	;;
@@ -92,9 +129,10 @@ envtest)
 	link_assets
 	;;
 helm) build_helm ;;
+argocd-agent) build_argocd_agent ;;
 print-env) print_env ;;
 *)
-	echo "usage: $0 [all|envtest|helm|print-env]" >&2
+	echo "usage: $0 [all|envtest|helm|argocd-agent|print-env]" >&2
 	exit 2
 	;;
 esac
