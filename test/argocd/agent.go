@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"net/http"
 	"strconv"
@@ -45,7 +46,7 @@ type AgentOptions struct {
 
 // Agent is a running `argocd-agent agent`.
 type Agent struct {
-	proc        *process
+	proc        *proc.Process
 	healthzPort int
 	metricsPort int
 	args        []string
@@ -88,7 +89,7 @@ func StartAgent(ctx context.Context, opts AgentOptions) (*Agent, error) {
 			return nil, err
 		}
 	}
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -110,11 +111,11 @@ func StartAgent(ctx context.Context, opts AgentOptions) (*Agent, error) {
 		"--log-format", "text",
 	}
 	a.args = append(a.args, opts.ExtraArgs...)
-	a.proc, err = startProcess(ctx, opts.Name, opts.Dir, bin, a.args...)
+	a.proc, err = proc.Start(ctx, opts.Name, opts.Dir, bin, a.args...)
 	if err != nil {
 		return nil, err
 	}
-	err = a.proc.waitFor(ctx, opts.StartTimeout, "serving /healthz", func() error {
+	err = a.proc.WaitFor(ctx, opts.StartTimeout, "serving /healthz", func() error {
 		_, err := a.Healthz()
 		return err
 	})
@@ -129,13 +130,13 @@ func StartAgent(ctx context.Context, opts AgentOptions) (*Agent, error) {
 // principal, 503 otherwise. It can flap while the principal rejects the agent's streams, so
 // confirm a connection on the principal side too (Principal.ConnectedAgents).
 func (a *Agent) Healthz() (int, error) {
-	code, _, err := httpGet(context.Background(), a.HealthzURL())
+	code, _, err := proc.HTTPGet(context.Background(), a.HealthzURL())
 	return code, err
 }
 
 // WaitConnected polls /healthz until it answers 200.
 func (a *Agent) WaitConnected(ctx context.Context, timeout time.Duration) error {
-	return a.proc.waitFor(ctx, timeout, "/healthz 200 (connected)", func() error {
+	return a.proc.WaitFor(ctx, timeout, "/healthz 200 (connected)", func() error {
 		code, err := a.Healthz()
 		if err != nil {
 			return err
@@ -161,10 +162,10 @@ func (a *Agent) MetricsURL() string {
 func (a *Agent) Args() []string { return append([]string(nil), a.args...) }
 
 // Log returns the agent's output so far.
-func (a *Agent) Log() string { return a.proc.out.String() }
+func (a *Agent) Log() string { return a.proc.Log() }
 
 // Exited reports whether the process has ended, and its exit error.
-func (a *Agent) Exited() (bool, error) { return a.proc.exited() }
+func (a *Agent) Exited() (bool, error) { return a.proc.Exited() }
 
 // Stop ends the agent (SIGTERM, SIGKILL after 10 s) and waits for it.
-func (a *Agent) Stop() { a.proc.stop() }
+func (a *Agent) Stop() { a.proc.Stop() }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"net/http"
 	"regexp"
@@ -58,7 +59,7 @@ type PrincipalOptions struct {
 
 // Principal is a running `argocd-agent principal`.
 type Principal struct {
-	proc         *process
+	proc         *proc.Process
 	host         string
 	port         int
 	metricsPort  int
@@ -132,7 +133,7 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 	}
 	p.serverCAFile = paths["principal-server-ca.crt"]
 
-	ports, err := freePorts(3)
+	ports, err := proc.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -160,15 +161,15 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		p.args = append(p.args, "--allowed-namespaces", strings.Join(opts.AllowedNamespaces, ","))
 	}
 	p.args = append(p.args, opts.ExtraArgs...)
-	p.proc, err = startProcess(ctx, "principal", opts.Dir, bin, p.args...)
+	p.proc, err = proc.Start(ctx, "principal", opts.Dir, bin, p.args...)
 	if err != nil {
 		return nil, err
 	}
-	err = p.proc.waitFor(ctx, opts.StartTimeout, "serving gRPC, healthz and metrics", func() error {
-		if err := dialable(p.Addr()); err != nil {
+	err = p.proc.WaitFor(ctx, opts.StartTimeout, "serving gRPC, healthz and metrics", func() error {
+		if err := proc.Dialable(p.Addr()); err != nil {
 			return err
 		}
-		if code, _, err := httpGet(ctx, p.HealthzURL()); err != nil || code != http.StatusOK {
+		if code, _, err := proc.HTTPGet(ctx, p.HealthzURL()); err != nil || code != http.StatusOK {
 			return fmt.Errorf("healthz: %d %v", code, err)
 		}
 		_, err := p.ConnectedAgentCount(ctx)
@@ -206,13 +207,13 @@ func (p *Principal) ServerCAPEM() []byte { return p.serverCA }
 func (p *Principal) Args() []string { return append([]string(nil), p.args...) }
 
 // Log returns the principal's output so far.
-func (p *Principal) Log() string { return p.proc.out.String() }
+func (p *Principal) Log() string { return p.proc.Log() }
 
 // Exited reports whether the process has ended, and its exit error.
-func (p *Principal) Exited() (bool, error) { return p.proc.exited() }
+func (p *Principal) Exited() (bool, error) { return p.proc.Exited() }
 
 // Stop ends the principal (SIGTERM, SIGKILL after 10 s) and waits for it.
-func (p *Principal) Stop() { p.proc.stop() }
+func (p *Principal) Stop() { p.proc.Stop() }
 
 // ConnectedAgentCount returns the gauge agent_connected_with_principal: the number of agents
 // with an open subscription stream. In v0.9.0 the gauge has no per-agent label.
@@ -308,7 +309,7 @@ type sample struct {
 
 // metric fetches MetricsURL and returns the samples of one metric (Prometheus text format).
 func (p *Principal) metric(ctx context.Context, name string) ([]sample, error) {
-	code, body, err := httpGet(ctx, p.MetricsURL())
+	code, body, err := proc.HTTPGet(ctx, p.MetricsURL())
 	if err != nil {
 		return nil, err
 	}

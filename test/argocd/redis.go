@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"os"
 	"os/exec"
@@ -26,24 +27,24 @@ func StartRedis(ctx context.Context, dir string) (addr string, stop func(), err 
 	}
 	// A port found free can be taken before redis binds it; retry a few times.
 	for attempt := 0; attempt < 3; attempt++ {
-		ports, err := freePorts(1)
+		ports, err := proc.FreePorts(1)
 		if err != nil {
 			return "", nil, err
 		}
 		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-		p, err := startProcess(ctx, "redis-"+strconv.Itoa(ports[0]), dir, bin,
+		p, err := proc.Start(ctx, "redis-"+strconv.Itoa(ports[0]), dir, bin,
 			"--bind", "127.0.0.1", "--port", strconv.Itoa(ports[0]),
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning")
 		if err != nil {
 			return "", nil, err
 		}
-		err = p.waitFor(ctx, 15*time.Second, "answering PING", func() error { return redisPing(addr) })
+		err = p.WaitFor(ctx, 15*time.Second, "answering PING", func() error { return redisPing(addr) })
 		if err == nil {
-			return addr, p.stop, nil
+			return addr, p.Stop, nil
 		}
-		p.stop()
-		if !strings.Contains(p.out.String(), "Address already in use") {
+		p.Stop()
+		if !strings.Contains(p.Log(), "Address already in use") {
 			return "", nil, err
 		}
 	}

@@ -1,12 +1,6 @@
-// Package argocd runs the real Argo CD agent (argoproj-labs/argocd-agent) principal and agent as
-// local processes on loopback, with file-based mTLS, plus what they need: a redis-server and the
-// Argo CD CRDs. End-to-end tests use it to prove that the certificates the add-on issues really
-// connect an agent to its principal.
-//
-// The argocd-agent binary is built by hack/test-tools.sh (from the wrapper module
-// hack/tools/argocd-agent) and named by the environment variable ARGOCD_AGENT_BIN. redis-server
-// comes from Debian's redis-server package.
-package argocd
+// Package proc runs the child processes of end-to-end tests (API servers aside): each with its
+// output captured, stopped on Stop or when its context ends, and killed with the test process.
+package proc
 
 import (
 	"bytes"
@@ -27,25 +21,6 @@ import (
 	"time"
 )
 
-// BinaryEnv names the environment variable holding the path of the argocd-agent binary.
-const BinaryEnv = "ARGOCD_AGENT_BIN"
-
-// Binary returns the argocd-agent binary named by ARGOCD_AGENT_BIN, checking that it exists.
-func Binary() (string, error) {
-	bin := os.Getenv(BinaryEnv)
-	if bin == "" {
-		return "", fmt.Errorf("%s is not set: build argocd-agent with hack/test-tools.sh and export its path", BinaryEnv)
-	}
-	st, err := os.Stat(bin)
-	if err != nil {
-		return "", fmt.Errorf("%s=%s: %w", BinaryEnv, bin, err)
-	}
-	if st.IsDir() || st.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("%s=%s is not an executable file", BinaryEnv, bin)
-	}
-	return bin, nil
-}
-
 // logBuffer collects a process's output in memory (and optionally in a file) for Log().
 type logBuffer struct {
 	mu   sync.Mutex
@@ -62,14 +37,17 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// Log is everything the process printed so far.
+func (p *Process) Log() string { return p.out.String() }
+
 func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
-// process is a child process that is stopped by stop() or when its context ends.
-type process struct {
+// Process is a child process that is stopped by Stop() or when its context ends.
+type Process struct {
 	name    string
 	cmd     *exec.Cmd
 	out     *logBuffer
@@ -96,9 +74,9 @@ next:
 	return env
 }
 
-// startProcess starts bin with args. Output goes to memory and, when dir is set, to dir/name.log.
-func startProcess(ctx context.Context, name, dir, bin string, args ...string) (*process, error) {
-	p := &process{name: name, out: &logBuffer{}, done: make(chan struct{})}
+// Start starts bin with args. Output goes to memory and, when dir is set, to dir/name.log.
+func Start(ctx context.Context, name, dir, bin string, args ...string) (*Process, error) {
+	p := &Process{name: name, out: &logBuffer{}, done: make(chan struct{})}
 	if dir != "" {
 		f, err := os.Create(filepath.Join(dir, name+".log"))
 		if err != nil {
@@ -128,15 +106,15 @@ func startProcess(ctx context.Context, name, dir, bin string, args ...string) (*
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.stop()
+			p.Stop()
 		case <-p.done:
 		}
 	}()
 	return p, nil
 }
 
-// exited reports whether the process has ended, and how.
-func (p *process) exited() (bool, error) {
+// Exited reports whether the process has ended, and how.
+func (p *Process) Exited() (bool, error) {
 	select {
 	case <-p.done:
 		return true, p.waitErr
@@ -145,10 +123,10 @@ func (p *process) exited() (bool, error) {
 	}
 }
 
-// stop sends SIGTERM, then SIGKILL after 10 s, and waits for the process to end.
-func (p *process) stop() {
+// Stop sends SIGTERM, then SIGKILL after 10 s, and waits for the process to end.
+func (p *Process) Stop() {
 	p.once.Do(func() {
-		if done, _ := p.exited(); done {
+		if done, _ := p.Exited(); done {
 			return
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -162,9 +140,9 @@ func (p *process) stop() {
 	<-p.done
 }
 
-// waitFor polls check every 100 ms until it returns nil, the process exits, ctx ends or timeout
+// WaitFor polls check every 100 ms until it returns nil, the process exits, ctx ends or timeout
 // passes; the error then carries the last check error and the process output.
-func (p *process) waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+func (p *Process) WaitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -174,7 +152,7 @@ func (p *process) waitFor(ctx context.Context, timeout time.Duration, what strin
 		if last = check(); last == nil {
 			return nil
 		}
-		if done, err := p.exited(); done {
+		if done, err := p.Exited(); done {
 			return fmt.Errorf("%s exited (%v) before %s; output:\n%s", p.name, err, what, p.out.String())
 		}
 		select {
@@ -185,12 +163,12 @@ func (p *process) waitFor(ctx context.Context, timeout time.Duration, what strin
 	}
 }
 
-// freePorts returns n distinct TCP ports from 20000-32767 that are free on all interfaces.
+// FreePorts returns n distinct TCP ports from 20000-32767 that are free on all interfaces.
 // argocd-agent v0.9.0 rejects metrics and healthz ports of 32768 and above ("invalid port"), which
 // rules out kernel-assigned ports (Linux hands out 32768-60999), and binds those servers to every
 // interface, not only loopback. Ports below 32768 are never used as ephemeral source ports, so only
 // another listener can take one between this check and the process binding it.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	const lo, hi = 20000, 32768
 	var ls []net.Listener
 	defer func() {
@@ -214,7 +192,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func dialable(addr string) error {
+func Dialable(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -224,8 +202,8 @@ func dialable(addr string) error {
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
-// httpGet returns the status code and body of a GET on url.
-func httpGet(ctx context.Context, url string) (int, string, error) {
+// HTTPGet returns the status code and body of a GET on url.
+func HTTPGet(ctx context.Context, url string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
@@ -237,12 +215,4 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-func writeFile(dir, name string, data []byte) (string, error) {
-	if len(data) == 0 {
-		return "", errors.New(name + ": empty")
-	}
-	path := filepath.Join(dir, name)
-	return path, os.WriteFile(path, data, 0o600)
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package argocd
+package proc
 
 import "os/exec"
 

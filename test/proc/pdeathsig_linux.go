@@ -1,4 +1,4 @@
-package argocd
+package proc
 
 import (
 	"os/exec"
