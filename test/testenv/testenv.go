@@ -37,16 +37,32 @@ type Env struct {
 	Scheme *runtime.Scheme
 }
 
-// Start starts kube-apiserver and etcd. KUBEBUILDER_ASSETS must name the folder with both
-// binaries (`eval "$(hack/test-tools.sh print-env)"`, which `make test` does).
+// Options select what StartWith installs and how clients authenticate.
+type Options struct {
+	// CRDs to install.
+	CRDs []*apiextensionsv1.CustomResourceDefinition
+	// ClientCADir, if set, holds the API server's client CA (client-ca.crt, client-ca.key), so a
+	// process can sign client certificates the server trusts, as kube-controller-manager does
+	// for kube-apiserver-client CSRs. envtest's own CA key stays in memory.
+	ClientCADir string
+}
+
+// Start starts kube-apiserver and etcd with the OCM CRDs the add-on uses. KUBEBUILDER_ASSETS
+// must name the folder with both binaries (`eval "$(hack/test-tools.sh print-env)"`, which
+// `make test` does).
 func Start() (*Env, error) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
-	}
 	crds, err := OCMCRDs()
 	if err != nil {
 		return nil, err
+	}
+	return StartWith(Options{CRDs: crds})
+}
+
+// StartWith starts kube-apiserver and etcd as o says.
+func StartWith(o Options) (*Env, error) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
 	}
 	scheme, err := manager.Scheme()
 	if err != nil {
@@ -59,8 +75,13 @@ func Start() (*Env, error) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:   assets,
-		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: crds, Scheme: scheme},
+		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: o.CRDs, Scheme: scheme},
 		ControlPlaneStopTimeout: 30 * time.Second,
+	}
+	if o.ClientCADir != "" {
+		api := &envtest.APIServer{}
+		api.SecureServing.Authn = &fileCAAuthn{dir: o.ClientCADir}
+		env.ControlPlane.APIServer = api
 	}
 	cfg, err := env.Start()
 	if err != nil {
