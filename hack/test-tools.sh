@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the real test binaries (kube-apiserver, etcd, helm, argocd-agent) from Go modules, because
+# Builds the real test binaries (kube-apiserver, kube-controller-manager, etcd, helm, argocd-agent, OCM) from Go modules, because
 # no binary downloads work where this project is developed and tested. Built binaries are cached
 # outside the repository, keyed by version, so a rerun costs a version check.
 #
-# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|print-env]
+# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|ocm-local|print-env]
 #   all (default)  build what is missing, then print the environment (like print-env)
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
@@ -18,6 +18,8 @@ ETCD_VERSION=v3.6.5
 HELM_VERSION=v3.22.0
 # Also pinned by hack/tools/argocd-agent/go.mod; change both together.
 ARGOCD_AGENT_VERSION=v0.9.0
+# OCM's controllers for the end-to-end tests, from test/ocm (its own module, pinned there).
+OCM_VERSION=v1.2.1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${ARGOCD_AGENT_ADDON_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/argocd-agent-addon/tools}
@@ -31,9 +33,12 @@ log() { echo "test-tools: $*" >&2; }
 
 # have BIN VERSION-SUBSTRING ARGS...: the binary exists and reports the pinned version.
 have() {
-	local bin=$1 want=$2
+	local bin=$1 want=$2 out
 	shift 2
-	[[ -x $bin ]] && "$bin" "$@" 2>/dev/null | grep -q -- "$want"
+	[[ -x $bin ]] || return 1
+	# Capture first: `grep -q` closing the pipe early would fail the check under pipefail.
+	out=$("$bin" "$@" 2>/dev/null) || return 1
+	grep -q -- "$want" <<<"$out"
 }
 
 build_kube_apiserver() {
@@ -45,6 +50,22 @@ build_kube_apiserver() {
 			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.}" \
 			k8s.io/kubernetes/cmd/kube-apiserver)
 	mv "$KUBE_DIR/kube-apiserver.tmp" "$KUBE_DIR/kube-apiserver"
+}
+
+# The controller manager runs only its garbage collector and namespace controllers in the
+# end-to-end tests: without them, owner-reference cascades (a ManagedClusterAddOn's ManifestWork)
+# and foreground deletions never finish.
+build_kube_controller_manager() {
+	if have "$KUBE_DIR/kube-controller-manager" "$KUBE_VERSION" --version; then return; fi
+	log "building kube-controller-manager $KUBE_VERSION (cold: ~5 min after kube-apiserver)"
+	mkdir -p "$KUBE_DIR"
+	local minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	(cd "$ROOT/hack/tools/kube-apiserver" &&
+		go build -trimpath -o "$KUBE_DIR/kube-controller-manager.tmp" \
+			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+			k8s.io/kubernetes/cmd/kube-controller-manager)
+	mv "$KUBE_DIR/kube-controller-manager.tmp" "$KUBE_DIR/kube-controller-manager"
 }
 
 build_etcd() {
@@ -101,6 +122,24 @@ ensure_redis() {
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >&2
 }
 
+# ocm-local changes with this repository's test/ocm sources: key its cache by their hash.
+ocm_local_dir() {
+	local sum
+	sum=$(cd "$ROOT/test/ocm" && cat go.mod go.sum $(find cmd -name '*.go' | sort) | sha256sum | cut -c1-12)
+	echo "$CACHE/ocm-local-$OCM_VERSION-$sum"
+}
+
+build_ocm_local() {
+	local dir
+	dir=$(ocm_local_dir)
+	if [[ -x $dir/ocm-local ]]; then return; fi
+	log "building ocm-local (OCM $OCM_VERSION hub and klusterlet controllers; cold: 7-9 min)"
+	mkdir -p "$dir"
+	(cd "$ROOT/test/ocm" && GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}sigs.k8s.io/about-api \
+		go build -trimpath -ldflags "-s -w" -o "$dir/ocm-local.tmp" ./cmd/ocm-local)
+	mv "$dir/ocm-local.tmp" "$dir/ocm-local"
+}
+
 link_assets() {
 	mkdir -p "$ASSETS"
 	ln -sf "$KUBE_DIR/kube-apiserver" "$ASSETS/kube-apiserver"
@@ -111,6 +150,8 @@ print_env() {
 	echo "export KUBEBUILDER_ASSETS=$ASSETS"
 	echo "export HELM=$HELM_DIR/helm"
 	echo "export ARGOCD_AGENT_BIN=$ARGOCD_AGENT_DIR/argocd-agent"
+	echo "export OCM_LOCAL_BIN=$(ocm_local_dir)/ocm-local"
+	echo "export KUBE_CONTROLLER_MANAGER_BIN=$KUBE_DIR/kube-controller-manager"
 }
 
 case ${1:-all} in
@@ -118,7 +159,9 @@ all)
 	build_etcd
 	build_helm
 	build_kube_apiserver
+	build_kube_controller_manager
 	build_argocd_agent
+	build_ocm_local
 	ensure_redis
 	link_assets
 	print_env
@@ -130,9 +173,10 @@ envtest)
 	;;
 helm) build_helm ;;
 argocd-agent) build_argocd_agent ;;
+ocm-local) build_ocm_local ;;
 print-env) print_env ;;
 *)
-	echo "usage: $0 [all|envtest|helm|argocd-agent|print-env]" >&2
+	echo "usage: $0 [all|envtest|helm|argocd-agent|ocm-local|print-env]" >&2
 	exit 2
 	;;
 esac

@@ -50,6 +50,10 @@ type PrincipalOptions struct {
 	// MatchSubject sets --client-cert-subject-match (the CN must equal the agent name).
 	MatchSubject bool
 
+	// ListenPort is the gRPC port; 0 picks a free one. A restarted principal keeps its port so
+	// agents reconnect to the address they were given.
+	ListenPort int
+
 	// LogLevel defaults to "info". ExtraArgs are appended to the command line.
 	LogLevel  string
 	ExtraArgs []string
@@ -138,6 +142,9 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		return nil, err
 	}
 	p.port, p.metricsPort, p.healthzPort = ports[0], ports[1], ports[2]
+	if opts.ListenPort != 0 {
+		p.port = opts.ListenPort
+	}
 	p.args = []string{"principal",
 		"--kubeconfig", opts.Kubeconfig,
 		"--namespace", opts.Namespace,

@@ -1,0 +1,256 @@
+// Package e2e proves the add-on end to end on real parts: the OCM hub and klusterlet
+// controllers (v1.2.1), the add-on manager binary installed from its chart, and the real Argo
+// CD agent principal and agents (v0.9.0), each managed cluster with its own kube-apiserver.
+//
+// One stand-in: no kubelet runs, so the harness plays it for the agent Deployment only, marking
+// it ready exactly when the agent process's /healthz answers 200 (see harness.PlayKubelet). The
+// agent processes run with the settings and certificates the add-on delivered to each spoke.
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
+)
+
+var applicationGVK = schema.GroupVersionKind{Group: "argoproj.io", Version: "v1alpha1", Kind: "Application"}
+
+func start(t *testing.T, o harness.Options) (context.Context, *harness.Env) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "argocd-agent-addon-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.Dir = dir
+	began := time.Now()
+	o.Progress = func(format string, args ...any) {
+		t.Logf("[%5.1fs] %s", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+	e, err := harness.Start(ctx, o)
+	t.Cleanup(func() {
+		if e != nil {
+			e.Stop()
+		}
+		cancel()
+		if t.Failed() {
+			dumpLogs(t, dir)
+			t.Logf("logs kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, e
+}
+
+func TestEndToEnd(t *testing.T) {
+	ctx, e := start(t, harness.Options{})
+	clusters := []string{"cluster1", "cluster2"}
+	for _, c := range clusters {
+		must(t, e.SetEnabled(ctx, c, true))
+	}
+	agents := map[string]*harness.RunningAgent{}
+	for _, c := range clusters {
+		a, err := e.StartAgent(ctx, c)
+		must(t, err)
+		agents[c] = a
+		t.Logf("%s: add-on objects and the signed certificate are on the spoke; agent started", c)
+	}
+
+	t.Run("each agent connects with the certificate the add-on signed", func(t *testing.T) {
+		for _, c := range clusters {
+			cert := parseCert(t, agents[c].Delivered.ClientCertPEM)
+			if cert.Subject.String() != "CN="+c {
+				t.Errorf("%s: certificate subject %q, want CN=%s", c, cert.Subject, c)
+			}
+			if err := cert.CheckSignatureFrom(parseCert(t, e.CACertPEM)); err != nil {
+				t.Errorf("%s: certificate not signed by the hub CA: %v", c, err)
+			}
+		}
+		poll(t, 60*time.Second, "principal lists both agents", func(ctx context.Context) (bool, error) {
+			names, err := e.Principal.ConnectedAgents(ctx)
+			return err == nil && slices.Contains(names, "cluster1") && slices.Contains(names, "cluster2"), err
+		})
+		n, err := e.Principal.ConnectedAgentCount(ctx)
+		if err != nil || n != 2 {
+			t.Errorf("agent_connected_with_principal = %d (%v), want 2", n, err)
+		}
+	})
+
+	t.Run("ManagedClusterAddOn Available while connected", func(t *testing.T) {
+		for _, c := range clusters {
+			waitAvailable(t, e, c, metav1.ConditionTrue)
+		}
+	})
+
+	t.Run("an Application in the cluster's hub namespace reaches its spoke", func(t *testing.T) {
+		app := &unstructured.Unstructured{Object: map[string]any{
+			"metadata": map[string]any{"name": "guestbook", "namespace": "cluster1"},
+			"spec": map[string]any{
+				"project":     "default",
+				"source":      map[string]any{"repoURL": "https://example.com/argocd-example-apps.git", "path": "guestbook", "targetRevision": "HEAD"},
+				"destination": map[string]any{"server": "https://kubernetes.default.svc", "namespace": "guestbook"},
+			},
+		}}
+		app.SetGroupVersionKind(applicationGVK)
+		must(t, e.Hub.Client.Create(ctx, app))
+		poll(t, 60*time.Second, "Application on cluster1's spoke", func(ctx context.Context) (bool, error) {
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(applicationGVK)
+			err := e.Spokes["cluster1"].API.Client.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "guestbook"}, got)
+			return err == nil, client.IgnoreNotFound(err)
+		})
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(applicationGVK)
+		err := e.Spokes["cluster2"].API.Client.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "guestbook"}, got)
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("cluster1's Application reached cluster2 (err %v)", err)
+		}
+	})
+
+	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
+		otherCA, otherKey, err := testca.New("another-ca", time.Hour)
+		must(t, err)
+		cert, key, err := argocd.IssueCert(otherCA, otherKey, argocd.CertRequest{CommonName: "cluster1", Client: true})
+		must(t, err)
+		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, cert, key); err == nil {
+			t.Fatal("the principal accepted a certificate from another CA")
+		}
+		d := agents["cluster1"].Delivered
+		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, d.ClientCertPEM, d.ClientKey); err != nil {
+			t.Fatalf("the principal refused the add-on's certificate: %v", err)
+		}
+	})
+
+	t.Run("not Available while the principal is down, Available again after", func(t *testing.T) {
+		e.Principal.Stop()
+		waitAvailable(t, e, "cluster1", metav1.ConditionFalse)
+		must(t, e.StartPrincipal(ctx))
+		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
+	})
+
+	t.Run("removing the label removes the add-on and everything it put on the spoke", func(t *testing.T) {
+		e.StopAgent("cluster2")
+		must(t, e.SetEnabled(ctx, "cluster2", false))
+		poll(t, 90*time.Second, "ManagedClusterAddOn of cluster2 deleted", func(ctx context.Context) (bool, error) {
+			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		spoke := e.Spokes["cluster2"].API.Client
+		ns := identity.DefaultInstallNamespace
+		gone := []client.Object{
+			&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.AgentName}},
+			&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "argocd-agent-params"}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.CASecretName}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.ClientCertSecretName}},
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.AgentName}},
+			&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.AgentName}},
+			&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.AgentName}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: identity.AgentName}},
+			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: identity.AgentName}},
+		}
+		for _, obj := range gone {
+			poll(t, 90*time.Second, fmt.Sprintf("%T %s deleted from cluster2", obj, obj.GetName()), func(ctx context.Context) (bool, error) {
+				err := spoke.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+				return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+			})
+		}
+		// Argo CD's namespace is orphaned, never deleted, with the add-on.
+		nsObj := &corev1.Namespace{}
+		must(t, spoke.Get(ctx, types.NamespacedName{Name: ns}, nsObj))
+		if nsObj.DeletionTimestamp != nil {
+			t.Error("the add-on deleted Argo CD's namespace")
+		}
+		// cluster1 is untouched.
+		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
+	})
+}
+
+func waitAvailable(t *testing.T, e *harness.Env, cluster string, want metav1.ConditionStatus) {
+	t.Helper()
+	poll(t, 120*time.Second, fmt.Sprintf("%s add-on Available=%s", cluster, want), func(ctx context.Context) (bool, error) {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable)
+		return c != nil && c.Status == want, nil
+	})
+}
+
+func poll(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	var last error
+	if err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, err := cond(ctx)
+		if err != nil {
+			last = err
+		}
+		return ok, nil
+	}); err != nil {
+		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dumpLogs prints the tail of every process log of a failed run.
+func dumpLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
+	for _, f := range append(logs, more...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("---- %s (last %d lines) ----\n%s", f, len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatal("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	must(t, err)
+	return cert
+}

@@ -1,0 +1,451 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
+)
+
+// Names on the hub.
+const (
+	// ArgoCDNamespace holds the CA secret and the principal, as in an upstream install.
+	ArgoCDNamespace = "argocd"
+	// AddonNamespace is where the chart is installed.
+	AddonNamespace = "argocd-agent-addon"
+	// EnableLabel selects clusters for the chart's Placement.
+	EnableLabel = "argocd-agent"
+)
+
+// Options configure Start.
+type Options struct {
+	// Dir holds every file and log. Required.
+	Dir string
+	// Clusters to join; default cluster1 and cluster2.
+	Clusters []string
+	// CertificateSubject and CertLifetime are passed to the manager.
+	CertificateSubject string
+	CertLifetime       time.Duration
+	// Progress, if set, is told each step.
+	Progress func(format string, args ...any)
+}
+
+// Env is a running hub, its managed clusters, the principal and the manager.
+type Env struct {
+	opts          Options
+	Hub           *testenv.Env
+	HubKubeconfig string
+	Spokes        map[string]*Spoke
+	OCMHub        *proc.Process
+	Manager       *proc.Process
+	ManagerBin    string
+	MetricsAddr   string
+	Principal     *argocd.Principal
+	CACertPEM     []byte
+	CAKeyPEM      []byte
+
+	ctx     context.Context
+	mu      sync.Mutex
+	stops   []func()
+	agents  map[string]*RunningAgent
+	redises []func()
+}
+
+// Spoke is one managed cluster: its own API server and its OCM klusterlet agents.
+type Spoke struct {
+	Name       string
+	API        *testenv.Env
+	Kubeconfig string
+	OCM        *proc.Process
+}
+
+// RunningAgent is an Argo CD agent process started from what the add-on delivered.
+type RunningAgent struct {
+	*argocd.Agent
+	Delivered *Delivered
+	stop      context.CancelFunc
+}
+
+func (o Options) progress(format string, args ...any) {
+	if o.Progress != nil {
+		o.Progress(format, args...)
+	}
+}
+
+// Start boots everything but the agents: hub API server and OCM hub, one API server and
+// klusterlet per cluster (joined and accepted), the CA, the principal, the chart's objects and
+// the manager. Stop undoes it; processes also end with ctx.
+func Start(ctx context.Context, o Options) (_ *Env, err error) {
+	if o.Dir == "" {
+		return nil, errors.New("harness: Dir is required")
+	}
+	if len(o.Clusters) == 0 {
+		o.Clusters = []string{"cluster1", "cluster2"}
+	}
+	if o.CertificateSubject == "" {
+		o.CertificateSubject = string(identity.SubjectClusterName)
+	}
+	if o.CertLifetime == 0 {
+		o.CertLifetime = 24 * time.Hour
+	}
+	e := &Env{opts: o, ctx: ctx, Spokes: map[string]*Spoke{}, agents: map[string]*RunningAgent{}}
+	defer func() {
+		if err != nil {
+			e.Stop()
+		}
+	}()
+	ocmLocal, err := binaryFromEnv("OCM_LOCAL_BIN")
+	if err != nil {
+		return nil, err
+	}
+	helm, err := binaryFromEnv("HELM")
+	if err != nil {
+		return nil, err
+	}
+	if e.ManagerBin, err = buildManager(o.Dir); err != nil {
+		return nil, err
+	}
+
+	// Hub.
+	hubCRDs, err := HubCRDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	caDir := filepath.Join(o.Dir, "hub-client-ca")
+	if e.Hub, err = testenv.StartWith(testenv.Options{CRDs: hubCRDs, ClientCADir: caDir}); err != nil {
+		return nil, fmt.Errorf("hub API server: %w", err)
+	}
+	e.stops = append(e.stops, func() { _ = e.Hub.Stop() })
+	e.HubKubeconfig = filepath.Join(o.Dir, "hub.kubeconfig")
+	if err := e.Hub.KubeconfigFor("hub-admin", []string{"system:masters"}, e.HubKubeconfig); err != nil {
+		return nil, err
+	}
+	kcm, err := binaryFromEnv("KUBE_CONTROLLER_MANAGER_BIN")
+	if err != nil {
+		return nil, err
+	}
+	if err := e.startControllerManager(ctx, kcm, "hub", e.HubKubeconfig); err != nil {
+		return nil, err
+	}
+	o.progress("hub API server up (%s), with kube-controller-manager's garbage collector", e.Hub.Config.Host)
+	caCert, caKey := testenv.ClientCAFiles(caDir)
+	ready := filepath.Join(o.Dir, "ocm-hub-ready.json")
+	if e.OCMHub, err = proc.Start(ctx, "ocm-hub", o.Dir, ocmLocal, "hub", "--kubeconfig", e.HubKubeconfig,
+		"--client-ca-cert", caCert, "--client-ca-key", caKey, "--ready-file", ready, "-v", "2"); err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, e.OCMHub.Stop)
+	if err := e.OCMHub.WaitFor(ctx, 90*time.Second, "OCM hub ready", func() error { _, err := os.Stat(ready); return err }); err != nil {
+		return nil, err
+	}
+	o.progress("OCM hub controllers up (registration, placement, work, addon-manager, conversion webhook)")
+
+	// Managed clusters, each with its own API server.
+	spokeCRDs, err := SpokeCRDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range o.Clusters {
+		s := &Spoke{Name: name}
+		if s.API, err = testenv.StartWith(testenv.Options{CRDs: spokeCRDs}); err != nil {
+			return nil, fmt.Errorf("API server of %s: %w", name, err)
+		}
+		e.stops = append(e.stops, func() { _ = s.API.Stop() })
+		s.Kubeconfig = filepath.Join(o.Dir, name+".kubeconfig")
+		if err := s.API.KubeconfigFor(name+"-admin", []string{"system:masters"}, s.Kubeconfig); err != nil {
+			return nil, err
+		}
+		if err := e.startControllerManager(ctx, kcm, name, s.Kubeconfig); err != nil {
+			return nil, err
+		}
+		if s.OCM, err = proc.Start(ctx, "ocm-"+name, o.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
+			"--spoke-kubeconfig", s.Kubeconfig, "--cluster-name", name, "--work-dir", filepath.Join(o.Dir, name), "-v", "2"); err != nil {
+			return nil, err
+		}
+		e.stops = append(e.stops, s.OCM.Stop)
+		e.Spokes[name] = s
+	}
+	for _, name := range o.Clusters {
+		if err := e.waitJoined(ctx, name); err != nil {
+			return nil, err
+		}
+		o.progress("cluster %s joined and accepted", name)
+	}
+
+	// The CA the principal trusts and the manager signs with, as `argocd-agentctl pki init` makes it.
+	if e.CACertPEM, e.CAKeyPEM, err = testca.New("argocd-agent-ca", 365*24*time.Hour); err != nil {
+		return nil, err
+	}
+	c := e.Hub.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ArgoCDNamespace}}); err != nil {
+		return nil, err
+	}
+	if err := c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: "argocd-agent-ca"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: e.CACertPEM, corev1.TLSPrivateKeyKey: e.CAKeyPEM},
+	}); err != nil {
+		return nil, err
+	}
+	if err := e.StartPrincipal(ctx); err != nil {
+		return nil, err
+	}
+	o.progress("Argo CD agent principal up on %s (mTLS, CA %s)", e.Principal.Addr(), "argocd/argocd-agent-ca")
+
+	// The add-on as its chart installs it, with the manager as a local process.
+	objs, err := chart.Render(helm, AddonNamespace, map[string]string{
+		"agent.principal.address": e.Principal.Host(),
+		"agent.principal.port":    strconv.Itoa(e.Principal.Port()),
+		"certificate.subject":     o.CertificateSubject,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: AddonNamespace}}); err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
+		if obj.GetKind() == "Deployment" {
+			continue // no kubelet runs the chart's pod: the manager runs as a process below
+		}
+		if err := c.Create(ctx, obj); err != nil {
+			return nil, fmt.Errorf("installing the chart's %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	if err := e.StartManager(ctx); err != nil {
+		return nil, err
+	}
+	o.progress("add-on manager up (metrics on %s)", e.MetricsAddr)
+	return e, nil
+}
+
+// startControllerManager runs kube-controller-manager's garbage collector and namespace
+// controllers against one API server: OCM relies on them (a ManagedClusterAddOn's ManifestWork
+// goes by owner reference; the work agent deletes with foreground propagation).
+func (e *Env) startControllerManager(ctx context.Context, bin, name, kubeconfig string) error {
+	p, err := proc.Start(ctx, "kube-controller-manager-"+name, e.opts.Dir, bin, "--kubeconfig", kubeconfig,
+		"--controllers=garbagecollector,namespace", "--leader-elect=false", "--secure-port=0", "-v=1")
+	if err != nil {
+		return err
+	}
+	e.stops = append(e.stops, p.Stop)
+	return nil
+}
+
+// StartPrincipal (re)starts the principal with the hub CA, on the same port as before if it ran.
+func (e *Env) StartPrincipal(ctx context.Context) error {
+	redisAddr, stopRedis, err := argocd.StartRedis(ctx, e.opts.Dir)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.redises = append(e.redises, stopRedis)
+	e.mu.Unlock()
+	opts := argocd.PrincipalOptions{
+		Dir: filepath.Join(e.opts.Dir, "principal"), Kubeconfig: e.HubKubeconfig, Namespace: ArgoCDNamespace,
+		AllowedNamespaces: e.opts.Clusters, RedisAddr: redisAddr,
+		ClientCAPEM: e.CACertPEM, ServerCACertPEM: e.CACertPEM, ServerCAKeyPEM: e.CAKeyPEM,
+		MatchSubject: e.opts.CertificateSubject == string(identity.SubjectClusterName),
+	}
+	if e.opts.CertificateSubject == string(identity.SubjectOCM) {
+		opts.AuthSubjectRegex = `CN=system:open-cluster-management:cluster:([^:]+):addon:argocd-agent:agent:argocd-agent-agent`
+	}
+	if e.Principal != nil {
+		opts.ListenPort = e.Principal.Port()
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return err
+	}
+	p, err := argocd.StartPrincipal(ctx, opts)
+	if err != nil {
+		return err
+	}
+	e.Principal = p
+	return nil
+}
+
+// StartManager starts the add-on manager binary against the hub.
+func (e *Env) StartManager(ctx context.Context) error {
+	ports, err := proc.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	e.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	e.Manager, err = proc.Start(ctx, "manager", e.opts.Dir, e.ManagerBin, "manager",
+		"--kubeconfig", e.HubKubeconfig, "--ca-secret", ArgoCDNamespace+"/argocd-agent-ca",
+		"--leader-election-namespace", AddonNamespace, "--metrics-bind-address", e.MetricsAddr,
+		"--health-probe-bind-address", "0", "--cert-lifetime", e.opts.CertLifetime.String(),
+		"--certificate-subject", e.opts.CertificateSubject, "-v", "2")
+	if err != nil {
+		return err
+	}
+	e.stops = append(e.stops, e.Manager.Stop)
+	return e.Manager.WaitFor(ctx, 60*time.Second, "metrics endpoint", func() error {
+		_, _, err := proc.HTTPGet(ctx, "http://"+e.MetricsAddr+"/metrics")
+		return err
+	})
+}
+
+func (e *Env) waitJoined(ctx context.Context, name string) error {
+	return e.OCMHub.WaitFor(ctx, 120*time.Second, "cluster "+name+" joined", func() error {
+		mc := &clusterv1.ManagedCluster{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: name}, mc); err != nil {
+			return err
+		}
+		for _, t := range []string{clusterv1.ManagedClusterConditionHubAccepted, clusterv1.ManagedClusterConditionJoined, clusterv1.ManagedClusterConditionAvailable} {
+			if !meta.IsStatusConditionTrue(mc.Status.Conditions, t) {
+				return fmt.Errorf("ManagedCluster %s: %s not true yet", name, t)
+			}
+		}
+		return nil
+	})
+}
+
+// SetEnabled labels (or unlabels) a cluster for the chart's Placement.
+func (e *Env) SetEnabled(ctx context.Context, name string, enabled bool) error {
+	mc := &clusterv1.ManagedCluster{}
+	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: name}, mc); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(mc.DeepCopy())
+	if mc.Labels == nil {
+		mc.Labels = map[string]string{}
+	}
+	if enabled {
+		mc.Labels[EnableLabel] = "enabled"
+	} else {
+		delete(mc.Labels, EnableLabel)
+	}
+	return e.Hub.Client.Patch(ctx, mc, patch)
+}
+
+// WaitDelivered waits until the add-on's objects and the signed certificate are on the spoke.
+func (e *Env) WaitDelivered(ctx context.Context, name string, timeout time.Duration) (*Delivered, error) {
+	s := e.Spokes[name]
+	var d *Delivered
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		d, last = ReadDelivered(ctx, s.API.Client, identity.DefaultInstallNamespace)
+		return last == nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: add-on objects and certificate not on the spoke within %s: %v", name, timeout, last)
+	}
+	return d, nil
+}
+
+// StartAgent runs cluster name's Argo CD agent from what the add-on delivered to its spoke, and
+// plays the kubelet for its Deployment until the agent stops.
+func (e *Env) StartAgent(ctx context.Context, name string) (*RunningAgent, error) {
+	d, err := e.WaitDelivered(ctx, name, 120*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	agentDir := filepath.Join(e.opts.Dir, "agent-"+name)
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return nil, err
+	}
+	redisAddr, stopRedis, err := argocd.StartRedis(ctx, agentDir)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	a, err := argocd.StartAgent(actx, argocd.AgentOptions{
+		Name: "agent-" + name, Dir: agentDir, Kubeconfig: e.Spokes[name].Kubeconfig,
+		Namespace: d.Namespace, Mode: d.Mode, PrincipalAddr: net.JoinHostPort(d.Address, strconv.Itoa(d.Port)),
+		RootCAPEM: d.CAPEM, ClientCertPEM: d.ClientCertPEM, ClientKeyPEM: d.ClientKey, RedisAddr: redisAddr,
+	})
+	if err != nil {
+		cancel()
+		stopRedis()
+		return nil, err
+	}
+	ra := &RunningAgent{Agent: a, Delivered: d, stop: func() { cancel(); a.Stop(); stopRedis() }}
+	go PlayKubelet(actx, e.Spokes[name].API.Client,
+		types.NamespacedName{Namespace: d.Namespace, Name: identity.AgentName},
+		func() bool { code, err := a.Healthz(); return err == nil && code == 200 }, time.Second)
+	e.mu.Lock()
+	e.agents[name] = ra
+	e.mu.Unlock()
+	return ra, nil
+}
+
+// StopAgent stops cluster name's agent.
+func (e *Env) StopAgent(name string) {
+	e.mu.Lock()
+	a := e.agents[name]
+	delete(e.agents, name)
+	e.mu.Unlock()
+	if a != nil {
+		a.stop()
+	}
+}
+
+// Stop stops everything Start and StartAgent started, in reverse order.
+func (e *Env) Stop() {
+	e.mu.Lock()
+	agents := e.agents
+	e.agents = map[string]*RunningAgent{}
+	redises := e.redises
+	e.mu.Unlock()
+	for _, a := range agents {
+		a.stop()
+	}
+	if e.Principal != nil {
+		e.Principal.Stop()
+	}
+	for _, stop := range redises {
+		stop()
+	}
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+}
+
+func binaryFromEnv(name string) (string, error) {
+	bin := os.Getenv(name)
+	if bin == "" {
+		return "", fmt.Errorf("%s is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first", name)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return bin, nil
+}
+
+// buildManager builds the add-on binary from this checkout into dir.
+func buildManager(dir string) (string, error) {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	bin := filepath.Join(dir, "argocd-agent-addon")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/argocd-agent-addon")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the manager: %v\n%s", err, out)
+	}
+	return bin, nil
+}
