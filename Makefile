@@ -18,7 +18,7 @@ FUZZ_TARGETS := ./pkg/certificates/policy:FuzzCheck ./pkg/agentconfig:FuzzFromDe
 FUZZTIME_CI ?= 10s
 FUZZTIME    ?= 5m
 
-.PHONY: all build test unit fuzz fuzz-ci tools vet image clean
+.PHONY: all build test unit fuzz fuzz-ci tools vet image clean demo
 
 all: build
 
@@ -53,3 +53,9 @@ image:
 
 clean:
 	rm -rf bin
+
+# A local hub with simulated clusters, the principal and agents; Ctrl-C stops it (CLUSTERS=3 for more).
+CLUSTERS ?= 2
+demo: tools
+	go build -o bin/demo ./test/e2e/demo
+	eval "$$(hack/test-tools.sh print-env)"; exec bin/demo --clusters $(CLUSTERS)

@@ -254,3 +254,21 @@ func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 	must(t, err)
 	return cert
 }
+
+// With --certificate-subject=ocm the agent gets OCM's long subject, and a principal configured
+// as for the existing OCM add-ons (regex on that CN, no match-subject) maps it to the cluster.
+func TestOCMSubjectCompat(t *testing.T) {
+	ctx, e := start(t, harness.Options{Clusters: []string{"compat1"}, CertificateSubject: string(identity.SubjectOCM)})
+	must(t, e.SetEnabled(ctx, "compat1", true))
+	a, err := e.StartAgent(ctx, "compat1")
+	must(t, err)
+	want := "CN=system:open-cluster-management:cluster:compat1:addon:argocd-agent:agent:argocd-agent-agent"
+	if got := parseCert(t, a.Delivered.ClientCertPEM).Subject.String(); !strings.HasPrefix(got, want+",") {
+		t.Fatalf("subject %q, want %s plus OCM's groups", got, want)
+	}
+	poll(t, 60*time.Second, "principal lists compat1", func(ctx context.Context) (bool, error) {
+		names, err := e.Principal.ConnectedAgents(ctx)
+		return err == nil && slices.Contains(names, "compat1"), err
+	})
+	waitAvailable(t, e, "compat1", metav1.ConditionTrue)
+}

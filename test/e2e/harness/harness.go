@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -389,6 +390,32 @@ func (e *Env) StartAgent(ctx context.Context, name string) (*RunningAgent, error
 	e.agents[name] = ra
 	e.mu.Unlock()
 	return ra, nil
+}
+
+// RunAgents keeps one agent process per cluster whose add-on is delivered, as the Deployment
+// would on a real cluster: started once the objects and certificate are on the spoke, stopped
+// when they are gone. It returns when ctx ends.
+func (e *Env) RunAgents(ctx context.Context, interval time.Duration, started func(name string, err error)) {
+	for {
+		for name, s := range e.Spokes {
+			e.mu.Lock()
+			_, running := e.agents[name]
+			e.mu.Unlock()
+			_, err := ReadDelivered(ctx, s.API.Client, identity.DefaultInstallNamespace)
+			switch {
+			case err == nil && !running:
+				_, err := e.StartAgent(ctx, name)
+				started(name, err)
+			case apierrors.IsNotFound(err) && running:
+				e.StopAgent(name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }
 
 // StopAgent stops cluster name's agent.

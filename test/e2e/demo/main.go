@@ -1,0 +1,128 @@
+// Command demo boots a local OCM hub with simulated managed clusters, the Argo CD agent
+// principal, and the add-on installed from its chart, then runs each cluster's Argo CD agent
+// as soon as the add-on has delivered it. `make demo` builds the tools it needs and runs it.
+// Ctrl-C stops everything it started.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+)
+
+func main() {
+	n := flag.Int("clusters", 2, "number of simulated managed clusters")
+	dir := flag.String("dir", "", "directory for kubeconfigs, files and logs (default: a new temporary directory)")
+	flag.Parse()
+	if err := run(*n, *dir); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int, dir string) error {
+	if n < 1 {
+		return fmt.Errorf("--clusters must be at least 1")
+	}
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "argocd-agent-addon-demo-"); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	began := time.Now()
+	say := func(format string, args ...any) {
+		fmt.Printf("[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+	var clusters []string
+	for i := 1; i <= n; i++ {
+		clusters = append(clusters, fmt.Sprintf("cluster%d", i))
+	}
+	say("starting: hub, %d managed clusters, principal and add-on (files and logs in %s)", n, dir)
+	e, err := harness.Start(ctx, harness.Options{Dir: dir, Clusters: clusters, Progress: say})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("stopping everything")
+		e.Stop()
+		say("stopped; files and logs are in %s", dir)
+	}()
+
+	if err := e.SetEnabled(ctx, clusters[0], true); err != nil {
+		return err
+	}
+	say("labelled %s %s=enabled: OCM installs the add-on there", clusters[0], harness.EnableLabel)
+	go e.RunAgents(ctx, time.Second, func(name string, err error) {
+		if err != nil {
+			say("could not start the agent of %s: %v", name, err)
+			return
+		}
+		say("%s: add-on applied, certificate issued, Argo CD agent started", name)
+	})
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		names, _ := e.Principal.ConnectedAgents(ctx)
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: clusters[0], Name: identity.AddonName}, mca); err != nil {
+			return false, nil
+		}
+		return slices.Contains(names, clusters[0]) &&
+			meta.IsStatusConditionTrue(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable), nil
+	}); err != nil {
+		return fmt.Errorf("the agent of %s did not connect: see the logs in %s", clusters[0], dir)
+	}
+	say("%s: agent connected to the principal over mTLS; the add-on is Available", clusters[0])
+
+	adc := &addonv1beta1.AddOnDeploymentConfig{}
+	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, adc); err != nil {
+		return err
+	}
+	adc.APIVersion, adc.Kind, adc.ManagedFields = addonv1beta1.GroupVersion.String(), "AddOnDeploymentConfig", nil
+	adcYAML, err := yaml.Marshal(adc)
+	if err != nil {
+		return err
+	}
+	adcFile, caFile := filepath.Join(dir, "addondeploymentconfig.yaml"), filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(adcFile, adcYAML, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(caFile, e.CACertPEM, 0o600); err != nil {
+		return err
+	}
+	fmt.Printf(`
+The hub is up. Try:
+
+  export KUBECONFIG=%s
+  kubectl get managedclusters
+  kubectl get managedclusteraddons -A
+  kubectl get csr
+`, e.HubKubeconfig)
+	if n > 1 {
+		fmt.Printf("  kubectl label managedcluster %s %s=enabled     # its agent starts and connects\n", clusters[1], harness.EnableLabel)
+	}
+	fmt.Printf(`  kubectl label managedcluster %s %s-                # the add-on and its objects go away
+  go run ./cmd/argocd-agent-addon render --cluster %s --config %s --ca %s
+
+Each cluster's own API server: %s/<cluster>.kubeconfig. Metrics: http://%s/metrics
+Press Ctrl-C to stop everything.
+`, clusters[0], harness.EnableLabel, clusters[0], adcFile, caFile, dir, e.MetricsAddr)
+	<-ctx.Done()
+	return nil
+}
