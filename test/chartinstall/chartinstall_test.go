@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"os"
 	"strings"
 	"testing"
@@ -22,7 +23,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -121,12 +121,12 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	// chart's AddOnDeploymentConfig directly, as OCM's addon-manager would.
 	joinCluster(t, c, "c1")
 
-	poll(t, 60*time.Second, "leader lease held by the manager", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 60*time.Second, "leader lease held by the manager", func(ctx context.Context) (bool, error) {
 		leases := &coordinationv1.LeaseList{}
 		err := c.List(ctx, leases, client.InNamespace(releaseNamespace))
 		return err == nil && len(leases.Items) == 1 && leases.Items[0].Spec.HolderIdentity != nil, err
 	})
-	poll(t, 60*time.Second, "ManifestWork delivered with the chart's config", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 60*time.Second, "ManifestWork delivered with the chart's config", func(ctx context.Context) (bool, error) {
 		mw := &workv1.ManifestWork{}
 		err := c.Get(ctx, types.NamespacedName{Namespace: "c1", Name: "addon-argocd-agent-deploy-0"}, mw)
 		if err != nil {
@@ -147,7 +147,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	agent, err := client.New(agentCfg, client.Options{Scheme: env.Scheme})
 	must(t, err)
 	must(t, agent.Create(ctx, csr))
-	poll(t, 60*time.Second, "CSR approved and signed by the chart's identity", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 60*time.Second, "CSR approved and signed by the chart's identity", func(ctx context.Context) (bool, error) {
 		got := &certificatesv1.CertificateSigningRequest{}
 		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
 		return err == nil && len(got.Status.Certificate) > 0, err
@@ -160,7 +160,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	malloryClient, err := client.New(mallory, client.Options{Scheme: env.Scheme})
 	must(t, err)
 	must(t, malloryClient.Create(ctx, bad))
-	poll(t, 60*time.Second, "CSR from a non-agent denied by the chart's identity", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 60*time.Second, "CSR from a non-agent denied by the chart's identity", func(ctx context.Context) (bool, error) {
 		got := &certificatesv1.CertificateSigningRequest{}
 		err := c.Get(ctx, types.NamespacedName{Name: bad.Name}, got)
 		for _, cond := range got.Status.Conditions {
@@ -248,27 +248,13 @@ func joinCluster(t *testing.T, c client.Client, name string) {
 		Spec: addonv1beta1.ManagedClusterAddOnSpec{Configs: []addonv1beta1.AddOnConfig{{ConfigGroupResource: gr, ConfigReferent: ref}}},
 	}
 	must(t, c.Create(ctx, mca))
-	poll(t, 30*time.Second, "config reference set", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "config reference set", func(ctx context.Context) (bool, error) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
 			return false, err
 		}
 		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{ConfigGroupResource: gr, DesiredConfig: &addonv1beta1.ConfigSpecHash{ConfigReferent: ref}}}
 		return c.Status().Update(ctx, mca) == nil, nil
 	})
-}
-
-func poll(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
-	t.Helper()
-	var last error
-	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, err := cond(ctx)
-		if err != nil {
-			last = err
-		}
-		return ok, nil
-	}); err != nil {
-		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
-	}
 }
 
 func must(t *testing.T, err error) {

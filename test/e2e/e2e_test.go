@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -95,7 +95,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: certificate not signed by the hub CA: %v", c, err)
 			}
 		}
-		poll(t, 60*time.Second, "principal lists both agents", func(ctx context.Context) (bool, error) {
+		poll.Until(t, 60*time.Second, "principal lists both agents", func(ctx context.Context) (bool, error) {
 			names, err := e.Principal.ConnectedAgents(ctx)
 			return err == nil && slices.Contains(names, "cluster1") && slices.Contains(names, "cluster2"), err
 		})
@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 		}}
 		app.SetGroupVersionKind(applicationGVK)
 		must(t, e.Hub.Client.Create(ctx, app))
-		poll(t, 60*time.Second, "Application on cluster1's spoke", func(ctx context.Context) (bool, error) {
+		poll.Until(t, 60*time.Second, "Application on cluster1's spoke", func(ctx context.Context) (bool, error) {
 			got := &unstructured.Unstructured{}
 			got.SetGroupVersionKind(applicationGVK)
 			err := e.Spokes["cluster1"].API.Client.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "guestbook"}, got)
@@ -160,7 +160,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("removing the label removes the add-on and everything it put on the spoke", func(t *testing.T) {
 		e.StopAgent("cluster2")
 		must(t, e.SetEnabled(ctx, "cluster2", false))
-		poll(t, 90*time.Second, "ManagedClusterAddOn of cluster2 deleted", func(ctx context.Context) (bool, error) {
+		poll.Until(t, 90*time.Second, "ManagedClusterAddOn of cluster2 deleted", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
@@ -178,7 +178,7 @@ func TestEndToEnd(t *testing.T) {
 			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: identity.AgentName}},
 		}
 		for _, obj := range gone {
-			poll(t, 90*time.Second, fmt.Sprintf("%T %s deleted from cluster2", obj, obj.GetName()), func(ctx context.Context) (bool, error) {
+			poll.Until(t, 90*time.Second, fmt.Sprintf("%T %s deleted from cluster2", obj, obj.GetName()), func(ctx context.Context) (bool, error) {
 				err := spoke.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 				return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 			})
@@ -196,7 +196,7 @@ func TestEndToEnd(t *testing.T) {
 
 func waitAvailable(t *testing.T, e *harness.Env, cluster string, want metav1.ConditionStatus) {
 	t.Helper()
-	poll(t, 120*time.Second, fmt.Sprintf("%s add-on Available=%s", cluster, want), func(ctx context.Context) (bool, error) {
+	poll.Until(t, 120*time.Second, fmt.Sprintf("%s add-on Available=%s", cluster, want), func(ctx context.Context) (bool, error) {
 		mca := &addonv1beta1.ManagedClusterAddOn{}
 		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 			return false, err
@@ -204,20 +204,6 @@ func waitAvailable(t *testing.T, e *harness.Env, cluster string, want metav1.Con
 		c := meta.FindStatusCondition(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable)
 		return c != nil && c.Status == want, nil
 	})
-}
-
-func poll(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
-	t.Helper()
-	var last error
-	if err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, err := cond(ctx)
-		if err != nil {
-			last = err
-		}
-		return ok, nil
-	}); err != nil {
-		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
-	}
 }
 
 func must(t *testing.T, err error) {
@@ -266,7 +252,7 @@ func TestOCMSubjectCompat(t *testing.T) {
 	if got := parseCert(t, a.Delivered.ClientCertPEM).Subject.String(); !strings.HasPrefix(got, want+",") {
 		t.Fatalf("subject %q, want %s plus OCM's groups", got, want)
 	}
-	poll(t, 60*time.Second, "principal lists compat1", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 60*time.Second, "principal lists compat1", func(ctx context.Context) (bool, error) {
 		names, err := e.Principal.ConnectedAgents(ctx)
 		return err == nil && slices.Contains(names, "compat1"), err
 	})

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
 	"net"
 	"net/http"
@@ -89,7 +90,7 @@ func TestAgentCSRSigned(t *testing.T) {
 	joinCluster(t, "signed", nil)
 	name := fileCSR(t, ocmcsr.AgentUsername("signed"), ocmcsr.Request{Cluster: "signed"})
 	var csr *certificatesv1.CertificateSigningRequest
-	poll(t, 30*time.Second, "certificate issued", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "certificate issued", func(ctx context.Context) (bool, error) {
 		var err error
 		csr, err = getCSR(ctx, name)
 		return err == nil && len(csr.Status.Certificate) > 0, err
@@ -159,7 +160,7 @@ func TestBadCSRsRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			name := names[tc.name]
 			var csr *certificatesv1.CertificateSigningRequest
-			poll(t, 30*time.Second, "CSR denied", func(ctx context.Context) (bool, error) {
+			poll.Until(t, 30*time.Second, "CSR denied", func(ctx context.Context) (bool, error) {
 				var err error
 				csr, err = getCSR(ctx, name)
 				return err == nil && condition(csr, certificatesv1.CertificateDenied) != nil, err
@@ -200,7 +201,7 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	must(t, env.Client.Delete(ctx, caSecret()))
 	defer func() { must(t, env.Client.Create(ctx, caSecret())) }()
 	name := fileCSR(t, ocmcsr.AgentUsername("recheck"), ocmcsr.Request{Cluster: "recheck"})
-	poll(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
 	})
@@ -209,7 +210,7 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	cluster.Spec.HubAcceptsClient = false
 	must(t, env.Client.Update(ctx, cluster))
 	must(t, env.Client.Create(ctx, caSecret()))
-	poll(t, 30*time.Second, "approved CSR marked Failed", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "approved CSR marked Failed", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && condition(csr, certificatesv1.CertificateFailed) != nil, err
 	})
@@ -236,7 +237,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 		}
 	}()
 	name := fileCSR(t, ocmcsr.AgentUsername("noca"), ocmcsr.Request{Cluster: "noca"})
-	poll(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
 	})
@@ -261,7 +262,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 	must(t, env.Client.Update(ctx, fixed))
 	restored = true
 	// Well before the signer's one-minute retry: the CA secret watch resumes signing.
-	poll(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && len(csr.Status.Certificate) > 0, err
 	})
@@ -273,7 +274,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 
 func waitForEvent(t *testing.T, csrName, reason string) {
 	t.Helper()
-	poll(t, 30*time.Second, "event "+reason+" for CSR "+csrName, func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "event "+reason+" for CSR "+csrName, func(ctx context.Context) (bool, error) {
 		events := &eventsv1.EventList{}
 		if err := env.Client.List(ctx, events); err != nil {
 			return false, err

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 // one); what is proven is the add-on's prober wiring on a real API server.
 func TestAvailabilityFollowsAgentDeployment(t *testing.T) {
 	joinCluster(t, "health", newADC("health", "principalAddress", "principal.example.com"))
-	poll(t, 30*time.Second, "ManifestWork", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "ManifestWork", func(ctx context.Context) (bool, error) {
 		mw, _, err := workObjects(ctx, "health")
 		return mw != nil, err
 	})
@@ -49,12 +50,12 @@ func TestAvailabilityFollowsAgentDeployment(t *testing.T) {
 		}))
 	}
 	report(1)
-	poll(t, 30*time.Second, "add-on Available while the agent is ready (connected)", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "add-on Available while the agent is ready (connected)", func(ctx context.Context) (bool, error) {
 		c, err := addonCondition(ctx, "health", addonv1beta1.ManagedClusterAddOnConditionAvailable)
 		return c != nil && c.Status == metav1.ConditionTrue, err
 	})
 	report(0)
-	poll(t, 30*time.Second, "add-on not Available once the agent is not ready (disconnected)", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "add-on not Available once the agent is not ready (disconnected)", func(ctx context.Context) (bool, error) {
 		c, err := addonCondition(ctx, "health", addonv1beta1.ManagedClusterAddOnConditionAvailable)
 		return c != nil && c.Status == metav1.ConditionFalse, err
 	})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -31,7 +32,7 @@ import (
 func TestManifestWorkDelivered(t *testing.T) {
 	joinCluster(t, "deliver", newADC("deliver", "principalAddress", "principal.example.com", "principalPort", "8443"))
 	var objs map[string]*unstructured.Unstructured
-	poll(t, 30*time.Second, "ManifestWork with the agent", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "ManifestWork with the agent", func(ctx context.Context) (bool, error) {
 		mw, o, err := workObjects(ctx, "deliver")
 		objs = o
 		return mw != nil && paramsOf(o)["agent.server.port"] == "8443", err
@@ -60,7 +61,7 @@ func TestManifestWorkDelivered(t *testing.T) {
 	assertRenderMatches(t, "deliver", "deliver")
 
 	ctx := context.Background()
-	poll(t, 30*time.Second, "registration for the custom signer", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "registration for the custom signer", func(ctx context.Context) (bool, error) {
 		mca := &addonv1beta1.ManagedClusterAddOn{}
 		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "deliver", Name: identity.AddonName}, mca); err != nil {
 			return false, err
@@ -83,14 +84,14 @@ func TestManifestWorkDelivered(t *testing.T) {
 // add-on, with an event naming the field and value, and the last good ManifestWork stays.
 func TestConfigChangeAndBadConfig(t *testing.T) {
 	joinCluster(t, "config", newADC("config", "principalAddress", "principal.example.com"))
-	poll(t, 30*time.Second, "first ManifestWork", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "first ManifestWork", func(ctx context.Context) (bool, error) {
 		mw, o, err := workObjects(ctx, "config")
 		return mw != nil && paramsOf(o)["agent.server.port"] == "443", err
 	})
 
 	setVariable(t, "config", "principalPort", "9443")
 	setVariable(t, "config", "agentMode", "autonomous")
-	poll(t, 30*time.Second, "ManifestWork updated to port 9443, autonomous", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "ManifestWork updated to port 9443, autonomous", func(ctx context.Context) (bool, error) {
 		_, o, err := workObjects(ctx, "config")
 		p := paramsOf(o)
 		return p["agent.server.port"] == "9443" && p["agent.mode"] == "autonomous", err
@@ -99,12 +100,12 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 	hashBefore := deploymentOf(t, before).Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
 
 	setVariable(t, "config", "principalPort", "99999")
-	poll(t, 30*time.Second, "AgentConfigValid=False naming the field and value", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "AgentConfigValid=False naming the field and value", func(ctx context.Context) (bool, error) {
 		c, err := addonCondition(ctx, "config", addon.ConditionAgentConfigValid)
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == addon.ReasonInvalidAgentConfig &&
 			strings.Contains(c.Message, "customizedVariables[principalPort]") && strings.Contains(c.Message, "99999"), err
 	})
-	poll(t, 30*time.Second, "warning event naming the field and value", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "warning event naming the field and value", func(ctx context.Context) (bool, error) {
 		events := &eventsv1.EventList{}
 		if err := env.Client.List(ctx, events, client.InNamespace("config")); err != nil {
 			return false, err
@@ -129,7 +130,7 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 	}
 
 	setVariable(t, "config", "principalPort", "10443")
-	poll(t, 30*time.Second, "recovery: new port delivered and AgentConfigValid=True", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 30*time.Second, "recovery: new port delivered and AgentConfigValid=True", func(ctx context.Context) (bool, error) {
 		_, o, err := workObjects(ctx, "config")
 		if err != nil {
 			return false, err

@@ -35,39 +35,22 @@ func ocmModuleDir(ctx context.Context, mod string) (string, error) {
 // HubCRDs are what OCM's hub controllers, the add-on and the principal need on the hub. The
 // add-on CRDs store v1beta1; OCM's conversion webhook (started by ocm-local hub) serves v1alpha1.
 func HubCRDs(ctx context.Context) ([]*apiextensionsv1.CustomResourceDefinition, error) {
-	api, err := ocmModuleDir(ctx, "open-cluster-management.io/api")
-	if err != nil {
-		return nil, err
-	}
-	ocm, err := ocmModuleDir(ctx, "open-cluster-management.io/ocm")
-	if err != nil {
-		return nil, err
-	}
-	var files []string
-	for _, d := range []string{"cluster/v1", "cluster/v1alpha1", "cluster/v1beta1", "cluster/v1beta2", "work/v1", "work/v1alpha1", "addon/v1beta1"} {
-		m, err := filepath.Glob(filepath.Join(api, d, "*.crd.yaml"))
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, m...)
-	}
-	files = append(files,
-		filepath.Join(api, "addon/v1alpha1/0000_03_addon.open-cluster-management.io_addontemplates.crd.yaml"),
-		filepath.Join(ocm, "manifests/cluster-manager/hub/crds/0000_00_multicluster.x-k8s.io_clusterprofiles.crd.yaml"),
-		filepath.Join(ocm, "test/integration/testdeps/capi/cluster.x-k8s.io_clusters.yaml"))
-	crds, err := readCRDs(files)
-	if err != nil {
-		return nil, err
-	}
-	argo, err := argocd.ArgoCDCRDs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return append(crds, argo...), nil
+	return crdsWithArgoCD(ctx,
+		[]string{"cluster/v1", "cluster/v1alpha1", "cluster/v1beta1", "cluster/v1beta2", "work/v1", "work/v1alpha1", "addon/v1beta1"},
+		[]string{"addon/v1alpha1/0000_03_addon.open-cluster-management.io_addontemplates.crd.yaml"},
+		[]string{"manifests/cluster-manager/hub/crds/0000_00_multicluster.x-k8s.io_clusterprofiles.crd.yaml",
+			"test/integration/testdeps/capi/cluster.x-k8s.io_clusters.yaml"})
 }
 
 // SpokeCRDs are what the klusterlet agents and the Argo CD agent need on a managed cluster.
 func SpokeCRDs(ctx context.Context) ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	return crdsWithArgoCD(ctx, []string{"cluster/v1alpha1", "work/v1"}, nil,
+		[]string{"manifests/klusterlet/managed/clusterproperties.crd.yaml"})
+}
+
+// crdsWithArgoCD reads every CRD in apiDirs and the apiFiles of the api module, the ocmFiles of
+// the ocm module, and Argo CD's CRDs.
+func crdsWithArgoCD(ctx context.Context, apiDirs, apiFiles, ocmFiles []string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	api, err := ocmModuleDir(ctx, "open-cluster-management.io/api")
 	if err != nil {
 		return nil, err
@@ -77,14 +60,19 @@ func SpokeCRDs(ctx context.Context) ([]*apiextensionsv1.CustomResourceDefinition
 		return nil, err
 	}
 	var files []string
-	for _, d := range []string{"cluster/v1alpha1", "work/v1"} {
+	for _, d := range apiDirs {
 		m, err := filepath.Glob(filepath.Join(api, d, "*.crd.yaml"))
 		if err != nil {
 			return nil, err
 		}
 		files = append(files, m...)
 	}
-	files = append(files, filepath.Join(ocm, "manifests/klusterlet/managed/clusterproperties.crd.yaml"))
+	for _, f := range apiFiles {
+		files = append(files, filepath.Join(api, f))
+	}
+	for _, f := range ocmFiles {
+		files = append(files, filepath.Join(ocm, f))
+	}
 	crds, err := readCRDs(files)
 	if err != nil {
 		return nil, err
