@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"runtime/debug"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/klog/v2"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
@@ -73,7 +75,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		if err != nil {
 			return nil, err
 		}
-		return cfg.Values(cluster, bundle)
+		return cfg.Values(cluster, bundle, CertificateOnSpoke(addon))
 	}
 	installNamespace := func(_ context.Context, addon *addonv1beta1.ManagedClusterAddOn) (string, error) {
 		cfg, err := config(addon)
@@ -100,6 +102,25 @@ func New(o Options) (agent.AgentAddon, error) {
 		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
 	}
 	return &guardedAddon{inner: inner, reporter: o.Reporter}, nil
+}
+
+// ConditionClusterCertificateRotated is the condition OCM's registration agent sets on the
+// ManagedClusterAddOn each time it stores a newly signed client certificate on the spoke.
+const ConditionClusterCertificateRotated = "ClusterCertificateRotated"
+
+// CertificateOnSpoke identifies the client certificate the spoke holds, from what OCM's
+// registration agent reports when it stores one ("client certificate rotated starting from
+// <notBefore> to <notAfter>"); empty before the first. The agent reads its certificate only at
+// start-up, so a new value rolls its pod: exactly once per renewal, long before the old
+// certificate expires (OCM renews with 20-25 % of the lifetime left). The agent reports the
+// condition just before it writes the secret; the new pod reads the secret when it starts,
+// after the ManifestWork round trip, well after that write.
+func CertificateOnSpoke(addon *addonv1beta1.ManagedClusterAddOn) string {
+	c := meta.FindStatusCondition(addon.Status.Conditions, ConditionClusterCertificateRotated)
+	if c == nil || c.Status != metav1.ConditionTrue {
+		return ""
+	}
+	return c.Message
 }
 
 // guardedAddon keeps a bad config or template from reaching a cluster or crashing the manager:

@@ -352,3 +352,40 @@ func FuzzManifests(f *testing.F) {
 		}
 	})
 }
+
+// A certificate OCM stored on the spoke rolls the agent's pod once: the hash follows the
+// ClusterCertificateRotated condition, and nothing else in the add-on's status.
+func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
+	adc := newADC(map[string]string{"principalAddress": "a.example.com"}, nil)
+	a, err := addon.New(addon.Options{ConfigGetter: getter{adc}, Subject: identity.SubjectClusterName,
+		Bundle: func(context.Context) ([]byte, error) { return []byte(caPEM), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := func(conds ...metav1.Condition) string {
+		mca := mcaFor(adc)
+		mca.Status.Conditions = conds
+		objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return index(t, objs).deployment.Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
+	}
+	rotated := func(msg string, status metav1.ConditionStatus) metav1.Condition {
+		return metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: status, Reason: "ClientCertificateUpdated", Message: msg}
+	}
+	first := hash(rotated("client certificate rotated starting from 2026-11-24 10:00:00 to 2026-11-25 10:00:00", metav1.ConditionTrue))
+	if first == hash() {
+		t.Error("the first certificate does not change the pod template")
+	}
+	if first != hash(rotated("client certificate rotated starting from 2026-11-24 10:00:00 to 2026-11-25 10:00:00", metav1.ConditionTrue),
+		metav1.Condition{Type: "Available", Status: metav1.ConditionTrue, Reason: "x"}) {
+		t.Error("another condition changes the pod template")
+	}
+	if first == hash(rotated("client certificate rotated starting from 2026-11-25 04:00:00 to 2026-11-26 04:00:00", metav1.ConditionTrue)) {
+		t.Error("a renewed certificate does not roll the pod")
+	}
+	if hash() != hash(rotated("Failed to create CSR", metav1.ConditionFalse)) {
+		t.Error("a failed rotation rolls the pod")
+	}
+}

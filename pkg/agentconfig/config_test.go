@@ -175,7 +175,7 @@ func FuzzFromDeploymentConfig(f *testing.F) {
 			}
 			return
 		}
-		if _, err := cfg.Values(&clusterv1.ManagedCluster{}, nil); err != nil {
+		if _, err := cfg.Values(&clusterv1.ManagedCluster{}, nil, ""); err != nil {
 			t.Fatalf("valid config does not render values: %v", err)
 		}
 	})

@@ -31,8 +31,11 @@ func (c *Config) ResolveImage(cluster *clusterv1.ManagedCluster) (string, error)
 
 // Values returns the template values for cfg on cluster. caBundle is the PEM trust bundle the
 // agent verifies the principal with; empty leaves the CA secret out (the render command without
-// --ca). Every value is JSON, which YAML reads as is (see package manifests).
-func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte) (addonfactory.Values, error) {
+// --ca). certificate identifies the client certificate the spoke holds now (see
+// pkg/addon.CertificateOnSpoke); a new one rolls the agent's pod, since the agent reads its
+// certificate only at start-up. Every value is JSON, which YAML reads as is (see package
+// manifests).
+func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, certificate string) (addonfactory.Values, error) {
 	image, err := c.ResolveImage(cluster)
 	if err != nil {
 		return nil, err
@@ -73,11 +76,12 @@ func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte) (add
 	if len(caBundle) > 0 {
 		values["CABundle"] = base64.StdEncoding.EncodeToString(caBundle)
 	}
-	// The agent reads its settings and CA only at start-up; hashing what it reads into the pod
-	// template makes any change roll the pod. The image and resources roll it by themselves.
+	// The agent reads its settings, CA and certificate only at start-up; hashing what it reads
+	// into the pod template makes any change roll the pod, once. The image and resources roll it
+	// by themselves.
 	h := sha256.New()
 	for _, part := range []string{c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel,
-		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle)} {
+		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle), certificate} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

@@ -87,7 +87,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("each agent connects with the certificate the add-on signed", func(t *testing.T) {
 		for _, c := range clusters {
-			cert := parseCert(t, agents[c].Delivered.ClientCertPEM)
+			cert := parseCert(t, agents[c].Delivered().ClientCertPEM)
 			if cert.Subject.String() != "CN="+c {
 				t.Errorf("%s: certificate subject %q, want CN=%s", c, cert.Subject, c)
 			}
@@ -144,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, cert, key); err == nil {
 			t.Fatal("the principal accepted a certificate from another CA")
 		}
-		d := agents["cluster1"].Delivered
+		d := agents["cluster1"].Delivered()
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, d.ClientCertPEM, d.ClientKey); err != nil {
 			t.Fatalf("the principal refused the add-on's certificate: %v", err)
 		}
@@ -249,7 +249,7 @@ func TestOCMSubjectCompat(t *testing.T) {
 	a, err := e.StartAgent(ctx, "compat1")
 	must(t, err)
 	want := "CN=system:open-cluster-management:cluster:compat1:addon:argocd-agent:agent:argocd-agent-agent"
-	if got := parseCert(t, a.Delivered.ClientCertPEM).Subject.String(); !strings.HasPrefix(got, want+",") {
+	if got := parseCert(t, a.Delivered().ClientCertPEM).Subject.String(); !strings.HasPrefix(got, want+",") {
 		t.Fatalf("subject %q, want %s plus OCM's groups", got, want)
 	}
 	poll.Until(t, 60*time.Second, "principal lists compat1", func(ctx context.Context) (bool, error) {
@@ -257,4 +257,54 @@ func TestOCMSubjectCompat(t *testing.T) {
 		return err == nil && slices.Contains(names, "compat1"), err
 	})
 	waitAvailable(t, e, "compat1", metav1.ConditionTrue)
+}
+
+// OCM renews the agent's certificate when 20-25 % of its lifetime is left; the agent, which
+// reads its certificate only at start-up, must come up with each new one before the old one
+// expires, restarting once per renewal, with no connection failing on an expired certificate.
+func TestCertificateRotation(t *testing.T) {
+	const renewals = 3
+	ctx, e := start(t, harness.Options{Clusters: []string{"rotate"}, CertLifetime: 2 * time.Minute})
+	must(t, e.SetEnabled(ctx, "rotate", true))
+	a, err := e.StartAgent(ctx, "rotate")
+	must(t, err)
+
+	// Serial of each certificate the agent ran with, and when it was replaced.
+	var serials []string
+	var lastNotAfter time.Time
+	rollsAtStart := -1
+	poll.Until(t, 10*time.Minute, fmt.Sprintf("%d renewals used by the agent", renewals), func(ctx context.Context) (bool, error) {
+		cert := parseCert(t, a.Delivered().ClientCertPEM)
+		serial := cert.SerialNumber.String()
+		if len(serials) == 0 || serials[len(serials)-1] != serial {
+			if len(serials) > 0 && !time.Now().Before(lastNotAfter) {
+				t.Errorf("the agent switched to certificate %s only after the previous one expired at %s", serial, lastNotAfter)
+			}
+			serials = append(serials, serial)
+			lastNotAfter = cert.NotAfter
+			if rollsAtStart < 0 {
+				rollsAtStart = a.Restarts()
+			}
+			t.Logf("agent runs with certificate %s (valid %s to %s), %d rolls so far",
+				serial, cert.NotBefore.Format(time.TimeOnly), cert.NotAfter.Format(time.TimeOnly), a.Restarts())
+		}
+		// The agent must be connected with each certificate.
+		names, err := e.Principal.ConnectedAgents(ctx)
+		return len(serials) > renewals && err == nil && slices.Contains(names, "rotate"), err
+	})
+	// Once per renewal (the first certificate may itself roll the pod once, at install).
+	if rolls := a.Restarts() - rollsAtStart; rolls < renewals || rolls > renewals+1 {
+		t.Errorf("%d rolls for %d renewals, want one per renewal", rolls, renewals)
+	}
+	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
+	logs, _ := filepath.Glob(filepath.Join(e.Dir(), "agent-rotate", "agent-rotate-*.log"))
+	logs = append(logs, filepath.Join(e.Dir(), "principal", "principal.log"))
+	for _, f := range logs {
+		data, err := os.ReadFile(f)
+		must(t, err)
+		if n := strings.Count(string(data), "expired certificate"); n > 0 {
+			t.Errorf("%s: %d connection failures on an expired certificate", f, n)
+		}
+	}
+	t.Logf("%d certificates, %d agent processes, 0 expired-certificate failures", len(serials), len(logs)-1)
 }

@@ -48,8 +48,9 @@ const (
 	// DefaultCertLifetime is a week: OCM renews when 20-25 % is left, so a hub outage of up to
 	// ~1.4 days never lets a certificate lapse, while a stolen key is good for a week at most.
 	DefaultCertLifetime = 7 * 24 * time.Hour
-	// MinCertLifetime is Kubernetes' minimum CSR expirationSeconds.
-	MinCertLifetime = 10 * time.Minute
+	// MinCertLifetime allows the short lifetimes tests use to drive renewals; production
+	// lifetimes are hours to days.
+	MinCertLifetime = time.Minute
 	// MaxCertLifetime bounds what a typo can issue.
 	MaxCertLifetime = 365 * 24 * time.Hour
 	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.

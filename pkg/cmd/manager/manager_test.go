@@ -28,7 +28,7 @@ func TestOptions(t *testing.T) {
 	}{
 		"CA secret without namespace": {func(o *Options) { o.CASecret = "argocd-agent-ca" }, "--ca-secret"},
 		"CA secret bad name":          {func(o *Options) { o.CASecret = "argocd/Bad_Name" }, "--ca-secret"},
-		"lifetime too short":          {func(o *Options) { o.CertLifetime = time.Minute }, "--cert-lifetime"},
+		"lifetime too short":          {func(o *Options) { o.CertLifetime = 30 * time.Second }, "--cert-lifetime"},
 		"lifetime too long":           {func(o *Options) { o.CertLifetime = 10 * 365 * 24 * time.Hour }, "--cert-lifetime"},
 		"unknown subject":             {func(o *Options) { o.CertificateSubject = "cn" }, "--certificate-subject"},
 	} {

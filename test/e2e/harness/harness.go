@@ -13,12 +13,14 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,11 +84,52 @@ type Spoke struct {
 	OCM        *proc.Process
 }
 
-// RunningAgent is an Argo CD agent process started from what the add-on delivered.
+// RunningAgent is a cluster's Argo CD agent process, started from what the add-on delivered and
+// restarted, from what is delivered then, whenever the agent Deployment's pod template changes,
+// as the deployment controller and kubelet would roll its pod.
 type RunningAgent struct {
-	*argocd.Agent
-	Delivered *Delivered
-	stop      context.CancelFunc
+	name   string
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	agent     *argocd.Agent
+	delivered *Delivered
+	template  string
+	restarts  int
+	stopRedis func()
+}
+
+// Agent is the current agent process.
+func (r *RunningAgent) Agent() *argocd.Agent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.agent
+}
+
+// Delivered is what the current process was started with.
+func (r *RunningAgent) Delivered() *Delivered {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.delivered
+}
+
+// Restarts counts the rolls since the first start.
+func (r *RunningAgent) Restarts() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.restarts
+}
+
+func (r *RunningAgent) stop() {
+	r.cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.agent != nil {
+		r.agent.Stop()
+	}
+	if r.stopRedis != nil {
+		r.stopRedis()
+	}
 }
 
 func (o Options) progress(format string, args ...any) {
@@ -254,6 +297,9 @@ func (e *Env) startControllerManager(ctx context.Context, bin, name, kubeconfig 
 	return nil
 }
 
+// Dir is where files and logs are.
+func (e *Env) Dir() string { return e.opts.Dir }
+
 // StartPrincipal (re)starts the principal with the hub CA, on the same port as before if it ran.
 func (e *Env) StartPrincipal(ctx context.Context) error {
 	redisAddr, stopRedis, err := argocd.StartRedis(ctx, e.opts.Dir)
@@ -357,39 +403,101 @@ func (e *Env) WaitDelivered(ctx context.Context, name string, timeout time.Durat
 }
 
 // StartAgent runs cluster name's Argo CD agent from what the add-on delivered to its spoke, and
-// plays the kubelet for its Deployment until the agent stops.
+// plays the kubelet and deployment controller for its Deployment until the agent stops.
 func (e *Env) StartAgent(ctx context.Context, name string) (*RunningAgent, error) {
-	d, err := e.WaitDelivered(ctx, name, 120*time.Second)
-	if err != nil {
+	if _, err := e.WaitDelivered(ctx, name, 120*time.Second); err != nil {
 		return nil, err
 	}
-	agentDir := filepath.Join(e.opts.Dir, "agent-"+name)
-	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+	dir := filepath.Join(e.opts.Dir, "agent-"+name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	redisAddr, stopRedis, err := argocd.StartRedis(ctx, agentDir)
+	redisAddr, stopRedis, err := argocd.StartRedis(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	actx, cancel := context.WithCancel(ctx)
-	a, err := argocd.StartAgent(actx, argocd.AgentOptions{
-		Name: "agent-" + name, Dir: agentDir, Kubeconfig: e.Spokes[name].Kubeconfig,
-		Namespace: d.Namespace, Mode: d.Mode, PrincipalAddr: net.JoinHostPort(d.Address, strconv.Itoa(d.Port)),
-		RootCAPEM: d.CAPEM, ClientCertPEM: d.ClientCertPEM, ClientKeyPEM: d.ClientKey, RedisAddr: redisAddr,
-	})
-	if err != nil {
-		cancel()
-		stopRedis()
+	ra := &RunningAgent{name: name, cancel: cancel, stopRedis: stopRedis}
+	if err := e.rollAgent(actx, ra, dir, redisAddr); err != nil {
+		ra.stop()
 		return nil, err
 	}
-	ra := &RunningAgent{Agent: a, Delivered: d, stop: func() { cancel(); a.Stop(); stopRedis() }}
-	go PlayKubelet(actx, e.Spokes[name].API.Client,
-		types.NamespacedName{Namespace: d.Namespace, Name: identity.AgentName},
-		func() bool { code, err := a.Healthz(); return err == nil && code == 200 }, time.Second)
+	deployment := types.NamespacedName{Namespace: ra.Delivered().Namespace, Name: identity.AgentName}
+	go e.superviseAgent(actx, ra, deployment, dir, redisAddr)
+	go PlayKubelet(actx, e.Spokes[name].API.Client, deployment,
+		func() bool { code, err := ra.Agent().Healthz(); return err == nil && code == 200 }, time.Second)
 	e.mu.Lock()
 	e.agents[name] = ra
 	e.mu.Unlock()
 	return ra, nil
+}
+
+// rollAgent (re)starts the agent process from what is on the spoke now.
+func (e *Env) rollAgent(ctx context.Context, ra *RunningAgent, dir, redisAddr string) error {
+	spoke := e.Spokes[ra.name].API.Client
+	d, err := e.WaitDelivered(ctx, ra.name, 120*time.Second)
+	if err != nil {
+		return err
+	}
+	template, err := podTemplateHash(ctx, spoke, d.Namespace)
+	if err != nil {
+		return err
+	}
+	ra.mu.Lock()
+	old, generation := ra.agent, ra.restarts
+	ra.mu.Unlock()
+	if old != nil {
+		old.Stop()
+		generation++
+	}
+	a, err := argocd.StartAgent(ctx, argocd.AgentOptions{
+		// One log per process: agent-<cluster>-<n>.log, n counting the rolls.
+		Name: fmt.Sprintf("agent-%s-%d", ra.name, generation), Dir: dir, Kubeconfig: e.Spokes[ra.name].Kubeconfig,
+		Namespace: d.Namespace, Mode: d.Mode, PrincipalAddr: net.JoinHostPort(d.Address, strconv.Itoa(d.Port)),
+		RootCAPEM: d.CAPEM, ClientCertPEM: d.ClientCertPEM, ClientKeyPEM: d.ClientKey, RedisAddr: redisAddr,
+	})
+	if err != nil {
+		return err
+	}
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if ra.agent != nil {
+		ra.restarts++
+	}
+	ra.agent, ra.delivered, ra.template = a, d, template
+	return nil
+}
+
+// superviseAgent rolls the agent whenever the Deployment's pod template changes.
+func (e *Env) superviseAgent(ctx context.Context, ra *RunningAgent, deployment types.NamespacedName, dir, redisAddr string) {
+	logger := klog.FromContext(ctx).WithValues("cluster", ra.name)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		template, err := podTemplateHash(ctx, e.Spokes[ra.name].API.Client, deployment.Namespace)
+		ra.mu.Lock()
+		changed := err == nil && template != ra.template
+		ra.mu.Unlock()
+		if !changed {
+			continue
+		}
+		e.opts.progress("%s: agent pod template changed: rolling the agent", ra.name)
+		if err := e.rollAgent(ctx, ra, dir, redisAddr); err != nil && ctx.Err() == nil {
+			logger.Error(err, "Rolling the agent")
+		}
+	}
+}
+
+// podTemplateHash identifies the agent Deployment's pod template by the annotations that roll it.
+func podTemplateHash(ctx context.Context, c client.Client, namespace string) (string, error) {
+	d := &appsv1.Deployment{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: identity.AgentName}, d); err != nil {
+		return "", err
+	}
+	return fmt.Sprint(d.Spec.Template.Annotations, d.Spec.Template.Spec.Containers[0].Image), nil
 }
 
 // RunAgents keeps one agent process per cluster whose add-on is delivered, as the Deployment
