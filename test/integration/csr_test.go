@@ -2,14 +2,19 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	operatorv1 "open-cluster-management.io/api/operator/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
@@ -127,6 +133,27 @@ func TestBadCSRsRefused(t *testing.T) {
 
 	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
 	must(t, err)
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	must(t, err)
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	must(t, err)
+	// A cluster being deleted: a finalizer keeps it in that state.
+	joinCluster(t, "leaving", nil)
+	leaving := &clusterv1.ManagedCluster{}
+	must(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "leaving"}, leaving))
+	leaving.Finalizers = append(leaving.Finalizers, "test.argocd-agent-addon/hold")
+	must(t, env.Client.Update(context.Background(), leaving))
+	must(t, env.Client.Delete(context.Background(), leaving))
+	caTrue, err := asn1.Marshal(struct {
+		IsCA bool `asn1:"optional"`
+	}{true})
+	must(t, err)
+	spiffe, err := url.Parse("spiffe://hub/ns/argocd/sa/argocd-agent-principal")
+	must(t, err)
+	victimName := func(extra ...pkix.AttributeTypeAndValue) pkix.Name {
+		return pkix.Name{CommonName: "victim", ExtraNames: extra}
+	}
+	tenYears := int32(10 * 365 * 24 * 3600)
 	victimAgent := ocmcsr.AgentUsername("victim")
 	cases := []struct {
 		name   string
@@ -138,6 +165,8 @@ func TestBadCSRsRefused(t *testing.T) {
 			clusterv1.ClusterNameLabelKey: "other", addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonWrongRequester},
 		{"requester of another cluster", ocmcsr.AgentUsername("other"), ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
 		{"requester prefix collision", ocmcsr.AgentUsername("vic"), ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"gRPC csr-user annotation from a non-gRPC requester", "mallory", ocmcsr.Request{Cluster: "victim",
+			Annotations: map[string]string{operatorv1.CSRUsernameAnnotation: victimAgent}}, policy.ReasonWrongRequester},
 		{"not an OCM agent", "mallory", ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
 		{"CN of another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "other"}}, policy.ReasonSubjectMismatch},
 		{"server auth usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
@@ -148,10 +177,44 @@ func TestBadCSRsRefused(t *testing.T) {
 		{"RSA-1024 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: rsa1024}, policy.ReasonWeakOrUnsupportedKey},
 		{"unknown cluster", ocmcsr.AgentUsername("ghost"), ocmcsr.Request{Cluster: "ghost"}, policy.ReasonUnknownCluster},
 		{"cluster not accepted", ocmcsr.AgentUsername("pending"), ocmcsr.Request{Cluster: "pending"}, policy.ReasonClusterNotAccepted},
+		{"cluster being deleted", ocmcsr.AgentUsername("leaving"), ocmcsr.Request{Cluster: "leaving"}, policy.ReasonClusterDeleting},
+		{"absent cluster label", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
+			addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonMissingClusterLabel},
+		{"O of another cluster's agents", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
+			Organization: []string{"system:open-cluster-management:cluster:other:addon:argocd-agent"}}}, policy.ReasonSubjectMismatch},
+		{"OU smuggled in", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
+			OrganizationalUnit: []string{"other"}}}, policy.ReasonSubjectMismatch},
+		{"second CN RDN naming another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: ptr(victimName(
+			pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "other"}))}, policy.ReasonSubjectMismatch},
+		{"system:masters as O", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
+			Organization: []string{"system:masters"}}}, policy.ReasonSubjectMismatch},
+		{"empty subject", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{}}, policy.ReasonSubjectMismatch},
+		{"URI SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "victim"}, URIs: []*url.URL{spiffe}}}, policy.ReasonDisallowedSANs},
+		{"email SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "victim"}, EmailAddresses: []string{"admin@example.com"}}}, policy.ReasonDisallowedSANs},
+		{"basic constraints CA:true", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "victim"}, ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: caTrue}}}},
+			policy.ReasonDisallowedExtension},
+		{"code signing usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
+			certificatesv1.UsageClientAuth, certificatesv1.UsageCodeSigning}}, policy.ReasonDisallowedUsages},
+		{"no client auth usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
+			certificatesv1.UsageDigitalSignature}}, policy.ReasonDisallowedUsages},
+		{"ECDSA P-224 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: p224}, policy.ReasonWeakOrUnsupportedKey},
+		{"Ed25519 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: ed}, policy.ReasonWeakOrUnsupportedKey},
+		{"huge request", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "victim"}, ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1},
+				Value: make([]byte, 20<<10)}}}}, policy.ReasonRequestTooLarge},
+		{"expirationSeconds abuse (10 years)", victimAgent, ocmcsr.Request{Cluster: "victim", ExpirationSeconds: &tenYears}, policy.ReasonBadExpiration},
 	}
 	names := map[string]string{}
 	for _, tc := range cases {
 		names[tc.name] = fileCSR(t, tc.user, tc.req)
+	}
+	// Malformed PEM never reaches the add-on: the API server refuses it.
+	malformed := ocmcsr.Wrap(ocmcsr.Request{Cluster: "victim"}, []byte("-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgQ1NS\n-----END CERTIFICATE REQUEST-----\n"))
+	if err := clientAs(t, victimAgent).Create(context.Background(), malformed); err == nil {
+		t.Error("the API server accepted a malformed request")
 	}
 	// Wrong signer: the add-on may not decide it, so it stays pending, unsigned, with an event.
 	wrongSigner := fileCSR(t, victimAgent, ocmcsr.Request{Cluster: "victim", Signer: "example.com/other-signer"})
@@ -184,7 +247,7 @@ func TestBadCSRsRefused(t *testing.T) {
 	})
 	t.Run("metrics count denials by reason", func(t *testing.T) {
 		body := scrapeMetrics(t)
-		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 4`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"}`} {
+		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 5`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"} 6`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
 			}
@@ -297,3 +360,5 @@ func scrapeMetrics(t *testing.T) string {
 	must(t, err)
 	return string(b)
 }
+
+func ptr[T any](v T) *T { return &v }

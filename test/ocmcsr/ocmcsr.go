@@ -34,7 +34,9 @@ type Request struct {
 	Signer   string
 	Labels   map[string]string
 	// Username is set for unit tests; the API server sets it from the requester otherwise.
-	Username string
+	Username          string
+	Annotations       map[string]string
+	ExpirationSeconds *int32
 }
 
 // AgentUsername is the identity of cluster's OCM agent, as the hub authenticates it.
@@ -92,12 +94,14 @@ func Wrap(r Request, requestPEM []byte) *certificatesv1.CertificateSigningReques
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: fmt.Sprintf("addon-%s-%s-", r.Cluster, identity.AddonName),
 			Labels:       labels,
+			Annotations:  r.Annotations,
 		},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
-			Request:    requestPEM,
-			SignerName: signer,
-			Usages:     usages,
-			Username:   r.Username,
+			Request:           requestPEM,
+			SignerName:        signer,
+			Usages:            usages,
+			Username:          r.Username,
+			ExpirationSeconds: r.ExpirationSeconds,
 		},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -74,6 +75,9 @@ type Policy struct {
 	// behalf of an agent names that agent in the csr-user annotation; the annotation is trusted
 	// from this user only. Empty trusts it from nobody.
 	GRPCServerUsername string
+	// MaxLifetime, if set, is the longest lifetime the signer issues; a request for more
+	// (expirationSeconds) is refused rather than silently shortened.
+	MaxLifetime time.Duration
 }
 
 // Check returns the parsed request if csr may be signed for cluster (nil if the ManagedCluster
@@ -103,8 +107,13 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *cl
 	if rej := p.checkRequester(csr, clusterName); rej != nil {
 		return nil, rej
 	}
-	if csr.Spec.ExpirationSeconds != nil && *csr.Spec.ExpirationSeconds < MinExpirationSeconds {
-		return nil, reject(ReasonBadExpiration, "expirationSeconds %d is below the minimum %d", *csr.Spec.ExpirationSeconds, MinExpirationSeconds)
+	if e := csr.Spec.ExpirationSeconds; e != nil {
+		if *e < MinExpirationSeconds {
+			return nil, reject(ReasonBadExpiration, "expirationSeconds %d is below the minimum %d", *e, MinExpirationSeconds)
+		}
+		if p.MaxLifetime > 0 && time.Duration(*e)*time.Second > p.MaxLifetime {
+			return nil, reject(ReasonBadExpiration, "expirationSeconds %d is above the signer's maximum %s", *e, p.MaxLifetime)
+		}
 	}
 	if rej := checkUsages(csr.Spec.Usages); rej != nil {
 		return nil, rej

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -158,6 +159,14 @@ func TestCheck(t *testing.T) {
 			s := int32(60)
 			c.Spec.ExpirationSeconds = &s
 		}, want: policy.ReasonBadExpiration},
+		{name: "expirationSeconds above the maximum", mutate: valid, csr: func(c *certificatesv1.CertificateSigningRequest) {
+			s := int32(10 * 365 * 24 * 3600)
+			c.Spec.ExpirationSeconds = &s
+		}, want: policy.ReasonBadExpiration},
+		{name: "expirationSeconds within the maximum", mutate: valid, csr: func(c *certificatesv1.CertificateSigningRequest) {
+			s := int32(3600)
+			c.Spec.ExpirationSeconds = &s
+		}},
 		{name: "not PEM", mutate: valid, csr: func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Request = []byte("hello") }, want: policy.ReasonMalformedRequest},
 		{name: "PEM of another type", mutate: valid, csr: func(c *certificatesv1.CertificateSigningRequest) {
 			c.Spec.Request = []byte(strings.Replace(string(c.Spec.Request), "CERTIFICATE REQUEST", "CERTIFICATE", 2))
@@ -193,7 +202,7 @@ func TestCheck(t *testing.T) {
 			if style == "" {
 				style = identity.SubjectClusterName
 			}
-			p := policy.Policy{Subject: style, GRPCServerUsername: grpcUser}
+			p := policy.Policy{Subject: style, GRPCServerUsername: grpcUser, MaxLifetime: 24 * time.Hour}
 			req, rej := p.Check(csr, cluster)
 			switch {
 			case tc.want == "" && rej != nil:

@@ -244,7 +244,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 
-	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername}
+	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername, MaxLifetime: o.CertLifetime}
 	if err := (&approver.Reconciler{Client: mgr.GetClient(), Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
