@@ -8,6 +8,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -147,6 +148,33 @@ func TestEndToEnd(t *testing.T) {
 		d := agents["cluster1"].Delivered()
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, d.ClientCertPEM, d.ClientKey); err != nil {
 			t.Fatalf("the principal refused the add-on's certificate: %v", err)
+		}
+	})
+
+	t.Run("the CA private key is on no spoke", func(t *testing.T) {
+		block, _ := pem.Decode(e.CAKeyPEM)
+		for _, c := range clusters {
+			spoke := e.Spokes[c].API.Client
+			secrets, configMaps := &corev1.SecretList{}, &corev1.ConfigMapList{}
+			must(t, spoke.List(ctx, secrets))
+			must(t, spoke.List(ctx, configMaps))
+			var values [][]byte
+			for _, s := range secrets.Items {
+				for _, v := range s.Data {
+					values = append(values, v)
+				}
+			}
+			for _, cm := range configMaps.Items {
+				for _, v := range cm.Data {
+					values = append(values, []byte(v))
+				}
+			}
+			for _, v := range values {
+				if bytes.Contains(v, block.Bytes) || bytes.Contains(v, bytes.TrimSpace(e.CAKeyPEM)) {
+					t.Fatalf("%s: the CA private key is on the spoke", c)
+				}
+			}
+			t.Logf("%s: %d secrets and %d config maps checked", c, len(secrets.Items), len(configMaps.Items))
 		}
 	})
 

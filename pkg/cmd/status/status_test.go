@@ -1,0 +1,35 @@
+package status
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPrint(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	out := &bytes.Buffer{}
+	if err := Print(out, []Row{
+		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), Mode: "managed", Image: "quay.io/a:v1"},
+		{Cluster: "c2", Available: "False", CertNotAfter: now.Add(-time.Minute)},
+		{Cluster: "c3", Available: "Unknown"},
+	}, now); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "CLUSTER") {
+		t.Fatalf("want a header and 3 rows:\n%s", out)
+	}
+	for i, want := range [][]string{
+		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "managed", "quay.io/a:v1"},
+		{"c2", "False", "(EXPIRED)"},
+		{"c3", "Unknown", "-"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i+1], w) {
+				t.Errorf("row %d %q lacks %q", i+1, lines[i+1], w)
+			}
+		}
+	}
+}

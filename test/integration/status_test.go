@@ -1,0 +1,41 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// `status` reads availability, certificate expiry, mode and image from a real hub.
+func TestStatusCommand(t *testing.T) {
+	joinCluster(t, "stat", newADC("stat", "principalAddress", "principal.example.com", "agentMode", "autonomous",
+		"agentImage", "registry.example.com/argocd-agent:v0.9.0"))
+	name := fileCSR(t, ocmcsr.AgentUsername("stat"), ocmcsr.Request{Cluster: "stat"})
+	poll.Until(t, 30*time.Second, "certificate issued", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil && len(csr.Status.Certificate) > 0, err
+	})
+	var line string
+	poll.Until(t, 30*time.Second, "status line for stat", func(ctx context.Context) (bool, error) {
+		out := &bytes.Buffer{}
+		if err := (&status.Options{RestConfig: env.Config}).Run(ctx, out); err != nil {
+			return false, err
+		}
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(l, "stat ") {
+				line = l
+			}
+		}
+		return strings.Contains(line, "autonomous") && strings.Contains(line, "registry.example.com/argocd-agent:v0.9.0") &&
+			strings.Contains(line, "(in 168h"), nil
+	})
+	t.Log(line)
+}
