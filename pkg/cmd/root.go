@@ -9,6 +9,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/version"
 )
@@ -29,5 +30,6 @@ the Argo CD agent principal trusts.`,
 	root.PersistentFlags().AddGoFlagSet(klogFlags)
 
 	root.AddCommand(manager.NewCommand(), render.NewCommand(), status.NewCommand(), version.NewCommand())
+	root.AddCommand(revoke.NewCommands()...)
 	return root
 }

@@ -26,6 +26,15 @@ const (
 	CASecretName = "argocd-agent-ca"
 	// CSRDNSName is the only SAN the OCM registration agent puts in an add-on CSR.
 	CSRDNSName = AddonName + ".addon.open-cluster-management.io"
+
+	// RevokedLabel on a ManagedCluster revokes its agent: the signer signs nothing for it and the
+	// chart's Placement drops it, so OCM removes its add-on. `argocd-agent-addon revoke` sets it,
+	// with RevokedReasonAnnotation.
+	RevokedLabel            = "argocd-agent-addon.open-cluster-management.io/revoked"
+	RevokedReasonAnnotation = "argocd-agent-addon.open-cluster-management.io/revoked-reason"
+	// TLSBlocklistConfigMap is where principals that support it (newer than argocd-agent v0.9.0)
+	// read the SHA-256 fingerprints of certificates they must refuse.
+	TLSBlocklistConfigMap = "argocd-agent-tls-blocklist"
 )
 
 // ClientCertSecretName is the spoke secret the OCM registration agent writes the signed

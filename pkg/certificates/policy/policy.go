@@ -46,6 +46,7 @@ const (
 	ReasonDisallowedSANs       Reason = "DisallowedSANs"
 	ReasonDisallowedExtension  Reason = "DisallowedExtension"
 	ReasonBadExpiration        Reason = "BadExpiration"
+	ReasonRevoked              Reason = "Revoked"
 )
 
 // MaxRequestBytes bounds the PEM request. An OCM request is well under 1 KiB; a bound keeps a
@@ -131,6 +132,10 @@ func checkCluster(name string, cluster *clusterv1.ManagedCluster) *Rejection {
 	}
 	if cluster.DeletionTimestamp != nil {
 		return reject(ReasonClusterDeleting, "ManagedCluster %q is being deleted", name)
+	}
+	if _, revoked := cluster.Labels[identity.RevokedLabel]; revoked {
+		return reject(ReasonRevoked, "the agent of cluster %q is revoked (%s); `argocd-agent-addon unrevoke %s` restores it",
+			name, cluster.Annotations[identity.RevokedReasonAnnotation], name)
 	}
 	if !cluster.Spec.HubAcceptsClient ||
 		!meta.IsStatusConditionTrue(cluster.Status.Conditions, clusterv1.ManagedClusterConditionHubAccepted) {

@@ -107,6 +107,11 @@ func TestCheck(t *testing.T) {
 			c.DeletionTimestamp = &now
 			return c
 		}(), want: policy.ReasonClusterDeleting},
+		{name: "revoked cluster", mutate: valid, cluster: func() *clusterv1.ManagedCluster {
+			c := acceptedCluster("c1")
+			c.Labels = map[string]string{identity.RevokedLabel: "true"}
+			return c
+		}(), want: policy.ReasonRevoked},
 		{name: "requester of another cluster", mutate: func(r *ocmcsr.Request) { r.Username = ocmcsr.AgentUsername("c2") }, want: policy.ReasonWrongRequester},
 		{name: "requester prefix collision (c1 vs c10)", mutate: func(r *ocmcsr.Request) { r.Username = ocmcsr.AgentUsername("c10") }, want: policy.ReasonWrongRequester},
 		{name: "requester without agent id", mutate: func(r *ocmcsr.Request) { r.Username = identity.RequesterPrefix("c1") }, want: policy.ReasonWrongRequester},

@@ -1,6 +1,6 @@
 // Package status is the `argocd-agent-addon status` command: one line per cluster that has the
-// add-on, with its availability, the expiry of the agent's newest certificate, and the agent
-// mode and image it was given.
+// add-on or is revoked, with its availability, the expiry of the agent's newest certificate,
+// the agent mode and image it was given, and whether it is revoked.
 package status
 
 import (
@@ -67,6 +67,8 @@ type Row struct {
 	CertNotAfter time.Time
 	Mode         string
 	Image        string
+	// Revoked is the revocation reason, empty if not revoked.
+	Revoked string
 }
 
 // Run prints the table to out.
@@ -147,6 +149,29 @@ func Collect(ctx context.Context, c client.Client) ([]Row, error) {
 		row.Mode, row.Image = mode, image
 		rows = append(rows, row)
 	}
+	// Revoked clusters lose their add-on; list them all the same.
+	clusters := &clusterv1.ManagedClusterList{}
+	if err := c.List(ctx, clusters); err != nil {
+		return nil, fmt.Errorf("listing ManagedClusters: %w", err)
+	}
+	for _, mc := range clusters.Items {
+		if _, revoked := mc.Labels[identity.RevokedLabel]; !revoked {
+			continue
+		}
+		reason := mc.Annotations[identity.RevokedReasonAnnotation]
+		if reason == "" {
+			reason = "revoked"
+		}
+		found := false
+		for i := range rows {
+			if rows[i].Cluster == mc.Name {
+				rows[i].Revoked, found = reason, true
+			}
+		}
+		if !found {
+			rows = append(rows, Row{Cluster: mc.Name, Available: "-", CertNotAfter: notAfter[mc.Name], Revoked: reason})
+		}
+	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
 	return rows, nil
 }
@@ -184,7 +209,7 @@ func delivered(ctx context.Context, c client.Client, cluster string) (mode, imag
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tMODE\tIMAGE")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tMODE\tIMAGE\tREVOKED")
 	for _, r := range rows {
 		expires := "-"
 		if !r.CertNotAfter.IsZero() {
@@ -193,7 +218,11 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 				expires = r.CertNotAfter.UTC().Format(time.RFC3339) + " (EXPIRED)"
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.Mode), orDash(r.Image))
+		revoked := "no"
+		if r.Revoked != "" {
+			revoked = "yes: " + r.Revoked
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.Mode), orDash(r.Image), revoked)
 	}
 	return w.Flush()
 }

@@ -12,7 +12,7 @@ func TestPrint(t *testing.T) {
 	out := &bytes.Buffer{}
 	if err := Print(out, []Row{
 		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), Mode: "managed", Image: "quay.io/a:v1"},
-		{Cluster: "c2", Available: "False", CertNotAfter: now.Add(-time.Minute)},
+		{Cluster: "c2", Available: "False", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
 		{Cluster: "c3", Available: "Unknown"},
 	}, now); err != nil {
 		t.Fatal(err)
@@ -22,8 +22,8 @@ func TestPrint(t *testing.T) {
 		t.Fatalf("want a header and 3 rows:\n%s", out)
 	}
 	for i, want := range [][]string{
-		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "managed", "quay.io/a:v1"},
-		{"c2", "False", "(EXPIRED)"},
+		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "managed", "quay.io/a:v1", "no"},
+		{"c2", "False", "(EXPIRED)", "yes: key leaked"},
 		{"c3", "Unknown", "-"},
 	} {
 		for _, w := range want {

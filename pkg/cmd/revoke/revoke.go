@@ -1,0 +1,211 @@
+// Package revoke is the `argocd-agent-addon revoke` and `unrevoke` commands. Revoking a
+// cluster's agent labels its ManagedCluster (with the reason, where an operator sees it on the
+// hub): from then on the signer signs nothing for it, the chart's Placement drops it so OCM
+// removes its add-on, and the SHA-256 fingerprints of every certificate issued to it go into
+// the principal's TLS blocklist ConfigMap, for principals that read one.
+package revoke
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// Options are the revoke and unrevoke settings.
+type Options struct {
+	Kubeconfig         string
+	Reason             string
+	PrincipalNamespace string
+	// RestConfig, if set, is used instead of Kubeconfig (tests).
+	RestConfig *rest.Config
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewCommands returns the revoke and unrevoke commands.
+func NewCommands() []*cobra.Command {
+	o := &Options{PrincipalNamespace: "argocd"}
+	revoke := &cobra.Command{
+		Use:   "revoke CLUSTER [--reason TEXT]",
+		Short: "Revoke a cluster's agent: no more certificates, add-on removed, issued certificates blocklisted",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Reason == "" {
+				return errors.New("--reason is required: say why, for whoever reads it on the hub")
+			}
+			return o.Revoke(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
+	}
+	o.AddFlags(revoke.Flags())
+	revoke.Flags().StringVar(&o.Reason, "reason", o.Reason, "Why the agent is revoked (required); recorded on the ManagedCluster.")
+	unrevoke := &cobra.Command{
+		Use:   "unrevoke CLUSTER",
+		Short: "Let a revoked cluster's agent get certificates and the add-on again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.Unrevoke(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
+	}
+	o.AddFlags(unrevoke.Flags())
+	return []*cobra.Command{revoke, unrevoke}
+}
+
+// AddFlags binds the shared options to fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means $KUBECONFIG or in-cluster.")
+	fs.StringVar(&o.PrincipalNamespace, "principal-namespace", o.PrincipalNamespace, "Namespace of the principal and its TLS blocklist ConfigMap.")
+}
+
+func (o *Options) client() (client.Client, error) {
+	cfg := o.RestConfig
+	if cfg == nil {
+		var err error
+		loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+			&clientcmd.ConfigOverrides{})
+		if cfg, err = loader.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("loading the hub kubeconfig: %w", err)
+		}
+	}
+	scheme, err := manager.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: scheme})
+}
+
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// Revoke revokes cluster's agent and reports what it did to out.
+func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	now := o.now().UTC().Format(time.RFC3339)
+	if err := setRevoked(ctx, c, cluster, fmt.Sprintf("%s (revoked %s)", o.Reason, now)); err != nil {
+		return err
+	}
+	fingerprints, err := issuedFingerprints(ctx, c, cluster)
+	if err != nil {
+		return err
+	}
+	if err := blocklist(ctx, c, o.PrincipalNamespace, fingerprints, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, now, o.Reason)); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "revoked %s: no certificate will be signed for it and its add-on is being removed; "+
+		"%d issued certificate(s) added to %s/%s\n", cluster, len(fingerprints), o.PrincipalNamespace, identity.TLSBlocklistConfigMap)
+	return err
+}
+
+// Unrevoke lifts the revocation. Blocklisted certificates stay blocked: the agent gets new ones.
+func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	if err := setRevoked(ctx, c, cluster, ""); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "unrevoked %s: it can get certificates and the add-on again\n", cluster)
+	return err
+}
+
+// setRevoked labels (reason != "") or unlabels the ManagedCluster.
+func setRevoked(ctx context.Context, c client.Client, cluster, reason string) error {
+	mc := &clusterv1.ManagedCluster{}
+	if err := c.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
+		return fmt.Errorf("ManagedCluster %s: %w", cluster, err)
+	}
+	patch := client.MergeFrom(mc.DeepCopy())
+	if reason == "" {
+		delete(mc.Labels, identity.RevokedLabel)
+		delete(mc.Annotations, identity.RevokedReasonAnnotation)
+	} else {
+		if mc.Labels == nil {
+			mc.Labels = map[string]string{}
+		}
+		if mc.Annotations == nil {
+			mc.Annotations = map[string]string{}
+		}
+		mc.Labels[identity.RevokedLabel] = "true"
+		mc.Annotations[identity.RevokedReasonAnnotation] = reason
+	}
+	return c.Patch(ctx, mc, patch)
+}
+
+// issuedFingerprints are the SHA-256 fingerprints of the certificates the signer issued to
+// cluster, from the CSRs the hub still has.
+func issuedFingerprints(ctx context.Context, c client.Client, cluster string) ([]string, error) {
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	if err := c.List(ctx, csrs, client.MatchingLabels{
+		addonv1beta1.AddonLabelKey: identity.AddonName, clusterv1.ClusterNameLabelKey: cluster,
+	}); err != nil {
+		return nil, fmt.Errorf("listing the CSRs of %s: %w", cluster, err)
+	}
+	var fps []string
+	for _, csr := range csrs.Items {
+		if csr.Spec.SignerName != identity.SignerName {
+			continue
+		}
+		for rest := csr.Status.Certificate; ; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			sum := sha256.Sum256(block.Bytes)
+			fps = append(fps, hex.EncodeToString(sum[:]))
+		}
+	}
+	return fps, nil
+}
+
+// blocklist adds fingerprints to the principal's TLS blocklist ConfigMap (key: fingerprint,
+// value: note), creating it if needed.
+func blocklist(ctx context.Context, c client.Client, namespace string, fingerprints []string, note string) error {
+	cm := &corev1.ConfigMap{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: identity.TLSBlocklistConfigMap}, cm)
+	if apierrors.IsNotFound(err) {
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: identity.TLSBlocklistConfigMap}, Data: map[string]string{}}
+		for _, fp := range fingerprints {
+			cm.Data[fp] = note
+		}
+		return c.Create(ctx, cm)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s/%s: %w", namespace, identity.TLSBlocklistConfigMap, err)
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	for _, fp := range fingerprints {
+		cm.Data[fp] = note
+	}
+	return c.Update(ctx, cm)
+}

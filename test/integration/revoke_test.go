@@ -1,0 +1,84 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// A revoked cluster gets no new certificate, its issued ones are blocklisted, the operator sees
+// it on the hub; unrevoke restores signing.
+func TestRevokeAndUnrevoke(t *testing.T) {
+	ctx := context.Background()
+	joinCluster(t, "compromised", nil)
+	agent := ocmcsr.AgentUsername("compromised")
+	signed := func(name string) []byte {
+		var cert []byte
+		poll.Until(t, 30*time.Second, "certificate for "+name, func(ctx context.Context) (bool, error) {
+			csr, err := getCSR(ctx, name)
+			if err == nil {
+				cert = csr.Status.Certificate
+			}
+			return len(cert) > 0, err
+		})
+		return cert
+	}
+	first := signed(fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"}))
+
+	o := &revoke.Options{RestConfig: env.Config, Reason: "key found in a public repository", PrincipalNamespace: caNamespace}
+	out := &bytes.Buffer{}
+	must(t, o.Revoke(ctx, "compromised", out))
+	t.Log(strings.TrimSpace(out.String()))
+
+	mc := &clusterv1.ManagedCluster{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
+	if mc.Labels[identity.RevokedLabel] != "true" || !strings.Contains(mc.Annotations[identity.RevokedReasonAnnotation], "public repository") {
+		t.Fatalf("revocation not recorded on the ManagedCluster: %v %v", mc.Labels, mc.Annotations)
+	}
+	block, _ := pem.Decode(first)
+	sum := sha256.Sum256(block.Bytes)
+	cm := &corev1.ConfigMap{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
+	if note := cm.Data[hex.EncodeToString(sum[:])]; !strings.Contains(note, "cluster=compromised") {
+		t.Fatalf("issued certificate not in the TLS blocklist: %v", cm.Data)
+	}
+
+	// No new certificate while revoked.
+	denied := fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})
+	poll.Until(t, 30*time.Second, "CSR of a revoked cluster denied", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, denied)
+		c := (*certificatesv1.CertificateSigningRequestCondition)(nil)
+		if err == nil {
+			c = condition(csr, certificatesv1.CertificateDenied)
+		}
+		return c != nil && c.Reason == string(policy.ReasonRevoked) && strings.Contains(c.Message, "public repository"), err
+	})
+	statusOut := &bytes.Buffer{}
+	must(t, (&status.Options{RestConfig: env.Config}).Run(ctx, statusOut))
+	if !strings.Contains(statusOut.String(), "yes: key found in a public repository") {
+		t.Errorf("status does not show the revocation:\n%s", statusOut)
+	}
+
+	must(t, o.Unrevoke(ctx, "compromised", out))
+	again := signed(fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"}))
+	if _, err := currentCA(t).Verify(again, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
