@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,7 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
@@ -182,6 +184,27 @@ func TestEndToEnd(t *testing.T) {
 		e.Principal.Stop()
 		waitAvailable(t, e, "cluster1", metav1.ConditionFalse)
 		must(t, e.StartPrincipal(ctx))
+		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
+	})
+
+	t.Run("revoke removes the add-on; unrevoke brings it back with a new certificate", func(t *testing.T) {
+		before := parseCert(t, agents["cluster1"].Delivered().ClientCertPEM).SerialNumber
+		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: suspected compromise", PrincipalNamespace: harness.ArgoCDNamespace}
+		must(t, o.Revoke(ctx, "cluster1", io.Discard))
+		poll.Until(t, 90*time.Second, "OCM removes cluster1's add-on", func(ctx context.Context) (bool, error) {
+			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		poll.Until(t, 90*time.Second, "agent Deployment removed from cluster1", func(ctx context.Context) (bool, error) {
+			err := e.Spokes["cluster1"].API.Client.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: identity.AgentName}, &appsv1.Deployment{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		must(t, o.Unrevoke(ctx, "cluster1", io.Discard))
+		poll.Until(t, 120*time.Second, "cluster1's agent back with a new certificate", func(ctx context.Context) (bool, error) {
+			d := agents["cluster1"].Delivered()
+			names, err := e.Principal.ConnectedAgents(ctx)
+			return parseCert(t, d.ClientCertPEM).SerialNumber.Cmp(before) != 0 && slices.Contains(names, "cluster1"), err
+		})
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
 	})
 
