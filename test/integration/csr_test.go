@@ -10,11 +10,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +120,16 @@ func TestAgentCSRSigned(t *testing.T) {
 		t.Fatalf("ext key usage %v", cert.ExtKeyUsage)
 	}
 	waitForEvent(t, name, signer.ReasonSigned)
+	metrics := scrapeMetrics(t)
+	for _, want := range []string{
+		fmt.Sprintf(`argocd_agent_addon_agent_certificate_not_after_seconds{cluster="signed"} %s`, strconv.FormatFloat(float64(cert.NotAfter.Unix()), 'g', -1, 64)),
+		fmt.Sprintf(`argocd_agent_addon_ca_not_after_seconds %s`, strconv.FormatFloat(float64(currentCA(t).Cert.NotAfter.Unix()), 'g', -1, 64)),
+		"argocd_agent_addon_csr_signed_total ", "argocd_agent_addon_csr_approved_total ",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // None of these CSRs may be signed, and each leaves its reason on the CSR and in an event.
