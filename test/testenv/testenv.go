@@ -18,12 +18,11 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
-	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 )
 
 // CRD directories of the open-cluster-management.io/api module the add-on needs.
@@ -64,11 +63,11 @@ func StartWith(o Options) (*Env, error) {
 	if assets == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
 	}
-	scheme, err := manager.Scheme()
+	scheme, err := hubclient.Scheme()
 	if err != nil {
 		return nil, err
 	}
-	for _, add := range []func(*runtime.Scheme) error{workv1.Install, clusterv1beta1.Install, clusterv1beta2.Install, apiextensionsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clusterv1beta1.Install, clusterv1beta2.Install, apiextensionsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return nil, err
 		}
