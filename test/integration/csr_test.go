@@ -374,3 +374,32 @@ func scrapeMetrics(t *testing.T) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A request replayed with a key already approved is refused: OCM makes a new key every time.
+func TestReplayedKeyRefused(t *testing.T) {
+	joinCluster(t, "replay", nil)
+	agent := ocmcsr.AgentUsername("replay")
+	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "replay"})
+	must(t, err)
+	replayed := csr.DeepCopy()
+	must(t, clientAs(t, agent).Create(context.Background(), csr))
+	poll.Until(t, 30*time.Second, "first request signed", func(ctx context.Context) (bool, error) {
+		got, err := getCSR(ctx, csr.Name)
+		return err == nil && len(got.Status.Certificate) > 0, err
+	})
+	must(t, clientAs(t, agent).Create(context.Background(), replayed))
+	poll.Until(t, 30*time.Second, "replayed request denied", func(ctx context.Context) (bool, error) {
+		got, err := getCSR(ctx, replayed.Name)
+		if err != nil {
+			return false, err
+		}
+		c := condition(got, certificatesv1.CertificateDenied)
+		return c != nil && c.Reason == string(policy.ReasonDuplicateKey) && len(got.Status.Certificate) == 0, nil
+	})
+	// A fresh key from the same agent is still fine.
+	fresh := fileCSR(t, agent, ocmcsr.Request{Cluster: "replay"})
+	poll.Until(t, 30*time.Second, "fresh request signed", func(ctx context.Context) (bool, error) {
+		got, err := getCSR(ctx, fresh)
+		return err == nil && len(got.Status.Certificate) > 0, err
+	})
+}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,7 +61,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	_, rej := r.Policy.Check(csr, cluster)
+	x509req, rej := r.Policy.Check(csr, cluster)
+	if rej == nil {
+		others := &certificatesv1.CertificateSigningRequestList{}
+		if err := r.Client.List(ctx, others, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster.Name}); err != nil {
+			return ctrl.Result{}, err
+		}
+		rej = policy.DuplicateKey(x509req, csr.Name, others.Items)
+	}
 	if rej != nil && rej.Reason == policy.ReasonWrongSigner {
 		// Labelled for this add-on but for another signer: not ours to approve or deny.
 		logger.Info("Ignoring CSR labelled for the add-on with another signer", "csr", csr.Name, "signer", csr.Spec.SignerName)

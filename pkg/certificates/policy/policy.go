@@ -47,6 +47,7 @@ const (
 	ReasonDisallowedExtension  Reason = "DisallowedExtension"
 	ReasonBadExpiration        Reason = "BadExpiration"
 	ReasonRevoked              Reason = "Revoked"
+	ReasonDuplicateKey         Reason = "DuplicateKey"
 )
 
 // MaxRequestBytes bounds the PEM request. An OCM request is well under 1 KiB; a bound keeps a
@@ -262,4 +263,30 @@ func checkKey(req *x509.CertificateRequest) *Rejection {
 		return reject(ReasonWeakOrUnsupportedKey, "%s keys are not supported (want RSA >= 2048 or ECDSA P-256/P-384)", req.PublicKeyAlgorithm)
 	}
 	return nil
+}
+
+// DuplicateKey refuses req if another CSR in others, already approved for the add-on's signer,
+// asks for the same public key. OCM's agent makes a new key for every request, so a key seen
+// before is a replayed or copied request.
+func DuplicateKey(req *x509.CertificateRequest, name string, others []certificatesv1.CertificateSigningRequest) *Rejection {
+	for i := range others {
+		o := &others[i]
+		if o.Name == name || o.Spec.SignerName != identity.SignerName || !approved(o) {
+			continue
+		}
+		prev, rej := ParseRequest(o.Spec.Request)
+		if rej == nil && bytes.Equal(prev.RawSubjectPublicKeyInfo, req.RawSubjectPublicKeyInfo) {
+			return reject(ReasonDuplicateKey, "the public key was already requested by CSR %q", o.Name)
+		}
+	}
+	return nil
+}
+
+func approved(csr *certificatesv1.CertificateSigningRequest) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == certificatesv1.CertificateApproved {
+			return true
+		}
+	}
+	return false
 }
