@@ -27,10 +27,16 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// BundleFunc returns the PEM CA bundle agents trust. An empty bundle with no error leaves the
-// CA secret out of the manifests (render without --ca); the manager always returns one or an
-// error.
-type BundleFunc func(ctx context.Context) ([]byte, error)
+// CA is the hub CA as the add-on needs it.
+type CA interface {
+	// Bundle returns the PEM CA certificates agents trust. An empty bundle with no error leaves
+	// the CA secret out of the manifests (render without --ca); the manager always returns one
+	// or an error.
+	Bundle(ctx context.Context) ([]byte, error)
+	// ID returns the ID of the signing CA, which every agent's certificate subject names
+	// (identity.CAUnit), so that a new signing CA makes every agent ask for a new certificate.
+	ID(ctx context.Context) (string, error)
+}
 
 // ConfigReporter records, on the ManagedClusterAddOn, whether its configuration rendered.
 // The render command has none.
@@ -43,8 +49,8 @@ type ConfigReporter interface {
 type Options struct {
 	// ConfigGetter reads the AddOnDeploymentConfig a ManagedClusterAddOn's status refers to.
 	ConfigGetter utils.AddOnDeploymentConfigGetter
-	// Bundle returns the CA bundle delivered to agents.
-	Bundle BundleFunc
+	// CA gives the trust bundle delivered to agents and the signing CA they register for.
+	CA CA
 	// Subject is the certificate subject style agents register with.
 	Subject identity.SubjectStyle
 	// Reporter, if set, reports configuration errors and recoveries.
@@ -53,8 +59,8 @@ type Options struct {
 
 // New builds the add-on.
 func New(o Options) (agent.AgentAddon, error) {
-	if o.ConfigGetter == nil || o.Bundle == nil {
-		return nil, errors.New("addon: ConfigGetter and Bundle are required")
+	if o.ConfigGetter == nil || o.CA == nil {
+		return nil, errors.New("addon: ConfigGetter and CA are required")
 	}
 	if _, err := identity.ParseSubjectStyle(string(o.Subject)); err != nil {
 		return nil, err
@@ -71,7 +77,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		if err != nil {
 			return nil, err
 		}
-		bundle, err := o.Bundle(context.TODO())
+		bundle, err := o.CA.Bundle(context.TODO())
 		if err != nil {
 			return nil, err
 		}
@@ -85,8 +91,12 @@ func New(o Options) (agent.AgentAddon, error) {
 		return cfg.Namespace, nil
 	}
 	registration := &agent.RegistrationOption{
-		Configurations: func(_ context.Context, cluster *clusterv1.ManagedCluster, _ *addonv1beta1.ManagedClusterAddOn) ([]agent.RegistrationConfig, error) {
-			return []agent.RegistrationConfig{o.Subject.For(cluster.Name).Registration()}, nil
+		Configurations: func(ctx context.Context, cluster *clusterv1.ManagedCluster, _ *addonv1beta1.ManagedClusterAddOn) ([]agent.RegistrationConfig, error) {
+			caID, err := o.CA.ID(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return []agent.RegistrationConfig{o.Subject.For(cluster.Name, caID).Registration()}, nil
 		},
 		// CSRApproveCheck and CSRSign stay nil: the framework's approver checks no signer name
 		// and never denies, so pkg/certificates approves, denies and signs instead.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,11 +72,20 @@ func newADC(vars map[string]string, mutate func(*addonv1beta1.AddOnDeploymentCon
 	return a
 }
 
+// testCA is a fixed CA bundle and signing-CA ID, or an error from both.
+type testCA struct {
+	bundle, id string
+	err        error
+}
+
+func (c testCA) Bundle(context.Context) ([]byte, error) { return []byte(c.bundle), c.err }
+func (c testCA) ID(context.Context) (string, error)     { return c.id, c.err }
+
 func render(t *testing.T, style identity.SubjectStyle, adc *addonv1beta1.AddOnDeploymentConfig, bundle string, rep addon.ConfigReporter) ([]runtime.Object, error) {
 	t.Helper()
 	a, err := addon.New(addon.Options{
 		ConfigGetter: getter{adc},
-		Bundle:       func(context.Context) ([]byte, error) { return []byte(bundle), nil },
+		CA:           testCA{bundle: bundle},
 		Subject:      style,
 		Reporter:     rep,
 	})
@@ -288,7 +298,7 @@ func TestInvalidConfigIsReportedNotRendered(t *testing.T) {
 
 func TestRegistrationAndOptions(t *testing.T) {
 	for _, style := range identity.SubjectStyles {
-		a, err := addon.New(addon.Options{ConfigGetter: getter{}, Bundle: func(context.Context) ([]byte, error) { return nil, nil }, Subject: style})
+		a, err := addon.New(addon.Options{ConfigGetter: getter{}, CA: testCA{id: "0123456789abcdef"}, Subject: style})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,11 +314,21 @@ func TestRegistrationAndOptions(t *testing.T) {
 			t.Fatalf("registrations %v %v", regs, err)
 		}
 		api := regs[0].RegistrationAPI()
-		if api.Type != addonv1beta1.CustomSigner || api.CustomSigner.SignerName != identity.SignerName || api.CustomSigner.Subject.User != style.For("c1").User {
-			t.Fatalf("registration %+v", api)
+		want := style.For("c1", "0123456789abcdef")
+		if api.Type != addonv1beta1.CustomSigner || api.CustomSigner.SignerName != identity.SignerName || api.CustomSigner.Subject.User != want.User ||
+			!slices.Equal(api.CustomSigner.Subject.OrganizationUnits, []string{"ca-0123456789abcdef"}) {
+			t.Fatalf("registration %+v, want user %q and the signing CA's OU", api, want.User)
 		}
 	}
-	if _, err := addon.New(addon.Options{ConfigGetter: getter{}, Bundle: func(context.Context) ([]byte, error) { return nil, nil }, Subject: "bogus"}); err == nil {
+	// With no usable CA the registration cannot be computed: an error, not a subject without OU.
+	a, err := addon.New(addon.Options{ConfigGetter: getter{}, CA: testCA{err: errors.New("CA secret missing")}, Subject: identity.SubjectClusterName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regs, err := a.GetAgentAddonOptions().Registration.Configurations(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, nil); err == nil {
+		t.Fatalf("registrations %v without a CA", regs)
+	}
+	if _, err := addon.New(addon.Options{ConfigGetter: getter{}, CA: testCA{}, Subject: "bogus"}); err == nil {
 		t.Fatal("unknown subject style accepted")
 	}
 }
@@ -316,10 +336,8 @@ func TestRegistrationAndOptions(t *testing.T) {
 func TestBundleErrorStopsRendering(t *testing.T) {
 	a, err := addon.New(addon.Options{
 		ConfigGetter: getter{newADC(map[string]string{"principalAddress": "a"}, nil)},
-		Bundle: func(context.Context) ([]byte, error) {
-			return nil, errors.New("CA secret argocd/argocd-agent-ca not found")
-		},
-		Subject: identity.SubjectClusterName,
+		CA:           testCA{err: errors.New("CA secret argocd/argocd-agent-ca not found")},
+		Subject:      identity.SubjectClusterName,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +376,7 @@ func FuzzManifests(f *testing.F) {
 func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 	adc := newADC(map[string]string{"principalAddress": "a.example.com"}, nil)
 	a, err := addon.New(addon.Options{ConfigGetter: getter{adc}, Subject: identity.SubjectClusterName,
-		Bundle: func(context.Context) ([]byte, error) { return []byte(caPEM), nil }})
+		CA: testCA{bundle: caPEM}})
 	if err != nil {
 		t.Fatal(err)
 	}

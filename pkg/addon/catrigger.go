@@ -12,8 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -21,7 +21,7 @@ import (
 // bundle is part of them, and exports the CA's expiry.
 type CATrigger struct {
 	Client client.Client
-	CA     signer.CASource
+	CA     certificates.CASource
 	// Trigger asks addon-framework to reconcile one cluster's add-on.
 	Trigger func(clusterName, addonName string)
 }

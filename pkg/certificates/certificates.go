@@ -15,10 +15,22 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
+
+// CASource returns the signing CA, read from the hub secret Key.
+type CASource interface {
+	Get(ctx context.Context) (*authority.CA, error)
+	Key() types.NamespacedName
+}
 
 // ForOurSigner reports whether obj is a CSR for the add-on's signer.
 func ForOurSigner(obj client.Object) bool {
@@ -39,6 +51,37 @@ func HasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv
 		}
 	}
 	return false
+}
+
+// Pending reports whether csr has no decision yet: neither approved, denied nor failed.
+func Pending(csr *certificatesv1.CertificateSigningRequest) bool {
+	return !HasCondition(csr, certificatesv1.CertificateApproved) &&
+		!HasCondition(csr, certificatesv1.CertificateDenied) &&
+		!HasCondition(csr, certificatesv1.CertificateFailed)
+}
+
+// WatchCASecret makes a controller reconcile the CSRs for the add-on's signer that pick selects
+// whenever the CA secret changes, so that those waiting for a usable CA go on at once.
+func WatchCASecret(b *builder.Builder, reader client.Reader, ca CASource, pick func(*certificatesv1.CertificateSigningRequest) bool) *builder.Builder {
+	key := ca.Key()
+	enqueue := func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &certificatesv1.CertificateSigningRequestList{}
+		if err := reader.List(ctx, list); err != nil {
+			log.FromContext(ctx).Error(err, "Listing CSRs after a CA change")
+			return nil
+		}
+		var reqs []reconcile.Request
+		for i := range list.Items {
+			if csr := &list.Items[i]; ForOurSigner(csr) && pick(csr) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: csr.Name}})
+			}
+		}
+		return reqs
+	}
+	return b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueue),
+		builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == key.Namespace && o.GetName() == key.Name
+		})))
 }
 
 // ClusterFor returns the ManagedCluster the CSR's cluster label names, or nil if the label is

@@ -32,6 +32,9 @@ const (
 	// with RevokedReasonAnnotation.
 	RevokedLabel            = "argocd-agent-addon.open-cluster-management.io/revoked"
 	RevokedReasonAnnotation = "argocd-agent-addon.open-cluster-management.io/revoked-reason"
+	// RevokedLapseAnnotation on a revoked ManagedCluster is when the last certificate issued to
+	// its agent expires (RFC 3339): a principal without a TLS blocklist accepts it until then.
+	RevokedLapseAnnotation = "argocd-agent-addon.open-cluster-management.io/revoked-certificates-lapse"
 	// TLSBlocklistConfigMap is where principals that support it (newer than argocd-agent v0.9.0)
 	// read the SHA-256 fingerprints of certificates they must refuse.
 	TLSBlocklistConfigMap = "argocd-agent-tls-blocklist"
@@ -67,6 +70,14 @@ func ParseSubjectStyle(s string) (SubjectStyle, error) {
 	return "", fmt.Errorf("unknown certificate subject style %q (want %q or %q)", s, SubjectClusterName, SubjectOCM)
 }
 
+// CAUnitPrefix starts the OU that names the CA an agent's certificate is requested from.
+const CAUnitPrefix = "ca-"
+
+// CAUnit is the OU naming the signing CA with ID caID. It is part of the subject the spoke
+// registers with, so a new signing CA changes every registration and OCM's registration agent
+// requests a new certificate at once, instead of keeping the old CA's until its renewal time.
+func CAUnit(caID string) string { return CAUnitPrefix + caID }
+
 // Subject is the certificate subject of one cluster's agent.
 type Subject struct {
 	User              string
@@ -74,15 +85,22 @@ type Subject struct {
 	OrganizationUnits []string
 }
 
-// For returns the subject of the agent on cluster.
-func (s SubjectStyle) For(cluster string) Subject {
+// For returns the subject of the agent on cluster whose certificate the CA with ID caID signs
+// (OU CAUnit(caID)); an empty caID leaves the OU out.
+func (s SubjectStyle) For(cluster, caID string) Subject {
+	var subject Subject
 	if s == SubjectOCM {
-		return Subject{
+		subject = Subject{
 			User:   agent.DefaultUser(cluster, AddonName, AgentName),
 			Groups: agent.DefaultGroups(cluster, AddonName),
 		}
+	} else {
+		subject = Subject{User: cluster}
 	}
-	return Subject{User: cluster}
+	if caID != "" {
+		subject.OrganizationUnits = []string{CAUnit(caID)}
+	}
+	return subject
 }
 
 // Name is the X.509 name the spoke puts in its CSR for this subject: CN=User, O=Groups,

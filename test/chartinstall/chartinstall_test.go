@@ -31,6 +31,8 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
@@ -140,7 +142,9 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		return false, nil
 	})
 
-	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1"})
+	caCerts, err := authority.ParseCertificates(caCert)
+	must(t, err)
+	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", CAID: authority.ID(caCerts[0])})
 	must(t, err)
 	agentCfg, err := env.AddUser(ocmcsr.AgentUsername("c1"), "system:masters")
 	must(t, err)
@@ -151,6 +155,15 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		got := &certificatesv1.CertificateSigningRequest{}
 		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
 		return err == nil && len(got.Status.Certificate) > 0, err
+	})
+	// The chart's identity may keep the record of what it issued on the add-on.
+	poll.Until(t, 30*time.Second, "issued certificate recorded on the ManagedClusterAddOn", func(ctx context.Context) (bool, error) {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "c1", Name: identity.AddonName}, mca); err != nil {
+			return false, err
+		}
+		certs, err := issued.Read(mca)
+		return len(certs) == 1 && certs[0].CA == authority.ID(caCerts[0]), err
 	})
 	bad, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: "", Signer: ""})
 	must(t, err)

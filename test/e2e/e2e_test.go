@@ -34,6 +34,7 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
@@ -91,8 +92,8 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("each agent connects with the certificate the add-on signed", func(t *testing.T) {
 		for _, c := range clusters {
 			cert := parseCert(t, agents[c].Delivered().ClientCertPEM)
-			if cert.Subject.String() != "CN="+c {
-				t.Errorf("%s: certificate subject %q, want CN=%s", c, cert.Subject, c)
+			if want := "CN=" + c + ",OU=" + identity.CAUnit(authority.ID(parseCert(t, e.CACertPEM))); cert.Subject.String() != want {
+				t.Errorf("%s: certificate subject %q, want %s", c, cert.Subject, want)
 			}
 			if err := cert.CheckSignatureFrom(parseCert(t, e.CACertPEM)); err != nil {
 				t.Errorf("%s: certificate not signed by the hub CA: %v", c, err)

@@ -25,12 +25,14 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
@@ -65,6 +67,9 @@ func clientAs(t *testing.T, user string) client.Client {
 // fileCSR creates r's CSR as user and returns its name.
 func fileCSR(t *testing.T, user string, r ocmcsr.Request) string {
 	t.Helper()
+	if r.CAID == "" {
+		r.CAID = currentCA(t).ID()
+	}
 	csr, _, err := ocmcsr.New(r)
 	must(t, err)
 	must(t, clientAs(t, user).Create(context.Background(), csr))
@@ -110,8 +115,8 @@ func TestAgentCSRSigned(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certificate does not verify against the CA: %v", err)
 	}
-	if cert.Subject.CommonName != "signed" || cert.Subject.String() != "CN=signed" {
-		t.Fatalf("subject %q, want CN=signed", cert.Subject)
+	if want := "CN=signed,OU=" + identity.CAUnit(currentCA(t).ID()); cert.Subject.String() != want {
+		t.Fatalf("subject %q, want %s", cert.Subject, want)
 	}
 	if lifetime := cert.NotAfter.Sub(cert.NotBefore) - authority.ClockSkew; lifetime < 7*24*time.Hour-time.Minute || lifetime > 7*24*time.Hour+time.Minute {
 		t.Fatalf("lifetime %s, want the default 168h", lifetime)
@@ -162,8 +167,11 @@ func TestBadCSRsRefused(t *testing.T) {
 	must(t, err)
 	spiffe, err := url.Parse("spiffe://hub/ns/argocd/sa/argocd-agent-principal")
 	must(t, err)
+	// The OU naming the signing CA: every subject below has it unless the case is about the OU,
+	// so each is refused for the reason it tests.
+	victimOU := []string{identity.CAUnit(currentCA(t).ID())}
 	victimName := func(extra ...pkix.AttributeTypeAndValue) pkix.Name {
-		return pkix.Name{CommonName: "victim", ExtraNames: extra}
+		return pkix.Name{CommonName: "victim", OrganizationalUnit: victimOU, ExtraNames: extra}
 	}
 	tenYears := int32(10 * 365 * 24 * 3600)
 	victimAgent := ocmcsr.AgentUsername("victim")
@@ -180,33 +188,35 @@ func TestBadCSRsRefused(t *testing.T) {
 		{"gRPC csr-user annotation from a non-gRPC requester", "mallory", ocmcsr.Request{Cluster: "victim",
 			Annotations: map[string]string{operatorv1.CSRUsernameAnnotation: victimAgent}}, policy.ReasonWrongRequester},
 		{"not an OCM agent", "mallory", ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
-		{"CN of another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "other"}}, policy.ReasonSubjectMismatch},
+		{"CN of another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "other", OrganizationalUnit: victimOU}}, policy.ReasonSubjectMismatch},
 		{"server auth usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
 			certificatesv1.UsageClientAuth, certificatesv1.UsageServerAuth}}, policy.ReasonDisallowedUsages},
 		{"extra DNS SAN", victimAgent, ocmcsr.Request{Cluster: "victim", DNSNames: []string{identity.CSRDNSName, "argocd-agent-principal"}}, policy.ReasonDisallowedSANs},
 		{"IP SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: "victim"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}}, policy.ReasonDisallowedSANs},
+			Subject: victimName(), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}}, policy.ReasonDisallowedSANs},
 		{"RSA-1024 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: rsa1024}, policy.ReasonWeakOrUnsupportedKey},
 		{"unknown cluster", ocmcsr.AgentUsername("ghost"), ocmcsr.Request{Cluster: "ghost"}, policy.ReasonUnknownCluster},
 		{"cluster not accepted", ocmcsr.AgentUsername("pending"), ocmcsr.Request{Cluster: "pending"}, policy.ReasonClusterNotAccepted},
 		{"cluster being deleted", ocmcsr.AgentUsername("leaving"), ocmcsr.Request{Cluster: "leaving"}, policy.ReasonClusterDeleting},
 		{"absent cluster label", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
 			addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonMissingClusterLabel},
-		{"O of another cluster's agents", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
+		{"O of another cluster's agents", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim", OrganizationalUnit: victimOU,
 			Organization: []string{"system:open-cluster-management:cluster:other:addon:argocd-agent"}}}, policy.ReasonSubjectMismatch},
 		{"OU smuggled in", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
-			OrganizationalUnit: []string{"other"}}}, policy.ReasonSubjectMismatch},
+			OrganizationalUnit: append([]string{"other"}, victimOU...)}}, policy.ReasonSubjectMismatch},
+		{"subject naming another CA (as filed before a rollover)", victimAgent, ocmcsr.Request{Cluster: "victim", CAID: "0000000000000000"},
+			policy.ReasonSubjectMismatch},
 		{"second CN RDN naming another cluster", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: ptr(victimName(
 			pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "other"}))}, policy.ReasonSubjectMismatch},
-		{"system:masters as O", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim",
+		{"system:masters as O", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim", OrganizationalUnit: victimOU,
 			Organization: []string{"system:masters"}}}, policy.ReasonSubjectMismatch},
 		{"empty subject", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{}}, policy.ReasonSubjectMismatch},
 		{"URI SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: "victim"}, URIs: []*url.URL{spiffe}}}, policy.ReasonDisallowedSANs},
+			Subject: victimName(), URIs: []*url.URL{spiffe}}}, policy.ReasonDisallowedSANs},
 		{"email SAN", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: "victim"}, EmailAddresses: []string{"admin@example.com"}}}, policy.ReasonDisallowedSANs},
+			Subject: victimName(), EmailAddresses: []string{"admin@example.com"}}}, policy.ReasonDisallowedSANs},
 		{"basic constraints CA:true", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: "victim"}, ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: caTrue}}}},
+			Subject: victimName(), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: caTrue}}}},
 			policy.ReasonDisallowedExtension},
 		{"code signing usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
 			certificatesv1.UsageClientAuth, certificatesv1.UsageCodeSigning}}, policy.ReasonDisallowedUsages},
@@ -215,7 +225,7 @@ func TestBadCSRsRefused(t *testing.T) {
 		{"ECDSA P-224 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: p224}, policy.ReasonWeakOrUnsupportedKey},
 		{"Ed25519 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: ed}, policy.ReasonWeakOrUnsupportedKey},
 		{"huge request", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: "victim"}, ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1},
+			Subject: victimName(), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1},
 				Value: make([]byte, 20<<10)}}}}, policy.ReasonRequestTooLarge},
 		{"expirationSeconds abuse (10 years)", victimAgent, ocmcsr.Request{Cluster: "victim", ExpirationSeconds: &tenYears}, policy.ReasonBadExpiration},
 	}
@@ -259,7 +269,7 @@ func TestBadCSRsRefused(t *testing.T) {
 	})
 	t.Run("metrics count denials by reason", func(t *testing.T) {
 		body := scrapeMetrics(t)
-		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 5`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"} 6`} {
+		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 5`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"} 7`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
 			}
@@ -276,10 +286,15 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	must(t, env.Client.Delete(ctx, caSecret()))
 	defer func() { must(t, env.Client.Create(ctx, caSecret())) }()
 	name := fileCSR(t, ocmcsr.AgentUsername("recheck"), ocmcsr.Request{Cluster: "recheck"})
-	poll.Until(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
-		csr, err := getCSR(ctx, name)
-		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
-	})
+	// Without a CA the add-on decides nothing; approve it as any holder of the approve right
+	// could, which is what the signer must not trust blindly.
+	waitForEvent(t, name, approver.ReasonCAUnavailable)
+	csr, err := getCSR(ctx, name)
+	must(t, err)
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByAnotherApprover", LastUpdateTime: metav1.Now()})
+	must(t, env.Client.SubResource("approval").Update(ctx, csr))
+	waitForEvent(t, name, signer.ReasonCAUnavailable)
 	cluster := &clusterv1.ManagedCluster{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "recheck"}, cluster))
 	cluster.Spec.HubAcceptsClient = false
@@ -289,7 +304,7 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && condition(csr, certificatesv1.CertificateFailed) != nil, err
 	})
-	csr, err := getCSR(ctx, name)
+	csr, err = getCSR(ctx, name)
 	must(t, err)
 	if c := condition(csr, certificatesv1.CertificateFailed); c.Reason != string(policy.ReasonClusterNotAccepted) {
 		t.Fatalf("failed with %q, want %q", c.Reason, policy.ReasonClusterNotAccepted)
@@ -300,7 +315,8 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	must(t, env.Client.Delete(ctx, caSecret())) // the deferred create restores it
 }
 
-// With the CA secret missing nothing is signed; once a valid CA appears, signing resumes.
+// With the CA secret missing nothing is decided (the expected subject names the CA) and nothing
+// is signed; once a valid CA appears, the CSR is approved and signed.
 func TestSigningWaitsForCA(t *testing.T) {
 	joinCluster(t, "noca", nil)
 	ctx := context.Background()
@@ -312,14 +328,10 @@ func TestSigningWaitsForCA(t *testing.T) {
 		}
 	}()
 	name := fileCSR(t, ocmcsr.AgentUsername("noca"), ocmcsr.Request{Cluster: "noca"})
-	poll.Until(t, 30*time.Second, "CSR approved", func(ctx context.Context) (bool, error) {
-		csr, err := getCSR(ctx, name)
-		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil, err
-	})
-	waitForEvent(t, name, signer.ReasonCAUnavailable)
+	waitForEvent(t, name, approver.ReasonCAUnavailable)
 	time.Sleep(2 * time.Second)
-	if csr, _ := getCSR(ctx, name); len(csr.Status.Certificate) > 0 {
-		t.Fatal("signed without a CA secret")
+	if csr, _ := getCSR(ctx, name); !certificates.Pending(csr) || len(csr.Status.Certificate) > 0 {
+		t.Fatalf("decided or signed without a CA secret: %+v", csr.Status.Conditions)
 	}
 	// A broken CA secret (key of another CA) is not used either.
 	_, otherKey, err := testca.New("other-ca", time.Hour)
@@ -328,15 +340,15 @@ func TestSigningWaitsForCA(t *testing.T) {
 	broken.Data[corev1.TLSPrivateKeyKey] = otherKey
 	must(t, env.Client.Create(ctx, broken))
 	time.Sleep(2 * time.Second)
-	if csr, _ := getCSR(ctx, name); len(csr.Status.Certificate) > 0 {
-		t.Fatal("signed with a CA whose key does not match")
+	if csr, _ := getCSR(ctx, name); !certificates.Pending(csr) || len(csr.Status.Certificate) > 0 {
+		t.Fatal("decided or signed with a CA whose key does not match")
 	}
 	fixed := &corev1.Secret{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: caName}, fixed))
 	fixed.Data[corev1.TLSPrivateKeyKey] = caKeyPEM
 	must(t, env.Client.Update(ctx, fixed))
 	restored = true
-	// Well before the signer's one-minute retry: the CA secret watch resumes signing.
+	// Well before the one-minute retry: the CA secret watch resumes approval and signing.
 	poll.Until(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && len(csr.Status.Certificate) > 0, err
@@ -379,7 +391,7 @@ func ptr[T any](v T) *T { return &v }
 func TestReplayedKeyRefused(t *testing.T) {
 	joinCluster(t, "replay", nil)
 	agent := ocmcsr.AgentUsername("replay")
-	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "replay"})
+	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "replay", CAID: currentCA(t).ID()})
 	must(t, err)
 	replayed := csr.DeepCopy()
 	must(t, clientAs(t, agent).Create(context.Background(), csr))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"strings"
@@ -49,15 +50,25 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 
 	mc := &clusterv1.ManagedCluster{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
+	if !strings.Contains(out.String(), "1 issued certificate(s)") {
+		t.Errorf("revoke blocklisted %q, want the 1 certificate issued", out)
+	}
 	if mc.Labels[identity.RevokedLabel] != "true" || !strings.Contains(mc.Annotations[identity.RevokedReasonAnnotation], "public repository") {
 		t.Fatalf("revocation not recorded on the ManagedCluster: %v %v", mc.Labels, mc.Annotations)
 	}
 	block, _ := pem.Decode(first)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	must(t, err)
+	// The blocklist key is argocd-agent's form: upper-case hex SHA-256 of the DER.
 	sum := sha256.Sum256(block.Bytes)
 	cm := &corev1.ConfigMap{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
-	if note := cm.Data[hex.EncodeToString(sum[:])]; !strings.Contains(note, "cluster=compromised") {
+	if note, ok := cm.Data[strings.ToUpper(hex.EncodeToString(sum[:]))]; !ok || !strings.Contains(note, "cluster=compromised") {
 		t.Fatalf("issued certificate not in the TLS blocklist: %v", cm.Data)
+	}
+	// The hub says until when a principal without a blocklist would still accept it.
+	if lapse := mc.Annotations[identity.RevokedLapseAnnotation]; lapse != cert.NotAfter.UTC().Format(time.RFC3339) {
+		t.Errorf("lapse annotation %q, want the certificate's expiry %s", lapse, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 
 	// No new certificate while revoked.
@@ -71,7 +82,7 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		return c != nil && c.Reason == string(policy.ReasonRevoked) && strings.Contains(c.Message, "public repository"), err
 	})
 	statusOut := &bytes.Buffer{}
-	must(t, (&status.Options{RestConfig: env.Config}).Run(ctx, statusOut))
+	must(t, (&status.Options{RestConfig: env.Config, CASecret: caNamespace + "/" + caName}).Run(ctx, statusOut))
 	if !strings.Contains(statusOut.String(), "yes: key found in a public repository") {
 		t.Errorf("status does not show the revocation:\n%s", statusOut)
 	}

@@ -23,19 +23,26 @@ func TestStatusCommand(t *testing.T) {
 		csr, err := getCSR(ctx, name)
 		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil && len(csr.Status.Certificate) > 0, err
 	})
-	var line string
+	// The expiry and CA come from the record the signer keeps on the ManagedClusterAddOn, not
+	// from the CSR, which kube-controller-manager deletes an hour after signing.
+	caID := currentCA(t).ID()
+	var line, caLine string
 	poll.Until(t, 30*time.Second, "status line for stat", func(ctx context.Context) (bool, error) {
 		out := &bytes.Buffer{}
-		if err := (&status.Options{RestConfig: env.Config}).Run(ctx, out); err != nil {
+		if err := (&status.Options{RestConfig: env.Config, CASecret: caNamespace + "/" + caName}).Run(ctx, out); err != nil {
 			return false, err
 		}
 		for _, l := range strings.Split(out.String(), "\n") {
 			if strings.HasPrefix(l, "stat ") {
 				line = l
 			}
+			if strings.HasPrefix(l, caID) {
+				caLine = l
+			}
 		}
 		return strings.Contains(line, "autonomous") && strings.Contains(line, "registry.example.com/argocd-agent:v0.9.0") &&
-			strings.Contains(line, "(in 168h"), nil
+			strings.Contains(line, "(in 168h") && strings.Contains(line, caID) && strings.Contains(caLine, "signing"), nil
 	})
 	t.Log(line)
+	t.Log(caLine)
 }

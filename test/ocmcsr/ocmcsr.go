@@ -23,6 +23,8 @@ import (
 // Request describes one CSR. Zero fields take what the OCM agent of Cluster would use.
 type Request struct {
 	Cluster string
+	// CAID is the ID of the signing CA, which the subject names (identity.CAUnit).
+	CAID    string
 	Subject *pkix.Name
 	// Key signs the request; nil makes an ECDSA P-256 key, as OCM does.
 	Key crypto.Signer
@@ -56,7 +58,7 @@ func New(r Request) (*certificatesv1.CertificateSigningRequest, crypto.Signer, e
 	}
 	tmpl := r.Template
 	if tmpl == nil {
-		subject := identity.SubjectClusterName.For(r.Cluster).Name()
+		subject := identity.SubjectClusterName.For(r.Cluster, r.CAID).Name()
 		if r.Subject != nil {
 			subject = *r.Subject
 		}

@@ -6,6 +6,7 @@ package approver
 import (
 	"context"
 	"fmt"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,22 +28,31 @@ import (
 // ReasonApproved is the reason of the Approved condition the approver sets.
 const ReasonApproved = "ArgoCDAgentAddonApproved"
 
+// ReasonCAUnavailable is the event reason when no usable CA says which subject is expected.
+const ReasonCAUnavailable = "CAUnavailable"
+
+// caRetry is how often a CSR waiting for a usable CA is retried.
+const caRetry = time.Minute
+
 // Reconciler approves or denies CSRs.
 type Reconciler struct {
-	Client   client.Client
+	Client client.Client
+	// CA is the signing CA, whose ID the subject of a request must name.
+	CA       certificates.CASource
 	Policy   policy.Policy
 	Recorder events.EventRecorder
 }
 
 // SetupWithManager watches CSRs for the add-on's signer, and CSRs labelled for the add-on that
-// name another signer, which it cannot decide but reports.
+// name another signer, which it cannot decide but reports; and the CA secret.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
 		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return certificates.ForOurSigner(o) || certificates.LabelledForOurAddon(o)
-		}))).
-		Complete(r)
+		})))
+	// A CSR waits undecided while no usable CA says which subject to expect.
+	return certificates.WatchCASecret(b, r.Client, r.CA, certificates.Pending).Complete(r)
 }
 
 // Reconcile decides one CSR.
@@ -52,16 +62,24 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if certificates.HasCondition(csr, certificatesv1.CertificateApproved) ||
-		certificates.HasCondition(csr, certificatesv1.CertificateDenied) ||
-		certificates.HasCondition(csr, certificatesv1.CertificateFailed) {
+	if !certificates.Pending(csr) {
 		return ctrl.Result{}, nil
 	}
 	cluster, err := certificates.ClusterFor(ctx, r.Client, csr)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	x509req, rej := r.Policy.Check(csr, cluster)
+	caID := ""
+	if certificates.ForOurSigner(csr) {
+		ca, err := r.CA.Get(ctx)
+		if err != nil {
+			logger.Error(err, "Cannot decide: no usable CA", "csr", csr.Name)
+			r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Approve", "waiting for a usable CA: %v", err)
+			return ctrl.Result{RequeueAfter: caRetry}, nil
+		}
+		caID = ca.ID()
+	}
+	x509req, rej := r.Policy.Check(csr, cluster, caID)
 	if rej == nil {
 		others := &certificatesv1.CertificateSigningRequestList{}
 		if err := r.Client.List(ctx, others, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster.Name}); err != nil {

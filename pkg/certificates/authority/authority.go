@@ -20,10 +20,13 @@ import (
 	"time"
 )
 
-// Keys of the hub CA secret (type kubernetes.io/tls).
+// Keys of the hub CA secret (type kubernetes.io/tls). CertKey and KeyKey are the signing CA;
+// TrustKey, optional, holds more CA certificates to trust, such as the previous CA during a
+// rollover. The principal trusts both CertKey and TrustKey, and so do the agents.
 const (
-	CertKey = "tls.crt"
-	KeyKey  = "tls.key"
+	CertKey  = "tls.crt"
+	KeyKey   = "tls.key"
+	TrustKey = "ca.crt"
 )
 
 // ClockSkew backdates certificates so a spoke whose clock runs a little behind accepts them.
@@ -33,6 +36,9 @@ const ClockSkew = 5 * time.Minute
 type CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
+	// Trusted are the CA certificates agents trust: Cert first, then those of TrustKey that
+	// are still valid, without duplicates.
+	Trusted []*x509.Certificate
 }
 
 // Parse reads a CA from PEM: the first certificate of certPEM is the CA, keyPEM holds its key
@@ -66,7 +72,71 @@ func Parse(certPEM, keyPEM []byte, now time.Time) (*CA, error) {
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
 		return nil, fmt.Errorf("%s: private key does not match the CA certificate in %s", KeyKey, CertKey)
 	}
-	return &CA{Cert: cert, Key: key}, nil
+	return &CA{Cert: cert, Key: key, Trusted: []*x509.Certificate{cert}}, nil
+}
+
+// Trust adds the CA certificates of trustPEM (the secret's TrustKey) to ca.Trusted. Only
+// CERTIFICATE blocks of CA certificates are accepted; one that has expired at now is left out,
+// since it can verify nothing, and returned so the caller can say so.
+func (ca *CA) Trust(trustPEM []byte, now time.Time) (expired []*x509.Certificate, err error) {
+	found, err := ParseCertificates(trustPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", TrustKey, err)
+	}
+	for _, cert := range found {
+		if !cert.IsCA || !cert.BasicConstraintsValid {
+			return nil, fmt.Errorf("%s: certificate %q is not a CA", TrustKey, cert.Subject)
+		}
+	}
+	for _, cert := range found {
+		switch {
+		case !now.Before(cert.NotAfter):
+			expired = append(expired, cert)
+		case !ca.trusts(cert):
+			ca.Trusted = append(ca.Trusted, cert)
+		}
+	}
+	return expired, nil
+}
+
+// ParseCertificates parses PEM that holds certificates and nothing else.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; len(bytes.TrimSpace(rest)) > 0; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return nil, errors.New("data that is not PEM")
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("holds a %q block; it may hold certificates only", block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, cert)
+	}
+	return certs, nil
+}
+
+// firstExpiry is when the first of the trusted certificates expires.
+func (ca *CA) firstExpiry() time.Time {
+	first := ca.Cert.NotAfter
+	for _, t := range ca.Trusted {
+		if t.NotAfter.Before(first) {
+			first = t.NotAfter
+		}
+	}
+	return first
+}
+
+func (ca *CA) trusts(cert *x509.Certificate) bool {
+	for _, t := range ca.Trusted {
+		if t.Equal(cert) {
+			return true
+		}
+	}
+	return false
 }
 
 func parseKey(keyPEM []byte) (crypto.Signer, error) {
@@ -100,17 +170,32 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// BundlePEM is the CA certificate alone, re-encoded from its parsed form so that nothing else
-// that may sit in the secret (a chain, a stray key) reaches a spoke.
+// BundlePEM is the trust bundle agents get: the trusted CA certificates alone, re-encoded from
+// their parsed form so that nothing else that may sit in the secret (a stray key) reaches a
+// spoke.
 func (ca *CA) BundlePEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+	var b bytes.Buffer
+	for _, cert := range ca.Trusted {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	}
+	return b.Bytes()
 }
 
 // Fingerprint is the hex SHA-256 of the CA certificate.
-func (ca *CA) Fingerprint() string {
-	sum := sha256.Sum256(ca.Cert.Raw)
+func (ca *CA) Fingerprint() string { return Fingerprint(ca.Cert) }
+
+// ID names the signing CA in certificate subjects (identity.CAUnit) and in status: the first 16
+// hex digits of its SHA-256.
+func (ca *CA) ID() string { return ID(ca.Cert) }
+
+// Fingerprint is the hex SHA-256 of a certificate's DER.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// ID is the short name of CA certificate cert: the first 16 hex digits of its SHA-256.
+func ID(cert *x509.Certificate) string { return Fingerprint(cert)[:16] }
 
 // Sign issues a client certificate for req, which the caller has already checked. It is valid
 // from now-ClockSkew for lifetime, but never past the CA's own expiry; the extended key usage is

@@ -173,3 +173,73 @@ func TestBundleHoldsOnlyTheCertificate(t *testing.T) {
 		t.Fatalf("bundle is not exactly the CA certificate:\n%s", bundle)
 	}
 }
+
+// The trust bundle agents get is the signing CA plus the valid CAs of ca.crt, once each: the
+// overlap that lets a CA roll over without an agent losing trust in the principal.
+func TestTrustBundle(t *testing.T) {
+	key := func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
+	signingKey := key()
+	signing := makeCA(t, caSpec{key: signingKey, isCA: true, usage: x509.KeyUsageCertSign})
+	previous := makeCA(t, caSpec{key: key(), isCA: true, usage: x509.KeyUsageCertSign})
+	expired := makeCA(t, caSpec{key: key(), isCA: true, usage: x509.KeyUsageCertSign, notAfter: now.Add(-time.Minute)})
+	leaf := makeCA(t, caSpec{key: key(), isCA: false})
+
+	parse := func(t *testing.T) *authority.CA {
+		ca, err := authority.Parse(signing, pkcs8(t, signingKey), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ca
+	}
+	join := func(pems ...[]byte) []byte {
+		return []byte(strings.Join(func() []string {
+			var s []string
+			for _, p := range pems {
+				s = append(s, string(p))
+			}
+			return s
+		}(), ""))
+	}
+
+	t.Run("signing CA alone", func(t *testing.T) {
+		ca := parse(t)
+		if _, err := ca.Trust(nil, now); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(ca.BundlePEM()); got != string(signing) {
+			t.Fatalf("bundle %q, want the signing CA only", got)
+		}
+	})
+	t.Run("previous CA added, signing CA and duplicates once", func(t *testing.T) {
+		ca := parse(t)
+		dropped, err := ca.Trust(join(previous, signing, previous, expired), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(ca.BundlePEM()), string(join(signing, previous)); got != want {
+			t.Fatalf("bundle\n%s\nwant signing then previous\n%s", got, want)
+		}
+		if len(dropped) != 1 || !dropped[0].NotAfter.Before(now) {
+			t.Fatalf("expired CAs reported: %v, want the expired one", dropped)
+		}
+		if ca.ID() != authority.ID(ca.Cert) || len(ca.ID()) != 16 {
+			t.Fatalf("ID %q is not the 16-digit ID of the signing CA", ca.ID())
+		}
+	})
+	for name, bad := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"a private key": {pkcs8(t, signingKey), `"PRIVATE KEY" block`},
+		"a non-CA":      {leaf, "is not a CA"},
+		"not PEM":       {[]byte("hello"), "not PEM"},
+		"a broken cert": {pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}}), "ca.crt"},
+	} {
+		t.Run("refuses "+name, func(t *testing.T) {
+			_, err := parse(t).Trust(join(previous, bad.data), now)
+			if err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Fatalf("error %v, want one containing %q", err, bad.want)
+			}
+		})
+	}
+}

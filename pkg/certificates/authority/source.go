@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -45,15 +46,31 @@ func (s *SecretSource) Get(ctx context.Context) (*CA, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// A CA that was valid may expire without its secret changing.
-	if secret.ResourceVersion != s.version || (s.ca != nil && !s.now().Before(s.ca.Cert.NotAfter)) {
+	// A CA that was valid, signing or trusted, may expire without its secret changing.
+	if secret.ResourceVersion != s.version || (s.ca != nil && !s.now().Before(s.ca.firstExpiry())) {
 		s.version = secret.ResourceVersion
-		s.ca, s.err = Parse(secret.Data[CertKey], secret.Data[KeyKey], s.now())
+		s.ca, s.err = parseSecret(secret.Data, s.now())
 		if s.err != nil {
-			s.err = fmt.Errorf("CA secret %s: %w", s.key, s.err)
+			s.ca, s.err = nil, fmt.Errorf("CA secret %s: %w", s.key, s.err)
 		}
 	}
 	return s.ca, s.err
+}
+
+func parseSecret(data map[string][]byte, now time.Time) (*CA, error) {
+	ca, err := Parse(data[CertKey], data[KeyKey], now)
+	if err != nil {
+		return nil, err
+	}
+	expired, err := ca.Trust(data[TrustKey], now)
+	if err != nil {
+		return nil, err
+	}
+	for _, cert := range expired {
+		klog.InfoS("Leaving an expired CA out of the agents' trust bundle: remove it from the CA secret",
+			"key", TrustKey, "subject", cert.Subject.String(), "notAfter", cert.NotAfter, "id", ID(cert))
+	}
+	return ca, nil
 }
 
 // Bundle returns the PEM trust bundle agents verify the principal with.
@@ -63,4 +80,13 @@ func (s *SecretSource) Bundle(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	return ca.BundlePEM(), nil
+}
+
+// ID returns the ID of the signing CA.
+func (s *SecretSource) ID(ctx context.Context) (string, error) {
+	ca, err := s.Get(ctx)
+	if err != nil {
+		return "", err
+	}
+	return ca.ID(), nil
 }

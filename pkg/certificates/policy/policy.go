@@ -83,16 +83,18 @@ type Policy struct {
 }
 
 // Check returns the parsed request if csr may be signed for cluster (nil if the ManagedCluster
-// named by the CSR's label does not exist), or the reason it may not.
-func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) (*x509.CertificateRequest, *Rejection) {
-	req, rej := p.check(csr, cluster)
+// named by the CSR's label does not exist) by the CA with ID caID, or the reason it may not.
+// The subject must name that CA (identity.CAUnit): a request made for another CA, such as one
+// filed just before a CA rollover, is refused, and the spoke asks again for the new one.
+func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster, caID string) (*x509.CertificateRequest, *Rejection) {
+	req, rej := p.check(csr, cluster, caID)
 	if rej != nil {
 		return nil, rej
 	}
 	return req, nil
 }
 
-func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster) (*x509.CertificateRequest, *Rejection) {
+func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster, caID string) (*x509.CertificateRequest, *Rejection) {
 	if csr.Spec.SignerName != identity.SignerName {
 		return nil, reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
 	}
@@ -124,7 +126,7 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *cl
 	if rej != nil {
 		return nil, rej
 	}
-	return req, p.checkRequest(req, clusterName)
+	return req, p.checkRequest(req, clusterName, caID)
 }
 
 func checkCluster(name string, cluster *clusterv1.ManagedCluster) *Rejection {
@@ -198,8 +200,8 @@ func ParseRequest(request []byte) (*x509.CertificateRequest, *Rejection) {
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
-func (p Policy) checkRequest(req *x509.CertificateRequest, cluster string) *Rejection {
-	if rej := checkSubject(req, p.Subject.For(cluster)); rej != nil {
+func (p Policy) checkRequest(req *x509.CertificateRequest, cluster, caID string) *Rejection {
+	if rej := checkSubject(req, p.Subject.For(cluster, caID)); rej != nil {
 		return rej
 	}
 	if rej := checkKey(req); rej != nil {

@@ -28,7 +28,11 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 )
 
-const grpcUser = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
+const (
+	grpcUser = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
+	// caID is the ID of the signing CA the requests must name.
+	caID = "0123456789abcdef"
+)
 
 func acceptedCluster(name string) *clusterv1.ManagedCluster {
 	return &clusterv1.ManagedCluster{
@@ -70,7 +74,7 @@ func TestCheck(t *testing.T) {
 		{name: "ECDSA P-384 key", mutate: func(r *ocmcsr.Request) { r.Key = p384 }},
 		{name: "no SAN at all", mutate: func(r *ocmcsr.Request) { r.DNSNames = []string{} }},
 		{name: "ocm subject style", style: identity.SubjectOCM, mutate: func(r *ocmcsr.Request) {
-			n := identity.SubjectOCM.For("c1").Name()
+			n := identity.SubjectOCM.For("c1", caID).Name()
 			r.Subject = &n
 		}},
 		{name: "gRPC server filing for the agent", mutate: func(r *ocmcsr.Request) { r.Username = grpcUser },
@@ -117,16 +121,23 @@ func TestCheck(t *testing.T) {
 		{name: "requester without agent id", mutate: func(r *ocmcsr.Request) { r.Username = identity.RequesterPrefix("c1") }, want: policy.ReasonWrongRequester},
 		{name: "CN of another cluster", mutate: func(r *ocmcsr.Request) { r.Subject = &pkix.Name{CommonName: "c2"} }, want: policy.ReasonSubjectMismatch},
 		{name: "extra O", mutate: func(r *ocmcsr.Request) {
-			r.Subject = &pkix.Name{CommonName: "c1", Organization: []string{"system:masters"}}
+			r.Subject = &pkix.Name{CommonName: "c1", Organization: []string{"system:masters"}, OrganizationalUnit: []string{identity.CAUnit(caID)}}
 		}, want: policy.ReasonSubjectMismatch},
-		{name: "extra OU", mutate: func(r *ocmcsr.Request) { r.Subject = &pkix.Name{CommonName: "c1", OrganizationalUnit: []string{"x"}} }, want: policy.ReasonSubjectMismatch},
+		{name: "extra OU", mutate: func(r *ocmcsr.Request) {
+			r.Subject = &pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID), "x"}}
+		}, want: policy.ReasonSubjectMismatch},
+		{name: "no CA OU", mutate: func(r *ocmcsr.Request) { r.Subject = &pkix.Name{CommonName: "c1"} }, want: policy.ReasonSubjectMismatch},
+		{name: "OU of the previous CA (filed before a rollover)", mutate: func(r *ocmcsr.Request) { r.CAID = "fedcba9876543210" }, want: policy.ReasonSubjectMismatch},
 		{name: "second CN RDN", mutate: func(r *ocmcsr.Request) {
-			r.Subject = &pkix.Name{CommonName: "c1", ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "c2"}}}
+			r.Subject = &pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID)},
+				ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "c2"}}}
 		}, want: policy.ReasonSubjectMismatch},
-		{name: "extra country attribute", mutate: func(r *ocmcsr.Request) { r.Subject = &pkix.Name{CommonName: "c1", Country: []string{"XX"}} }, want: policy.ReasonSubjectMismatch},
+		{name: "extra country attribute", mutate: func(r *ocmcsr.Request) {
+			r.Subject = &pkix.Name{CommonName: "c1", Country: []string{"XX"}, OrganizationalUnit: []string{identity.CAUnit(caID)}}
+		}, want: policy.ReasonSubjectMismatch},
 		{name: "empty subject", mutate: func(r *ocmcsr.Request) { r.Subject = &pkix.Name{} }, want: policy.ReasonSubjectMismatch},
 		{name: "long OCM CN while short style is configured", mutate: func(r *ocmcsr.Request) {
-			n := identity.SubjectOCM.For("c1").Name()
+			n := identity.SubjectOCM.For("c1", caID).Name()
 			r.Subject = &n
 		}, want: policy.ReasonSubjectMismatch},
 		{name: "server auth usage", mutate: func(r *ocmcsr.Request) {
@@ -141,20 +152,20 @@ func TestCheck(t *testing.T) {
 		{name: "extra DNS SAN", mutate: func(r *ocmcsr.Request) { r.DNSNames = []string{identity.CSRDNSName, "principal.example.com"} }, want: policy.ReasonDisallowedSANs},
 		{name: "other DNS SAN", mutate: func(r *ocmcsr.Request) { r.DNSNames = []string{"kubernetes.default"} }, want: policy.ReasonDisallowedSANs},
 		{name: "IP SAN", mutate: func(r *ocmcsr.Request) {
-			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1"}, IPAddresses: []net.IP{net.ParseIP("10.0.0.1")}}
+			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID)}}, IPAddresses: []net.IP{net.ParseIP("10.0.0.1")}}
 		}, want: policy.ReasonDisallowedSANs},
 		{name: "URI SAN", mutate: func(r *ocmcsr.Request) {
 			u, _ := url.Parse("spiffe://hub/ns/argocd/sa/principal")
-			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1"}, URIs: []*url.URL{u}}
+			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID)}}, URIs: []*url.URL{u}}
 		}, want: policy.ReasonDisallowedSANs},
 		{name: "email SAN", mutate: func(r *ocmcsr.Request) {
-			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1"}, EmailAddresses: []string{"a@b.c"}}
+			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID)}}, EmailAddresses: []string{"a@b.c"}}
 		}, want: policy.ReasonDisallowedSANs},
 		{name: "basic constraints CA:true requested", mutate: func(r *ocmcsr.Request) {
 			bc, _ := asn1.Marshal(struct {
 				IsCA bool `asn1:"optional"`
 			}{true})
-			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1"},
+			r.Template = &x509.CertificateRequest{Subject: pkix.Name{CommonName: "c1", OrganizationalUnit: []string{identity.CAUnit(caID)}},
 				ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc}}}
 		}, want: policy.ReasonDisallowedExtension},
 		{name: "RSA 1024 key", mutate: func(r *ocmcsr.Request) { r.Key = rsa1024 }, want: policy.ReasonWeakOrUnsupportedKey},
@@ -188,7 +199,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := ocmcsr.Request{Cluster: "c1", Username: ocmcsr.AgentUsername("c1")}
+			r := ocmcsr.Request{Cluster: "c1", CAID: caID, Username: ocmcsr.AgentUsername("c1")}
 			tc.mutate(&r)
 			csr, _, err := ocmcsr.New(r)
 			if err != nil {
@@ -208,7 +219,7 @@ func TestCheck(t *testing.T) {
 				style = identity.SubjectClusterName
 			}
 			p := policy.Policy{Subject: style, GRPCServerUsername: grpcUser, MaxLifetime: 24 * time.Hour}
-			req, rej := p.Check(csr, cluster)
+			req, rej := p.Check(csr, cluster, caID)
 			switch {
 			case tc.want == "" && rej != nil:
 				t.Fatalf("want approved, got %v", rej)
@@ -248,7 +259,7 @@ func corruptSignature(t *testing.T, requestPEM []byte) []byte {
 // FuzzCheck feeds arbitrary requests, usages and labels to the policy: it must never panic and
 // never approve anything but a request that passes every check.
 func FuzzCheck(f *testing.F) {
-	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: ocmcsr.AgentUsername("c1")})
+	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", CAID: caID, Username: ocmcsr.AgentUsername("c1")})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -259,10 +270,10 @@ func FuzzCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, request []byte, clusterLabel, username, usage string) {
 		c := ocmcsr.Wrap(ocmcsr.Request{Cluster: clusterLabel, Username: username,
 			Usages: []certificatesv1.KeyUsage{certificatesv1.KeyUsage(usage)}}, request)
-		req, rej := p.Check(c, cluster)
+		req, rej := p.Check(c, cluster, caID)
 		if rej == nil {
-			// Approved: it must really be c1's agent asking for CN=c1 with client auth.
-			if req == nil || req.Subject.CommonName != "c1" || clusterLabel != "c1" ||
+			// Approved: it must really be c1's agent asking for CN=c1 from this CA with client auth.
+			if req == nil || req.Subject.CommonName != "c1" || req.Subject.String() != "CN=c1,OU="+identity.CAUnit(caID) || clusterLabel != "c1" ||
 				!strings.HasPrefix(username, identity.RequesterPrefix("c1")) || usage != string(certificatesv1.UsageClientAuth) {
 				t.Fatalf("approved an invalid request: cluster=%q user=%q usage=%q", clusterLabel, username, usage)
 			}

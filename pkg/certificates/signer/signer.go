@@ -6,6 +6,9 @@ package signer
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,18 +16,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 )
@@ -33,21 +33,16 @@ import (
 const (
 	ReasonSigned        = "Signed"
 	ReasonCAUnavailable = "CAUnavailable"
+	ReasonNotRecorded   = "CertificateNotRecorded"
 )
 
 // caRetry is how often a CSR waiting for a usable CA is retried, besides the CA secret watch.
 const caRetry = time.Minute
 
-// CASource returns the signing CA.
-type CASource interface {
-	Get(ctx context.Context) (*authority.CA, error)
-	Key() types.NamespacedName
-}
-
 // Reconciler signs approved CSRs.
 type Reconciler struct {
 	Client   client.Client
-	CA       CASource
+	CA       certificates.CASource
 	Policy   policy.Policy
 	Lifetime time.Duration
 	Recorder events.EventRecorder
@@ -58,30 +53,10 @@ type Reconciler struct {
 // SetupWithManager watches CSRs for the add-on's signer, and the CA secret so that CSRs waiting
 // for a usable CA are signed as soon as one appears.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	key := r.CA.Key()
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
-		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner))).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.waitingCSRs),
-			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-				return o.GetNamespace() == key.Namespace && o.GetName() == key.Name
-			}))).
-		Complete(r)
-}
-
-func (r *Reconciler) waitingCSRs(ctx context.Context, _ client.Object) []reconcile.Request {
-	list := &certificatesv1.CertificateSigningRequestList{}
-	if err := r.Client.List(ctx, list); err != nil {
-		log.FromContext(ctx).Error(err, "Listing CSRs after a CA change")
-		return nil
-	}
-	var reqs []reconcile.Request
-	for i := range list.Items {
-		if csr := &list.Items[i]; certificates.ForOurSigner(csr) && waiting(csr) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: csr.Name}})
-		}
-	}
-	return reqs
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
+	return certificates.WatchCASecret(b, r.Client, r.CA, waiting).Complete(r)
 }
 
 // waiting: approved, not failed, no certificate yet.
@@ -105,15 +80,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	x509req, rej := r.Policy.Check(csr, cluster)
-	if rej != nil {
-		return r.fail(ctx, csr, rej)
-	}
 	ca, err := r.CA.Get(ctx)
 	if err != nil {
 		logger.Error(err, "Cannot sign: no usable CA", "csr", csr.Name)
 		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Sign", "waiting for a usable CA: %v", err)
 		return ctrl.Result{RequeueAfter: caRetry}, nil
+	}
+	x509req, rej := r.Policy.Check(csr, cluster, ca.ID())
+	if rej != nil {
+		return r.fail(ctx, csr, rej)
 	}
 	now := time.Now()
 	if r.Now != nil {
@@ -137,9 +112,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, fmt.Errorf("storing the certificate of CSR %s: %w", csr.Name, err)
 	}
-	notAfter := now.Add(lifetime)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	notAfter := cert.NotAfter
+	if err := issued.Record(ctx, r.Client, cluster.Name, issued.Of(cert, ca.ID()), now); err != nil {
+		// The certificate is issued; only the record of it is missing, which `revoke` and
+		// `status` read. Say so loudly rather than fail a CSR that is done.
+		logger.Error(err, "Recording the issued certificate on the ManagedClusterAddOn", "csr", csr.Name, "cluster", cluster.Name)
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "certificate issued but not recorded: %v", err)
 	}
 	metrics.CSRsSigned.Inc()
 	metrics.AgentCertificateNotAfter.WithLabelValues(cluster.Name).Set(float64(notAfter.Unix()))
@@ -147,6 +129,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
 		cluster.Name, notAfter.UTC().Format(time.RFC3339))
 	return ctrl.Result{}, nil
+}
+
+func parseCertificate(certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return nil, errors.New("the issued certificate is not PEM")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rej *policy.Rejection) (ctrl.Result, error) {

@@ -206,7 +206,7 @@ func (o *Options) Run(ctx context.Context) error {
 	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
 	agentAddon, err := addon.New(addon.Options{
 		ConfigGetter: utils.NewAddOnDeploymentConfigGetter(addonClient),
-		Bundle:       ca.Bundle,
+		CA:           ca,
 		Subject:      style,
 		Reporter:     addon.NewStatusReporter(addonClient, recorder),
 	})
@@ -232,7 +232,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 
 	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername, MaxLifetime: o.CertLifetime}
-	if err := (&approver.Reconciler{Client: mgr.GetClient(), Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, Recorder: recorder}).SetupWithManager(mgr); err != nil {

@@ -105,7 +105,7 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	}
 	a, err := addon.New(addon.Options{
 		ConfigGetter: getter,
-		Bundle:       func(context.Context) ([]byte, error) { return bundle, nil },
+		CA:           fileCA(bundle),
 		Subject:      identity.SubjectStyle(o.CertificateSubject),
 	})
 	if err != nil {
@@ -118,6 +118,13 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	}
 	return writeYAML(out, objects)
 }
+
+// fileCA is the --ca bundle. Only the bundle shows in the manifests; the CA's ID goes into the
+// registration, which render does not print.
+type fileCA []byte
+
+func (f fileCA) Bundle(context.Context) ([]byte, error) { return f, nil }
+func (f fileCA) ID(context.Context) (string, error)     { return "", nil }
 
 func writeYAML(out io.Writer, objects []runtime.Object) error {
 	for i, obj := range objects {

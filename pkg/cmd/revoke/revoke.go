@@ -7,8 +7,7 @@ package revoke
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -93,19 +93,45 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	if err != nil {
 		return err
 	}
-	now := o.now().UTC().Format(time.RFC3339)
-	if err := setRevoked(ctx, c, cluster, fmt.Sprintf("%s (revoked %s)", o.Reason, now)); err != nil {
-		return err
-	}
-	fingerprints, err := issuedFingerprints(ctx, c, cluster)
+	now := o.now()
+	stamp := now.UTC().Format(time.RFC3339)
+	// The record of issued certificates lives on the ManagedClusterAddOn, which OCM deletes once
+	// the cluster is revoked: read it before, and again after, so that a certificate signed in
+	// between is not missed.
+	before, err := issuedCertificates(ctx, c, cluster)
 	if err != nil {
 		return err
 	}
-	if err := blocklist(ctx, c, o.PrincipalNamespace, fingerprints, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, now, o.Reason)); err != nil {
+	if err := setRevoked(ctx, c, cluster, fmt.Sprintf("%s (revoked %s)", o.Reason, stamp)); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "revoked %s: no certificate will be signed for it and its add-on is being removed; "+
-		"%d issued certificate(s) added to %s/%s\n", cluster, len(fingerprints), o.PrincipalNamespace, identity.TLSBlocklistConfigMap)
+	after, err := issuedCertificates(ctx, c, cluster)
+	if err != nil {
+		return err
+	}
+	certs := map[string]time.Time{}
+	var lapse time.Time
+	for _, cert := range append(before, after...) {
+		certs[cert.Fingerprint] = cert.NotAfter
+		if cert.NotAfter.After(lapse) {
+			lapse = cert.NotAfter
+		}
+	}
+	if err := blocklist(ctx, c, o.PrincipalNamespace, certs, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, stamp, o.Reason)); err != nil {
+		return err
+	}
+	if !lapse.IsZero() {
+		if err := setLapse(ctx, c, cluster, lapse); err != nil {
+			return err
+		}
+	}
+	msg := fmt.Sprintf("revoked %s: no certificate will be signed for it and its add-on is being removed; "+
+		"%d issued certificate(s) added to %s/%s", cluster, len(certs), o.PrincipalNamespace, identity.TLSBlocklistConfigMap)
+	if !lapse.IsZero() && lapse.After(now) {
+		msg += fmt.Sprintf("; where the principal has no blocklist, the last of them lapses at %s (in %s)",
+			lapse.UTC().Format(time.RFC3339), lapse.Sub(now).Round(time.Second))
+	}
+	_, err = fmt.Fprintln(out, msg)
 	return err
 }
 
@@ -132,6 +158,7 @@ func setRevoked(ctx context.Context, c client.Client, cluster, reason string) er
 	if reason == "" {
 		delete(mc.Labels, identity.RevokedLabel)
 		delete(mc.Annotations, identity.RevokedReasonAnnotation)
+		delete(mc.Annotations, identity.RevokedLapseAnnotation)
 	} else {
 		if mc.Labels == nil {
 			mc.Labels = map[string]string{}
@@ -145,16 +172,28 @@ func setRevoked(ctx context.Context, c client.Client, cluster, reason string) er
 	return c.Patch(ctx, mc, patch)
 }
 
-// issuedFingerprints are the SHA-256 fingerprints of the certificates the signer issued to
-// cluster, from the CSRs the hub still has.
-func issuedFingerprints(ctx context.Context, c client.Client, cluster string) ([]string, error) {
+// issuedCertificates are the certificates the signer issued to cluster that are on record: in
+// the record on its ManagedClusterAddOn, and in the CSRs the hub still has.
+func issuedCertificates(ctx context.Context, c client.Client, cluster string) ([]issued.Certificate, error) {
+	var certs []issued.Certificate
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca)
+	switch {
+	case err == nil:
+		recorded, err := issued.Read(mca)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, recorded...)
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("reading the add-on of %s: %w", cluster, err)
+	}
 	csrs := &certificatesv1.CertificateSigningRequestList{}
 	if err := c.List(ctx, csrs, client.MatchingLabels{
 		addonv1beta1.AddonLabelKey: identity.AddonName, clusterv1.ClusterNameLabelKey: cluster,
 	}); err != nil {
 		return nil, fmt.Errorf("listing the CSRs of %s: %w", cluster, err)
 	}
-	var fps []string
 	for _, csr := range csrs.Items {
 		if csr.Spec.SignerName != identity.SignerName {
 			continue
@@ -164,21 +203,23 @@ func issuedFingerprints(ctx context.Context, c client.Client, cluster string) ([
 			if block, rest = pem.Decode(rest); block == nil {
 				break
 			}
-			sum := sha256.Sum256(block.Bytes)
-			fps = append(fps, hex.EncodeToString(sum[:]))
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+				certs = append(certs, issued.Of(cert, ""))
+			}
 		}
 	}
-	return fps, nil
+	return certs, nil
 }
 
-// blocklist adds fingerprints to the principal's TLS blocklist ConfigMap (key: fingerprint,
-// value: note), creating it if needed.
-func blocklist(ctx context.Context, c client.Client, namespace string, fingerprints []string, note string) error {
+// blocklist adds fingerprints to the principal's TLS blocklist ConfigMap, creating it if
+// needed. The format is argocd-agent's: one key per certificate, its upper-case hex SHA-256;
+// the principal ignores values, so they hold a note for the operator.
+func blocklist(ctx context.Context, c client.Client, namespace string, fingerprints map[string]time.Time, note string) error {
 	cm := &corev1.ConfigMap{}
 	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: identity.TLSBlocklistConfigMap}, cm)
 	if apierrors.IsNotFound(err) {
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: identity.TLSBlocklistConfigMap}, Data: map[string]string{}}
-		for _, fp := range fingerprints {
+		for fp := range fingerprints {
 			cm.Data[fp] = note
 		}
 		return c.Create(ctx, cm)
@@ -189,8 +230,23 @@ func blocklist(ctx context.Context, c client.Client, namespace string, fingerpri
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	for _, fp := range fingerprints {
+	for fp := range fingerprints {
 		cm.Data[fp] = note
 	}
 	return c.Update(ctx, cm)
+}
+
+// setLapse records on the revoked ManagedCluster when the last certificate issued to it expires:
+// until then a principal without a TLS blocklist still accepts it.
+func setLapse(ctx context.Context, c client.Client, cluster string, lapse time.Time) error {
+	mc := &clusterv1.ManagedCluster{}
+	if err := c.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
+		return fmt.Errorf("ManagedCluster %s: %w", cluster, err)
+	}
+	patch := client.MergeFrom(mc.DeepCopy())
+	if mc.Annotations == nil {
+		mc.Annotations = map[string]string{}
+	}
+	mc.Annotations[identity.RevokedLapseAnnotation] = lapse.UTC().Format(time.RFC3339)
+	return c.Patch(ctx, mc, patch)
 }

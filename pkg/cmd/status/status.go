@@ -1,23 +1,22 @@
 // Package status is the `argocd-agent-addon status` command: one line per cluster that has the
-// add-on or is revoked, with its availability, the expiry of the agent's newest certificate,
-// the agent mode and image it was given, and whether it is revoked.
+// add-on or is revoked, with its availability, the expiry and CA of the agent's newest
+// certificate, the agent mode and image it was given, and whether it is revoked; then one line
+// per CA, saying whether a CA kept in the trust bundle after a rollover may leave it.
 package status
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
-	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -28,6 +27,8 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -35,16 +36,18 @@ import (
 // Options are the status settings.
 type Options struct {
 	Kubeconfig string
+	// CASecret is the hub CA secret, NAMESPACE/NAME.
+	CASecret string
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
 }
 
 // NewCommand returns the status command.
 func NewCommand() *cobra.Command {
-	o := &Options{}
+	o := &Options{CASecret: "argocd/argocd-agent-ca"}
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show, per cluster, the add-on's availability, certificate expiry, agent mode and image",
+		Short: "Show, per cluster, the add-on's availability, certificate expiry and CA, agent mode and image; and per CA, its valid certificates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.Run(cmd.Context(), cmd.OutOrStdout())
@@ -57,6 +60,7 @@ func NewCommand() *cobra.Command {
 // AddFlags binds the options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means $KUBECONFIG or in-cluster.")
+	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Hub CA secret (NAMESPACE/NAME), to tell the signing CA from those kept for trust.")
 }
 
 // Row is one cluster's status.
@@ -64,8 +68,10 @@ type Row struct {
 	Cluster      string
 	Available    string
 	CertNotAfter time.Time
-	Mode         string
-	Image        string
+	// CA is the ID of the CA that signed the newest certificate.
+	CA    string
+	Mode  string
+	Image string
 	// Revoked is the revocation reason, empty if not revoked.
 	Revoked string
 }
@@ -79,54 +85,52 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rows, err := Collect(ctx, c)
+	now := time.Now()
+	rows, certs, err := Collect(ctx, c, now)
 	if err != nil {
 		return err
 	}
-	return Print(out, rows, time.Now())
+	cas, err := CAs(ctx, c, o.CASecret, certs, now)
+	if err != nil {
+		return err
+	}
+	if err := Print(out, rows, now); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	return PrintCAs(out, cas)
 }
 
-// Collect reads each cluster's status from the hub: its ManagedClusterAddOn, its ManifestWork
-// and the certificates issued to it.
-func Collect(ctx context.Context, c client.Client) ([]Row, error) {
+// Collect reads each cluster's status from the hub: its ManagedClusterAddOn, with the record of
+// the certificates issued to it, and its ManifestWork. It also returns every valid certificate
+// on record.
+func Collect(ctx context.Context, c client.Client, now time.Time) ([]Row, []issued.Certificate, error) {
 	addons := &addonv1beta1.ManagedClusterAddOnList{}
 	if err := c.List(ctx, addons); err != nil {
-		return nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
+		return nil, nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
 	}
-	csrs := &certificatesv1.CertificateSigningRequestList{}
-	if err := c.List(ctx, csrs, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName}); err != nil {
-		return nil, fmt.Errorf("listing CSRs: %w", err)
-	}
-	notAfter := map[string]time.Time{}
-	for _, csr := range csrs.Items {
-		if csr.Spec.SignerName != identity.SignerName || len(csr.Status.Certificate) == 0 {
-			continue
-		}
-		block, _ := pem.Decode(csr.Status.Certificate)
-		if block == nil {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			continue
-		}
-		cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
-		if cert.NotAfter.After(notAfter[cluster]) {
-			notAfter[cluster] = cert.NotAfter
-		}
-	}
+	var all []issued.Certificate
 	var rows []Row
 	for _, a := range addons.Items {
 		if a.Name != identity.AddonName {
 			continue
 		}
-		row := Row{Cluster: a.Namespace, Available: "Unknown", CertNotAfter: notAfter[a.Namespace]}
+		row := Row{Cluster: a.Namespace, Available: "Unknown"}
+		recorded, err := issued.Read(&a)
+		if err != nil {
+			return nil, nil, err
+		}
+		valid := issued.Valid(recorded, now)
+		all = append(all, valid...)
+		if newest, ok := issued.Newest(recorded); ok {
+			row.CertNotAfter, row.CA = newest.NotAfter, newest.CA
+		}
 		if cond := meta.FindStatusCondition(a.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable); cond != nil {
 			row.Available = string(cond.Status)
 		}
 		mode, image, err := delivered(ctx, c, a.Namespace)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		row.Mode, row.Image = mode, image
 		rows = append(rows, row)
@@ -134,7 +138,7 @@ func Collect(ctx context.Context, c client.Client) ([]Row, error) {
 	// Revoked clusters lose their add-on; list them all the same.
 	clusters := &clusterv1.ManagedClusterList{}
 	if err := c.List(ctx, clusters); err != nil {
-		return nil, fmt.Errorf("listing ManagedClusters: %w", err)
+		return nil, nil, fmt.Errorf("listing ManagedClusters: %w", err)
 	}
 	for _, mc := range clusters.Items {
 		if _, revoked := mc.Labels[identity.RevokedLabel]; !revoked {
@@ -151,11 +155,102 @@ func Collect(ctx context.Context, c client.Client) ([]Row, error) {
 			}
 		}
 		if !found {
-			rows = append(rows, Row{Cluster: mc.Name, Available: "-", CertNotAfter: notAfter[mc.Name], Revoked: reason})
+			// Its add-on, and the record on it, are gone: revoke noted when its last
+			// certificate lapses.
+			lapse, _ := time.Parse(time.RFC3339, mc.Annotations[identity.RevokedLapseAnnotation])
+			rows = append(rows, Row{Cluster: mc.Name, Available: "-", CertNotAfter: lapse, Revoked: reason})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
-	return rows, nil
+	return rows, all, nil
+}
+
+// CARow is one CA: the signing one, one kept in the trust bundle, or one that signed
+// certificates still valid but is in neither.
+type CARow struct {
+	ID string
+	// Role is "signing", "trusted" (ca.crt), or "" when the CA secret no longer holds it.
+	Role string
+	// Valid counts the unexpired certificates it signed; LastExpiry is when the last expires.
+	Valid      int
+	LastExpiry time.Time
+}
+
+// CAs lists the CAs of the CA secret (if it can be read) and of the valid certificates.
+func CAs(ctx context.Context, c client.Client, secretRef string, valid []issued.Certificate, now time.Time) ([]CARow, error) {
+	rows := map[string]*CARow{}
+	row := func(id string) *CARow {
+		if rows[id] == nil {
+			rows[id] = &CARow{ID: id}
+		}
+		return rows[id]
+	}
+	namespace, name, ok := strings.Cut(secretRef, "/")
+	if !ok {
+		return nil, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", secretRef)
+	}
+	secret := &corev1.Secret{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
+		return nil, fmt.Errorf("reading the CA secret %s: %w", secretRef, err)
+	}
+	for key, role := range map[string]string{authority.CertKey: "signing", authority.TrustKey: "trusted"} {
+		certs, err := authority.ParseCertificates(secret.Data[key])
+		if err != nil {
+			return nil, fmt.Errorf("CA secret %s, %s: %w", secretRef, key, err)
+		}
+		for i, cert := range certs {
+			if role == "signing" && i > 0 {
+				break
+			}
+			if r := row(authority.ID(cert)); r.Role != "signing" {
+				r.Role = role
+			}
+		}
+	}
+	for _, cert := range valid {
+		if cert.CA == "" || !now.Before(cert.NotAfter) {
+			continue
+		}
+		r := row(cert.CA)
+		r.Valid++
+		if cert.NotAfter.After(r.LastExpiry) {
+			r.LastExpiry = cert.NotAfter
+		}
+	}
+	var out []CARow
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	order := map[string]int{"signing": 0, "trusted": 1, "": 2}
+	sort.Slice(out, func(i, j int) bool {
+		if order[out[i].Role] != order[out[j].Role] {
+			return order[out[i].Role] < order[out[j].Role]
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// PrintCAs writes the CA table, with what an operator rolling a CA over may do next.
+func PrintCAs(out io.Writer, cas []CARow) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CA\tROLE\tVALID CERTIFICATES\tLAST EXPIRES\tNOTE")
+	for _, r := range cas {
+		last, note := "-", ""
+		if !r.LastExpiry.IsZero() {
+			last = r.LastExpiry.UTC().Format(time.RFC3339)
+		}
+		switch {
+		case r.Role == "trusted" && r.Valid == 0:
+			note = "signs no valid certificate: may leave " + authority.TrustKey
+		case r.Role == "trusted":
+			note = "keep in " + authority.TrustKey + " until " + last
+		case r.Role == "" && r.Valid > 0:
+			note = "NOT TRUSTED any more, yet signed valid certificates: agents using them cannot connect"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Role), r.Valid, last, note)
+	}
+	return w.Flush()
 }
 
 // delivered reads the agent mode and image from the cluster's ManifestWork.
@@ -191,7 +286,7 @@ func delivered(ctx context.Context, c client.Client, cluster string) (mode, imag
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tMODE\tIMAGE\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tCA\tMODE\tIMAGE\tREVOKED")
 	for _, r := range rows {
 		expires := "-"
 		if !r.CertNotAfter.IsZero() {
@@ -204,7 +299,7 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.Mode), orDash(r.Image), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.CA), orDash(r.Mode), orDash(r.Image), revoked)
 	}
 	return w.Flush()
 }

@@ -1,0 +1,111 @@
+// Package issued keeps, on each cluster's ManagedClusterAddOn, a record of the certificates the
+// signer issued to its agent that have not expired: fingerprint, signing CA and expiry.
+//
+// CSRs are no record: kube-controller-manager deletes them an hour after they are signed, while
+// an agent certificate lives for days. This record is what `revoke` blocklists, what `status`
+// shows, and what tells an operator when a CA that was rolled over signs nothing valid any more
+// and may leave the trust bundles.
+package issued
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// Annotation holds the record on the ManagedClusterAddOn, as a JSON list.
+const Annotation = "argocd-agent-addon.open-cluster-management.io/issued-certificates"
+
+// MaxRecords bounds the record. OCM renews at 75-80 % of a certificate's life, so about two
+// certificates per cluster are unexpired at a time; more means requests were replayed or a CA
+// rolled over, and the newest are the ones that matter.
+const MaxRecords = 16
+
+// Certificate is one issued certificate.
+type Certificate struct {
+	// Fingerprint is the SHA-256 of the certificate's DER in the form argocd-agent's TLS
+	// blocklist keys it: 64 upper-case hex digits.
+	Fingerprint string `json:"sha256"`
+	// CA is the ID of the CA that signed it (authority.ID).
+	CA       string    `json:"ca"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
+// Fingerprint is the SHA-256 of der as argocd-agent's TLS blocklist keys it.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+// Of describes cert, signed by the CA with ID caID.
+func Of(cert *x509.Certificate, caID string) Certificate {
+	return Certificate{Fingerprint: Fingerprint(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC()}
+}
+
+// Read returns the record on obj, oldest first; none if it has no record.
+func Read(obj metav1.Object) ([]Certificate, error) {
+	raw, ok := obj.GetAnnotations()[Annotation]
+	if !ok {
+		return nil, nil
+	}
+	var certs []Certificate
+	if err := json.Unmarshal([]byte(raw), &certs); err != nil {
+		return nil, fmt.Errorf("annotation %s of %s/%s: %w", Annotation, obj.GetNamespace(), obj.GetName(), err)
+	}
+	return certs, nil
+}
+
+// Valid returns the certificates of certs that have not expired at now.
+func Valid(certs []Certificate, now time.Time) []Certificate {
+	return slices.DeleteFunc(slices.Clone(certs), func(c Certificate) bool { return !now.Before(c.NotAfter) })
+}
+
+// Newest returns the certificate that expires last, and false if there is none.
+func Newest(certs []Certificate) (Certificate, bool) {
+	if len(certs) == 0 {
+		return Certificate{}, false
+	}
+	return slices.MaxFunc(certs, func(a, b Certificate) int { return a.NotAfter.Compare(b.NotAfter) }), true
+}
+
+// Add returns the record with cert added and what expired at now dropped, at most MaxRecords.
+func Add(certs []Certificate, cert Certificate, now time.Time) []Certificate {
+	certs = append(Valid(certs, now), cert)
+	if len(certs) > MaxRecords {
+		certs = certs[len(certs)-MaxRecords:]
+	}
+	return certs
+}
+
+// Record adds cert to the record on cluster's ManagedClusterAddOn. A record that cannot be read
+// is started afresh rather than left to block every later one.
+func Record(ctx context.Context, c client.Client, cluster string, cert Certificate, now time.Time) error {
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+		return err
+	}
+	certs, _ := Read(mca)
+	raw, err := json.Marshal(Add(certs, cert, now))
+	if err != nil {
+		return err
+	}
+	patch := client.MergeFrom(mca.DeepCopy())
+	if mca.Annotations == nil {
+		mca.Annotations = map[string]string{}
+	}
+	mca.Annotations[Annotation] = string(raw)
+	return c.Patch(ctx, mca, patch)
+}

@@ -1,0 +1,55 @@
+package issued_test
+
+import (
+	"regexp"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+)
+
+func TestFingerprintIsTheBlocklistForm(t *testing.T) {
+	// argocd-agent's TLS blocklist keys: SHA-256 of the DER, 64 upper-case hex digits, no
+	// separators (ConfigMap keys cannot hold colons).
+	if fp := issued.Fingerprint([]byte("der")); !regexp.MustCompile(`^[0-9A-F]{64}$`).MatchString(fp) {
+		t.Fatalf("fingerprint %q", fp)
+	}
+}
+
+func TestRecord(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	var certs []issued.Certificate
+	certs = issued.Add(certs, issued.Certificate{Fingerprint: "A", CA: "old", NotAfter: now.Add(time.Minute)}, now)
+	certs = issued.Add(certs, issued.Certificate{Fingerprint: "B", CA: "new", NotAfter: now.Add(time.Hour)}, now)
+	// Later, A has expired: adding C drops it.
+	later := now.Add(2 * time.Minute)
+	certs = issued.Add(certs, issued.Certificate{Fingerprint: "C", CA: "new", NotAfter: later.Add(30 * time.Minute)}, later)
+	if len(certs) != 2 || certs[0].Fingerprint != "B" || certs[1].Fingerprint != "C" {
+		t.Fatalf("record %+v, want B then C", certs)
+	}
+	if n, _ := issued.Newest(certs); n.Fingerprint != "B" {
+		t.Fatalf("newest %+v, want B (expires last)", n)
+	}
+	if v := issued.Valid(certs, now.Add(45*time.Minute)); len(v) != 1 || v[0].Fingerprint != "B" {
+		t.Fatalf("valid %+v", v)
+	}
+	for i := 0; i < 2*issued.MaxRecords; i++ {
+		certs = issued.Add(certs, issued.Certificate{Fingerprint: "X", NotAfter: now.Add(time.Hour)}, now)
+	}
+	if len(certs) != issued.MaxRecords {
+		t.Fatalf("%d records, want at most %d", len(certs), issued.MaxRecords)
+	}
+}
+
+func TestReadRefusesGarbage(t *testing.T) {
+	obj := &metav1.ObjectMeta{Name: "argocd-agent", Namespace: "c1", Annotations: map[string]string{issued.Annotation: "{"}}
+	if _, err := issued.Read(obj); err == nil {
+		t.Fatal("a broken record was read")
+	}
+	obj.Annotations = nil
+	if certs, err := issued.Read(obj); err != nil || certs != nil {
+		t.Fatalf("no record: %v %v", certs, err)
+	}
+}
