@@ -35,8 +35,11 @@ type PrincipalOptions struct {
 	RedisAddr string
 
 	// ClientCAPEM holds the CA certificate(s) that sign agent client certificates
-	// (--root-ca-path). Required.
-	ClientCAPEM []byte
+	// (--root-ca-path). ClientCASecret instead names a secret in Namespace that the principal
+	// reads them from at start-up, keys tls.crt and ca.crt, as an upstream install does
+	// (--tls-ca-secret-name). One of the two is required.
+	ClientCAPEM    []byte
+	ClientCASecret string
 	// ServerCertPEM and ServerKeyPEM are the principal's server certificate and key. When empty,
 	// one is issued for 127.0.0.1 and localhost by ServerCACertPEM/ServerCAKeyPEM, or by a new CA
 	// when those are empty too (see Principal.ServerCAPEM).
@@ -77,8 +80,8 @@ type Principal struct {
 // authentication, and returns once its gRPC, healthz and metrics ports answer. The process ends
 // on Stop or when ctx ends.
 func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, error) {
-	if opts.Dir == "" || opts.Kubeconfig == "" || opts.RedisAddr == "" || len(opts.ClientCAPEM) == 0 {
-		return nil, errors.New("PrincipalOptions: Dir, Kubeconfig, RedisAddr and ClientCAPEM are required")
+	if opts.Dir == "" || opts.Kubeconfig == "" || opts.RedisAddr == "" || (len(opts.ClientCAPEM) == 0) == (opts.ClientCASecret == "") {
+		return nil, errors.New("PrincipalOptions: Dir, Kubeconfig, RedisAddr and one of ClientCAPEM and ClientCASecret are required")
 	}
 	bin := opts.Binary
 	if bin == "" {
@@ -125,7 +128,10 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 	if err != nil {
 		return nil, err
 	}
-	files := map[string][]byte{"principal-tls.crt": certPEM, "principal-tls.key": keyPEM, "principal-client-ca.crt": opts.ClientCAPEM, "principal-jwt.key": jwtKey}
+	files := map[string][]byte{"principal-tls.crt": certPEM, "principal-tls.key": keyPEM, "principal-jwt.key": jwtKey}
+	if len(opts.ClientCAPEM) > 0 {
+		files["principal-client-ca.crt"] = opts.ClientCAPEM
+	}
 	if len(caPEM) > 0 {
 		files["principal-server-ca.crt"] = caPEM
 	}
@@ -154,7 +160,6 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		"--healthz-port", strconv.Itoa(p.healthzPort),
 		"--tls-cert", paths["principal-tls.crt"],
 		"--tls-key", paths["principal-tls.key"],
-		"--root-ca-path", paths["principal-client-ca.crt"],
 		"--auth", "mtls:subject:" + opts.AuthSubjectRegex,
 		"--client-cert-subject-match=" + strconv.FormatBool(opts.MatchSubject),
 		"--jwt-key", paths["principal-jwt.key"],
@@ -163,6 +168,11 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		"--redis-server-address", opts.RedisAddr,
 		"--log-level", opts.LogLevel,
 		"--log-format", "text",
+	}
+	if opts.ClientCASecret != "" {
+		p.args = append(p.args, "--tls-ca-secret-name", opts.ClientCASecret)
+	} else {
+		p.args = append(p.args, "--root-ca-path", paths["principal-client-ca.crt"])
 	}
 	if len(opts.AllowedNamespaces) > 0 {
 		p.args = append(p.args, "--allowed-namespaces", strings.Join(opts.AllowedNamespaces, ","))

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -172,10 +174,13 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 // BundlePEM is the trust bundle agents get: the trusted CA certificates alone, re-encoded from
 // their parsed form so that nothing else that may sit in the secret (a stray key) reaches a
-// spoke.
+// spoke. They are in a fixed order (by fingerprint), so that swapping the signing CA with one
+// in ca.crt, as a rollover does, leaves the bundle, and the agents' pods, as they are.
 func (ca *CA) BundlePEM() []byte {
+	certs := slices.Clone(ca.Trusted)
+	slices.SortFunc(certs, func(a, b *x509.Certificate) int { return strings.Compare(Fingerprint(a), Fingerprint(b)) })
 	var b bytes.Buffer
-	for _, cert := range ca.Trusted {
+	for _, cert := range certs {
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
 	}
 	return b.Bytes()

@@ -180,7 +180,8 @@ func TestTrustBundle(t *testing.T) {
 	key := func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
 	signingKey := key()
 	signing := makeCA(t, caSpec{key: signingKey, isCA: true, usage: x509.KeyUsageCertSign})
-	previous := makeCA(t, caSpec{key: key(), isCA: true, usage: x509.KeyUsageCertSign})
+	previousKey := key()
+	previous := makeCA(t, caSpec{key: previousKey, isCA: true, usage: x509.KeyUsageCertSign})
 	expired := makeCA(t, caSpec{key: key(), isCA: true, usage: x509.KeyUsageCertSign, notAfter: now.Add(-time.Minute)})
 	leaf := makeCA(t, caSpec{key: key(), isCA: false})
 
@@ -216,8 +217,19 @@ func TestTrustBundle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := string(ca.BundlePEM()), string(join(signing, previous)); got != want {
-			t.Fatalf("bundle\n%s\nwant signing then previous\n%s", got, want)
+		if got := string(ca.BundlePEM()); got != string(join(signing, previous)) && got != string(join(previous, signing)) {
+			t.Fatalf("bundle\n%s\nwant the signing and the previous CA, once each", got)
+		}
+		// Swapping which of the two signs leaves the bundle as it is: no pod rolls for it.
+		swapped, err := authority.Parse(previous, pkcs8(t, previousKey), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := swapped.Trust(signing, now); err != nil {
+			t.Fatal(err)
+		}
+		if string(swapped.BundlePEM()) != string(ca.BundlePEM()) || swapped.ID() == ca.ID() {
+			t.Fatal("swapping the signing CA changed the bundle, or kept the ID")
 		}
 		if len(dropped) != 1 || !dropped[0].NotAfter.Before(now) {
 			t.Fatalf("expired CAs reported: %v, want the expired one", dropped)

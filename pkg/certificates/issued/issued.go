@@ -13,6 +13,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -90,14 +92,26 @@ func Add(certs []Certificate, cert Certificate, now time.Time) []Certificate {
 	return certs
 }
 
-// Record adds cert to the record on cluster's ManagedClusterAddOn. A record that cannot be read
-// is started afresh rather than left to block every later one.
+// ParseCertificate parses the first certificate of PEM data.
+func ParseCertificate(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// Record adds cert to the record on cluster's ManagedClusterAddOn, unless it is there already.
+// A record that cannot be read is started afresh rather than left to block every later one.
 func Record(ctx context.Context, c client.Client, cluster string, cert Certificate, now time.Time) error {
 	mca := &addonv1beta1.ManagedClusterAddOn{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 		return err
 	}
 	certs, _ := Read(mca)
+	if slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
+		return nil
+	}
 	raw, err := json.Marshal(Add(certs, cert, now))
 	if err != nil {
 		return err

@@ -6,9 +6,6 @@ package signer
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"time"
 
@@ -33,7 +30,6 @@ import (
 const (
 	ReasonSigned        = "Signed"
 	ReasonCAUnavailable = "CAUnavailable"
-	ReasonNotRecorded   = "CertificateNotRecorded"
 )
 
 // caRetry is how often a CSR waiting for a usable CA is retried, besides the CA secret watch.
@@ -112,31 +108,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, fmt.Errorf("storing the certificate of CSR %s: %w", csr.Name, err)
 	}
-	cert, err := parseCertificate(certPEM)
+	cert, err := issued.ParseCertificate(certPEM)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	notAfter := cert.NotAfter
-	if err := issued.Record(ctx, r.Client, cluster.Name, issued.Of(cert, ca.ID()), now); err != nil {
-		// The certificate is issued; only the record of it is missing, which `revoke` and
-		// `status` read. Say so loudly rather than fail a CSR that is done.
-		logger.Error(err, "Recording the issued certificate on the ManagedClusterAddOn", "csr", csr.Name, "cluster", cluster.Name)
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "certificate issued but not recorded: %v", err)
-	}
 	metrics.CSRsSigned.Inc()
 	metrics.AgentCertificateNotAfter.WithLabelValues(cluster.Name).Set(float64(notAfter.Unix()))
 	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster.Name, "notAfter", notAfter.UTC().Format(time.RFC3339))
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
 		cluster.Name, notAfter.UTC().Format(time.RFC3339))
 	return ctrl.Result{}, nil
-}
-
-func parseCertificate(certPEM []byte) (*x509.Certificate, error) {
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		return nil, errors.New("the issued certificate is not PEM")
-	}
-	return x509.ParseCertificate(block.Bytes)
 }
 
 func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rej *policy.Rejection) (ctrl.Result, error) {

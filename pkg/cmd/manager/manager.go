@@ -33,6 +33,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
@@ -236,6 +237,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&issued.Recorder{Client: mgr.GetClient(), CA: ca, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {

@@ -40,6 +40,9 @@ const (
 	AddonNamespace = "argocd-agent-addon"
 	// EnableLabel selects clusters for the chart's Placement.
 	EnableLabel = "argocd-agent"
+	// CASecretName is the hub CA secret, in ArgoCDNamespace, that the manager signs with and
+	// the principal trusts.
+	CASecretName = "argocd-agent-ca"
 )
 
 // Options configure Start.
@@ -68,6 +71,9 @@ type Env struct {
 	Principal     *argocd.Principal
 	CACertPEM     []byte
 	CAKeyPEM      []byte
+	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
+	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
+	ServerCACertPEM, ServerCAKeyPEM []byte
 
 	ctx     context.Context
 	mu      sync.Mutex
@@ -247,7 +253,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		return nil, err
 	}
 	if err := c.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: "argocd-agent-ca"}, Type: corev1.SecretTypeTLS,
+		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: CASecretName}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{corev1.TLSCertKey: e.CACertPEM, corev1.TLSPrivateKeyKey: e.CAKeyPEM},
 	}); err != nil {
 		return nil, err
@@ -312,11 +318,16 @@ func (e *Env) StartPrincipal(ctx context.Context) error {
 	opts := argocd.PrincipalOptions{
 		Dir: filepath.Join(e.opts.Dir, "principal"), Kubeconfig: e.HubKubeconfig, Namespace: ArgoCDNamespace,
 		AllowedNamespaces: e.opts.Clusters, RedisAddr: redisAddr,
-		ClientCAPEM: e.CACertPEM, ServerCACertPEM: e.CACertPEM, ServerCAKeyPEM: e.CAKeyPEM,
+		// As upstream installs it: the principal trusts tls.crt and ca.crt of the hub CA secret,
+		// read at start-up.
+		ClientCASecret: CASecretName, ServerCACertPEM: e.CACertPEM, ServerCAKeyPEM: e.CAKeyPEM,
 		MatchSubject: e.opts.CertificateSubject == string(identity.SubjectClusterName),
 	}
 	if e.opts.CertificateSubject == string(identity.SubjectOCM) {
 		opts.AuthSubjectRegex = `CN=system:open-cluster-management:cluster:([^:]+):addon:argocd-agent:agent:argocd-agent-agent`
+	}
+	if len(e.ServerCACertPEM) > 0 {
+		opts.ServerCACertPEM, opts.ServerCAKeyPEM = e.ServerCACertPEM, e.ServerCAKeyPEM
 	}
 	if e.Principal != nil {
 		opts.ListenPort = e.Principal.Port()
@@ -340,7 +351,7 @@ func (e *Env) StartManager(ctx context.Context) error {
 	}
 	e.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	e.Manager, err = proc.Start(ctx, "manager", e.opts.Dir, e.ManagerBin, "manager",
-		"--kubeconfig", e.HubKubeconfig, "--ca-secret", ArgoCDNamespace+"/argocd-agent-ca",
+		"--kubeconfig", e.HubKubeconfig, "--ca-secret", ArgoCDNamespace+"/"+CASecretName,
 		"--leader-election-namespace", AddonNamespace, "--metrics-bind-address", e.MetricsAddr,
 		"--health-probe-bind-address", "0", "--cert-lifetime", e.opts.CertLifetime.String(),
 		"--certificate-subject", e.opts.CertificateSubject, "-v", "2")
