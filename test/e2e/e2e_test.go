@@ -23,6 +23,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,9 +33,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
@@ -359,4 +362,40 @@ func TestCertificateRotation(t *testing.T) {
 		}
 	}
 	t.Logf("%d certificates, %d agent processes, 0 expired-certificate failures", len(serials), len(logs)-1)
+
+	// Revoked, the agent gets no new certificate; v0.9.0's principal has no blocklist, so the
+	// certificate it holds works until it lapses, and not a moment after.
+	t.Run("a revoked agent cannot reconnect once its certificate lapses", func(t *testing.T) {
+		held := a.Delivered()
+		cert := parseCert(t, held.ClientCertPEM)
+		out := &bytes.Buffer{}
+		revokedAt := time.Now()
+		must(t, (&revoke.Options{RestConfig: e.Hub.Config, Reason: "lapse test", PrincipalNamespace: harness.ArgoCDNamespace}).Revoke(ctx, "rotate", out))
+		t.Log(strings.TrimSpace(out.String()))
+		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, held.ClientCertPEM, held.ClientKey); err != nil {
+			t.Fatalf("before it lapses the held certificate should still work on v0.9.0 (no blocklist): %v", err)
+		}
+		poll.Until(t, time.Until(cert.NotAfter)+time.Minute, "the held certificate lapsed", func(context.Context) (bool, error) {
+			return time.Now().After(cert.NotAfter.Add(time.Second)), nil
+		})
+		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, held.ClientCertPEM, held.ClientKey); err == nil {
+			t.Fatal("the principal accepted the revoked agent's lapsed certificate")
+		} else {
+			t.Logf("lapsed certificate refused: %v", err)
+		}
+		// And nothing new was issued to it meanwhile.
+		mc := &clusterv1.ManagedCluster{}
+		must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Name: "rotate"}, mc))
+		if lapse := mc.Annotations[identity.RevokedLapseAnnotation]; lapse == "" {
+			t.Error("revoke did not note when the certificates lapse")
+		}
+		csrs := &certificatesv1.CertificateSigningRequestList{}
+		must(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "rotate"}))
+		for _, csr := range csrs.Items {
+			// Issued at NotBefore plus the signer's backdating.
+			if c, err := issued.ParseCertificate(csr.Status.Certificate); err == nil && c.NotBefore.Add(authority.ClockSkew).After(revokedAt.Add(time.Second)) {
+				t.Errorf("CSR %s was signed after the revocation", csr.Name)
+			}
+		}
+	})
 }

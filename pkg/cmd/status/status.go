@@ -6,9 +6,11 @@ package status
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -86,14 +89,15 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	now := time.Now()
-	rows, certs, err := Collect(ctx, c, now)
+	signing, trusted, err := readCASecret(ctx, c, o.CASecret)
 	if err != nil {
 		return err
 	}
-	cas, err := CAs(ctx, c, o.CASecret, certs, now)
+	rows, certs, err := Collect(ctx, c, now, append([]*x509.Certificate{signing}, trusted...))
 	if err != nil {
 		return err
 	}
+	cas := CAs(signing, trusted, certs, now)
 	if err := Print(out, rows, now); err != nil {
 		return err
 	}
@@ -103,11 +107,16 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 
 // Collect reads each cluster's status from the hub: its ManagedClusterAddOn, with the record of
 // the certificates issued to it, and its ManifestWork. It also returns every valid certificate
-// on record.
-func Collect(ctx context.Context, c client.Client, now time.Time) ([]Row, []issued.Certificate, error) {
+// issued: on record, or in a CSR the hub still has (the record is written seconds after
+// issuing), attributed to whichever of cas signed it.
+func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Certificate) ([]Row, []issued.Certificate, error) {
 	addons := &addonv1beta1.ManagedClusterAddOnList{}
 	if err := c.List(ctx, addons); err != nil {
 		return nil, nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
+	}
+	fromCSRs, err := csrCertificates(ctx, c, cas)
+	if err != nil {
+		return nil, nil, err
 	}
 	var all []issued.Certificate
 	var rows []Row
@@ -120,6 +129,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time) ([]Row, []issu
 		if err != nil {
 			return nil, nil, err
 		}
+		recorded = merge(recorded, fromCSRs[a.Namespace])
 		valid := issued.Valid(recorded, now)
 		all = append(all, valid...)
 		if newest, ok := issued.Newest(recorded); ok {
@@ -165,6 +175,64 @@ func Collect(ctx context.Context, c client.Client, now time.Time) ([]Row, []issu
 	return rows, all, nil
 }
 
+// csrCertificates are the certificates in the CSRs of the add-on's signer, by cluster.
+func csrCertificates(ctx context.Context, c client.Client, cas []*x509.Certificate) (map[string][]issued.Certificate, error) {
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	if err := c.List(ctx, csrs, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName}); err != nil {
+		return nil, fmt.Errorf("listing CSRs: %w", err)
+	}
+	out := map[string][]issued.Certificate{}
+	for _, csr := range csrs.Items {
+		if csr.Spec.SignerName != identity.SignerName {
+			continue
+		}
+		cert, err := issued.ParseCertificate(csr.Status.Certificate)
+		if err != nil {
+			continue
+		}
+		caID := ""
+		for _, ca := range cas {
+			if cert.CheckSignatureFrom(ca) == nil {
+				caID = authority.ID(ca)
+			}
+		}
+		cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
+		out[cluster] = append(out[cluster], issued.Of(cert, caID))
+	}
+	return out, nil
+}
+
+// merge adds to certs those of more it lacks.
+func merge(certs, more []issued.Certificate) []issued.Certificate {
+	for _, m := range more {
+		if !slices.ContainsFunc(certs, func(c issued.Certificate) bool { return c.Fingerprint == m.Fingerprint }) {
+			certs = append(certs, m)
+		}
+	}
+	return certs
+}
+
+// readCASecret returns the signing CA (first certificate of tls.crt) and those of ca.crt.
+func readCASecret(ctx context.Context, c client.Client, ref string) (*x509.Certificate, []*x509.Certificate, error) {
+	namespace, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		return nil, nil, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", ref)
+	}
+	secret := &corev1.Secret{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
+		return nil, nil, fmt.Errorf("reading the CA secret %s: %w", ref, err)
+	}
+	signing, err := authority.ParseCertificates(secret.Data[authority.CertKey])
+	if err != nil || len(signing) == 0 {
+		return nil, nil, fmt.Errorf("CA secret %s: %s holds no certificate (%v)", ref, authority.CertKey, err)
+	}
+	trusted, err := authority.ParseCertificates(secret.Data[authority.TrustKey])
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA secret %s, %s: %w", ref, authority.TrustKey, err)
+	}
+	return signing[0], trusted, nil
+}
+
 // CARow is one CA: the signing one, one kept in the trust bundle, or one that signed
 // certificates still valid but is in neither.
 type CARow struct {
@@ -176,8 +244,9 @@ type CARow struct {
 	LastExpiry time.Time
 }
 
-// CAs lists the CAs of the CA secret (if it can be read) and of the valid certificates.
-func CAs(ctx context.Context, c client.Client, secretRef string, valid []issued.Certificate, now time.Time) ([]CARow, error) {
+// CAs lists the signing CA, those kept for trust, and any other that signed a valid
+// certificate, with the valid certificates each signed.
+func CAs(signing *x509.Certificate, trusted []*x509.Certificate, valid []issued.Certificate, now time.Time) []CARow {
 	rows := map[string]*CARow{}
 	row := func(id string) *CARow {
 		if rows[id] == nil {
@@ -185,28 +254,10 @@ func CAs(ctx context.Context, c client.Client, secretRef string, valid []issued.
 		}
 		return rows[id]
 	}
-	namespace, name, ok := strings.Cut(secretRef, "/")
-	if !ok {
-		return nil, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", secretRef)
+	for _, cert := range trusted {
+		row(authority.ID(cert)).Role = "trusted"
 	}
-	secret := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
-		return nil, fmt.Errorf("reading the CA secret %s: %w", secretRef, err)
-	}
-	for key, role := range map[string]string{authority.CertKey: "signing", authority.TrustKey: "trusted"} {
-		certs, err := authority.ParseCertificates(secret.Data[key])
-		if err != nil {
-			return nil, fmt.Errorf("CA secret %s, %s: %w", secretRef, key, err)
-		}
-		for i, cert := range certs {
-			if role == "signing" && i > 0 {
-				break
-			}
-			if r := row(authority.ID(cert)); r.Role != "signing" {
-				r.Role = role
-			}
-		}
-	}
+	row(authority.ID(signing)).Role = "signing"
 	for _, cert := range valid {
 		if cert.CA == "" || !now.Before(cert.NotAfter) {
 			continue
@@ -228,7 +279,7 @@ func CAs(ctx context.Context, c client.Client, secretRef string, valid []issued.
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
+	return out
 }
 
 // PrintCAs writes the CA table, with what an operator rolling a CA over may do next.
