@@ -14,7 +14,7 @@ LDFLAGS := -s -w -X github.com/argocd-agent-addon/argocd-agent-addon/pkg/version
 IMAGE   ?= quay.io/argocd-agent-addon/argocd-agent-addon:$(VERSION)
 
 # Fuzz targets as package:Target. CI runs each for FUZZTIME_CI; `make fuzz` for FUZZTIME.
-FUZZ_TARGETS := ./pkg/certificates/policy:FuzzCheck ./pkg/agentconfig:FuzzFromDeploymentConfig ./pkg/addon:FuzzManifests
+FUZZ_TARGETS := ./pkg/certificates/policy:FuzzCheck ./pkg/certificates/authority:FuzzTrust ./pkg/agentconfig:FuzzFromDeploymentConfig ./pkg/addon:FuzzManifests
 FUZZTIME_CI ?= 10s
 FUZZTIME    ?= 5m
 

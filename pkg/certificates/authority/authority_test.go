@@ -27,7 +27,7 @@ type caSpec struct {
 	notAfter time.Time
 }
 
-func makeCA(t *testing.T, s caSpec) []byte {
+func makeCA(t testing.TB, s caSpec) []byte {
 	t.Helper()
 	if s.notAfter.IsZero() {
 		s.notAfter = now.Add(365 * 24 * time.Hour)
@@ -48,7 +48,7 @@ func makeCA(t *testing.T, s caSpec) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func pkcs8(t *testing.T, k crypto.Signer) []byte {
+func pkcs8(t testing.TB, k crypto.Signer) []byte {
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
 		t.Fatal(err)
@@ -254,4 +254,35 @@ func TestTrustBundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzTrust: whatever an operator puts in ca.crt, Trust either refuses it with an error or
+// yields a bundle of CA certificates that starts with the signing CA; it never panics.
+func FuzzTrust(f *testing.F) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signing := makeCA(f, caSpec{key: k, isCA: true, usage: x509.KeyUsageCertSign})
+	f.Add(makeCA(f, caSpec{key: other, isCA: true, usage: x509.KeyUsageCertSign}))
+	f.Add(signing)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, trust []byte) {
+		ca, err := authority.Parse(signing, pkcs8(t, k), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ca.Trust(trust, now); err != nil {
+			return
+		}
+		if !ca.Trusted[0].Equal(ca.Cert) {
+			t.Fatal("the signing CA is not first in the trusted set")
+		}
+		for _, c := range ca.Trusted {
+			if !c.IsCA || !now.Before(c.NotAfter) {
+				t.Fatalf("trusted a non-CA or expired certificate %q", c.Subject)
+			}
+		}
+		if _, err := authority.ParseCertificates(ca.BundlePEM()); err != nil {
+			t.Fatalf("bundle does not parse: %v", err)
+		}
+	})
 }

@@ -111,7 +111,8 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	}
 	certs := map[string]time.Time{}
 	var lapse time.Time
-	for _, cert := range append(before, after...) {
+	// Expired certificates need no blocking: the principal refuses them anyway.
+	for _, cert := range issued.Valid(append(before, after...), now) {
 		certs[cert.Fingerprint] = cert.NotAfter
 		if cert.NotAfter.After(lapse) {
 			lapse = cert.NotAfter
