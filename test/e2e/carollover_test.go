@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
@@ -110,6 +112,19 @@ func TestCARollover(t *testing.T) {
 	t.Logf("2. new CA signs: agent runs with certificate %s from %s, %s after the switch (the old one was valid until %s)",
 		cert.SerialNumber, newID, time.Since(switched).Round(time.Second), parseCert(t, oldClientCert).NotAfter.Format(time.TimeOnly))
 
+	// The old CA still signs valid certificates: the metric says keep it.
+	oldValid := func(ctx context.Context) (string, error) {
+		_, body, err := proc.HTTPGet(ctx, "http://"+e.MetricsAddr+"/metrics")
+		m := regexp.MustCompile(`argocd_agent_addon_ca_valid_certificates\{ca="` + oldID + `",role="trusted"\} (\d+)`).FindStringSubmatch(body)
+		if err != nil || m == nil {
+			return "", err
+		}
+		return m[1], nil
+	}
+	if n, err := oldValid(ctx); err != nil || n == "" || n == "0" {
+		t.Errorf("metric for the old CA right after the switch: %q (%v), want its valid certificates", n, err)
+	}
+
 	// 3. The principal's server certificate from the new CA: agents trust both.
 	e.ServerCACertPEM, e.ServerCAKeyPEM = newCertPEM, newKeyPEM
 	restartPrincipal()
@@ -131,6 +146,10 @@ func TestCARollover(t *testing.T) {
 		return false, nil
 	})
 	t.Logf("4. status once no certificate of the old CA is valid:\n%s", table)
+	poll.Until(t, 30*time.Second, "metric: the old CA signs no valid certificate", func(ctx context.Context) (bool, error) {
+		n, err := oldValid(ctx)
+		return n == "0", err
+	})
 	if since := time.Since(switched); since > 2*time.Minute+time.Minute {
 		t.Errorf("the old CA was needed %s after the switch, longer than the certificate lifetime", since)
 	}

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -45,4 +46,8 @@ func TestStatusCommand(t *testing.T) {
 	})
 	t.Log(line)
 	t.Log(caLine)
+	// The same per-CA count, as a metric for alerting during a CA rollover.
+	poll.Until(t, 30*time.Second, "per-CA metric", func(context.Context) (bool, error) {
+		return regexp.MustCompile(`argocd_agent_addon_ca_valid_certificates\{ca="` + caID + `",role="signing"\} [1-9]`).MatchString(scrapeMetrics(t)), nil
+	})
 }

@@ -1,13 +1,16 @@
 package issued_test
 
 import (
+	"crypto/x509"
 	"regexp"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
 func TestFingerprintIsTheBlocklistForm(t *testing.T) {
@@ -51,5 +54,41 @@ func TestReadRefusesGarbage(t *testing.T) {
 	obj.Annotations = nil
 	if certs, err := issued.Read(obj); err != nil || certs != nil {
 		t.Fatalf("no record: %v %v", certs, err)
+	}
+}
+
+// What status and the metric say about each CA during a rollover.
+func TestByCA(t *testing.T) {
+	now := time.Now()
+	ca := func(name string) *x509.Certificate {
+		certPEM, _, err := testca.New(name, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := authority.ParseCertificates(certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certs[0]
+	}
+	signing, old, gone := ca("new"), ca("old"), ca("gone")
+	rows := issued.ByCA(signing, []*x509.Certificate{old}, []issued.Certificate{
+		{Fingerprint: "A", CA: authority.ID(signing), NotAfter: now.Add(time.Hour)},
+		{Fingerprint: "B", CA: authority.ID(old), NotAfter: now.Add(time.Minute)},
+		{Fingerprint: "C", CA: authority.ID(old), NotAfter: now.Add(-time.Minute)}, // expired: not counted
+		{Fingerprint: "D", CA: authority.ID(gone), NotAfter: now.Add(time.Minute)},
+	}, now)
+	want := []issued.CAUsage{
+		{ID: authority.ID(signing), Role: issued.RoleSigning, Valid: 1, LastExpiry: now.Add(time.Hour)},
+		{ID: authority.ID(old), Role: issued.RoleTrusted, Valid: 1, LastExpiry: now.Add(time.Minute)},
+		{ID: authority.ID(gone), Valid: 1, LastExpiry: now.Add(time.Minute)},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("rows %+v", rows)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Errorf("row %d %+v, want %+v", i, rows[i], want[i])
+		}
 	}
 }

@@ -76,11 +76,7 @@ func (r *Recorder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	}
 	caID := ""
 	if ca, err := r.CA.Get(ctx); err == nil {
-		for _, trusted := range ca.Trusted {
-			if cert.CheckSignatureFrom(trusted) == nil {
-				caID = authority.ID(trusted)
-			}
-		}
+		caID = Issuer(cert, ca.Trusted)
 	}
 	if err := Record(ctx, r.Client, cluster, Of(cert, caID), now); err != nil {
 		if apierrors.IsNotFound(err) {

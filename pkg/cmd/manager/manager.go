@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
@@ -241,6 +242,12 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if err := (&issued.Recorder{Client: mgr.GetClient(), CA: ca, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
+	}
+	// Replace, not add: a process may run the manager more than once (tests).
+	collector := &issued.Collector{Reader: mgr.GetClient(), CA: ca}
+	ctrlmetrics.Registry.Unregister(collector)
+	if err := ctrlmetrics.Registry.Register(collector); err != nil {
+		return fmt.Errorf("registering the per-CA certificate metric: %w", err)
 	}
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err

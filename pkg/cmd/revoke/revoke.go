@@ -7,8 +7,6 @@ package revoke
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,13 +14,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -173,43 +169,14 @@ func setRevoked(ctx context.Context, c client.Client, cluster, reason string) er
 	return c.Patch(ctx, mc, patch)
 }
 
-// issuedCertificates are the certificates the signer issued to cluster that are on record: in
-// the record on its ManagedClusterAddOn, and in the CSRs the hub still has.
+// issuedCertificates are the certificates the signer issued to cluster that the hub knows of:
+// its record and the CSRs still there.
 func issuedCertificates(ctx context.Context, c client.Client, cluster string) ([]issued.Certificate, error) {
-	var certs []issued.Certificate
-	mca := &addonv1beta1.ManagedClusterAddOn{}
-	err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca)
-	switch {
-	case err == nil:
-		recorded, err := issued.Read(mca)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, recorded...)
-	case !apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("reading the add-on of %s: %w", cluster, err)
+	onHub, err := issued.OnHub(ctx, c, nil)
+	if err != nil {
+		return nil, err
 	}
-	csrs := &certificatesv1.CertificateSigningRequestList{}
-	if err := c.List(ctx, csrs, client.MatchingLabels{
-		addonv1beta1.AddonLabelKey: identity.AddonName, clusterv1.ClusterNameLabelKey: cluster,
-	}); err != nil {
-		return nil, fmt.Errorf("listing the CSRs of %s: %w", cluster, err)
-	}
-	for _, csr := range csrs.Items {
-		if csr.Spec.SignerName != identity.SignerName {
-			continue
-		}
-		for rest := csr.Status.Certificate; ; {
-			var block *pem.Block
-			if block, rest = pem.Decode(rest); block == nil {
-				break
-			}
-			if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
-				certs = append(certs, issued.Of(cert, ""))
-			}
-		}
-	}
-	return certs, nil
+	return onHub[cluster], nil
 }
 
 // blocklist adds fingerprints to the principal's TLS blocklist ConfigMap, creating it if

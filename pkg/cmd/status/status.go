@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
-	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -97,7 +95,7 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cas := CAs(signing, trusted, certs, now)
+	cas := issued.ByCA(signing, trusted, certs, now)
 	if err := Print(out, rows, now); err != nil {
 		return err
 	}
@@ -114,7 +112,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 	if err := c.List(ctx, addons); err != nil {
 		return nil, nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
 	}
-	fromCSRs, err := csrCertificates(ctx, c, cas)
+	onHub, err := issued.OnHub(ctx, c, cas)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,11 +123,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 			continue
 		}
 		row := Row{Cluster: a.Namespace, Available: "Unknown"}
-		recorded, err := issued.Read(&a)
-		if err != nil {
-			return nil, nil, err
-		}
-		recorded = merge(recorded, fromCSRs[a.Namespace])
+		recorded := onHub[a.Namespace]
 		valid := issued.Valid(recorded, now)
 		all = append(all, valid...)
 		if newest, ok := issued.Newest(recorded); ok {
@@ -175,43 +169,6 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 	return rows, all, nil
 }
 
-// csrCertificates are the certificates in the CSRs of the add-on's signer, by cluster.
-func csrCertificates(ctx context.Context, c client.Client, cas []*x509.Certificate) (map[string][]issued.Certificate, error) {
-	csrs := &certificatesv1.CertificateSigningRequestList{}
-	if err := c.List(ctx, csrs, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName}); err != nil {
-		return nil, fmt.Errorf("listing CSRs: %w", err)
-	}
-	out := map[string][]issued.Certificate{}
-	for _, csr := range csrs.Items {
-		if csr.Spec.SignerName != identity.SignerName {
-			continue
-		}
-		cert, err := issued.ParseCertificate(csr.Status.Certificate)
-		if err != nil {
-			continue
-		}
-		caID := ""
-		for _, ca := range cas {
-			if cert.CheckSignatureFrom(ca) == nil {
-				caID = authority.ID(ca)
-			}
-		}
-		cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
-		out[cluster] = append(out[cluster], issued.Of(cert, caID))
-	}
-	return out, nil
-}
-
-// merge adds to certs those of more it lacks.
-func merge(certs, more []issued.Certificate) []issued.Certificate {
-	for _, m := range more {
-		if !slices.ContainsFunc(certs, func(c issued.Certificate) bool { return c.Fingerprint == m.Fingerprint }) {
-			certs = append(certs, m)
-		}
-	}
-	return certs
-}
-
 // readCASecret returns the signing CA (first certificate of tls.crt) and those of ca.crt.
 func readCASecret(ctx context.Context, c client.Client, ref string) (*x509.Certificate, []*x509.Certificate, error) {
 	namespace, name, ok := strings.Cut(ref, "/")
@@ -233,57 +190,8 @@ func readCASecret(ctx context.Context, c client.Client, ref string) (*x509.Certi
 	return signing[0], trusted, nil
 }
 
-// CARow is one CA: the signing one, one kept in the trust bundle, or one that signed
-// certificates still valid but is in neither.
-type CARow struct {
-	ID string
-	// Role is "signing", "trusted" (ca.crt), or "" when the CA secret no longer holds it.
-	Role string
-	// Valid counts the unexpired certificates it signed; LastExpiry is when the last expires.
-	Valid      int
-	LastExpiry time.Time
-}
-
-// CAs lists the signing CA, those kept for trust, and any other that signed a valid
-// certificate, with the valid certificates each signed.
-func CAs(signing *x509.Certificate, trusted []*x509.Certificate, valid []issued.Certificate, now time.Time) []CARow {
-	rows := map[string]*CARow{}
-	row := func(id string) *CARow {
-		if rows[id] == nil {
-			rows[id] = &CARow{ID: id}
-		}
-		return rows[id]
-	}
-	for _, cert := range trusted {
-		row(authority.ID(cert)).Role = "trusted"
-	}
-	row(authority.ID(signing)).Role = "signing"
-	for _, cert := range valid {
-		if cert.CA == "" || !now.Before(cert.NotAfter) {
-			continue
-		}
-		r := row(cert.CA)
-		r.Valid++
-		if cert.NotAfter.After(r.LastExpiry) {
-			r.LastExpiry = cert.NotAfter
-		}
-	}
-	var out []CARow
-	for _, r := range rows {
-		out = append(out, *r)
-	}
-	order := map[string]int{"signing": 0, "trusted": 1, "": 2}
-	sort.Slice(out, func(i, j int) bool {
-		if order[out[i].Role] != order[out[j].Role] {
-			return order[out[i].Role] < order[out[j].Role]
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
-}
-
 // PrintCAs writes the CA table, with what an operator rolling a CA over may do next.
-func PrintCAs(out io.Writer, cas []CARow) error {
+func PrintCAs(out io.Writer, cas []issued.CAUsage) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CA\tROLE\tVALID CERTIFICATES\tLAST EXPIRES\tNOTE")
 	for _, r := range cas {
@@ -292,9 +200,9 @@ func PrintCAs(out io.Writer, cas []CARow) error {
 			last = r.LastExpiry.UTC().Format(time.RFC3339)
 		}
 		switch {
-		case r.Role == "trusted" && r.Valid == 0:
+		case r.Role == issued.RoleTrusted && r.Valid == 0:
 			note = "signs no valid certificate: may leave " + authority.TrustKey
-		case r.Role == "trusted":
+		case r.Role == issued.RoleTrusted:
 			note = "keep in " + authority.TrustKey + " until " + last
 		case r.Role == "" && r.Valid > 0:
 			note = "NOT TRUSTED any more, yet signed valid certificates: agents using them cannot connect"

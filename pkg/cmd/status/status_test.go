@@ -2,14 +2,11 @@ package status
 
 import (
 	"bytes"
-	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
 func TestPrint(t *testing.T) {
@@ -43,7 +40,7 @@ func TestPrint(t *testing.T) {
 func TestPrintCAs(t *testing.T) {
 	last := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	out := &bytes.Buffer{}
-	if err := PrintCAs(out, []CARow{
+	if err := PrintCAs(out, []issued.CAUsage{
 		{ID: "aaaaaaaaaaaaaaaa", Role: "signing", Valid: 3, LastExpiry: last},
 		{ID: "bbbbbbbbbbbbbbbb", Role: "trusted", Valid: 1, LastExpiry: last},
 		{ID: "cccccccccccccccc", Role: "trusted"},
@@ -55,41 +52,6 @@ func TestPrintCAs(t *testing.T) {
 	for i, want := range []string{"CA", "signing", "keep in ca.crt until 2026-11-25T12:00:00Z", "may leave ca.crt", "NOT TRUSTED"} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d %q lacks %q", i, lines[i], want)
-		}
-	}
-}
-
-func TestCAs(t *testing.T) {
-	now := time.Now()
-	ca := func(name string) *x509.Certificate {
-		certPEM, _, err := testca.New(name, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs, err := authority.ParseCertificates(certPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return certs[0]
-	}
-	signing, old, gone := ca("new"), ca("old"), ca("gone")
-	rows := CAs(signing, []*x509.Certificate{old}, []issued.Certificate{
-		{Fingerprint: "A", CA: authority.ID(signing), NotAfter: now.Add(time.Hour)},
-		{Fingerprint: "B", CA: authority.ID(old), NotAfter: now.Add(time.Minute)},
-		{Fingerprint: "C", CA: authority.ID(old), NotAfter: now.Add(-time.Minute)}, // expired: not counted
-		{Fingerprint: "D", CA: authority.ID(gone), NotAfter: now.Add(time.Minute)},
-	}, now)
-	want := []CARow{
-		{ID: authority.ID(signing), Role: "signing", Valid: 1, LastExpiry: now.Add(time.Hour)},
-		{ID: authority.ID(old), Role: "trusted", Valid: 1, LastExpiry: now.Add(time.Minute)},
-		{ID: authority.ID(gone), Valid: 1, LastExpiry: now.Add(time.Minute)},
-	}
-	if len(rows) != len(want) {
-		t.Fatalf("rows %+v", rows)
-	}
-	for i := range want {
-		if rows[i] != want[i] {
-			t.Errorf("row %d %+v, want %+v", i, rows[i], want[i])
 		}
 	}
 }

@@ -1,0 +1,63 @@
+package issued
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"slices"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// OnHub returns, by cluster, the certificates issued to its agent as the hub knows them: the
+// record on its ManagedClusterAddOn, plus the certificates of the CSRs of the add-on's signer
+// the hub still has (the record is written seconds after issuing), attributed to whichever of
+// cas signed them.
+func OnHub(ctx context.Context, reader client.Reader, cas []*x509.Certificate) (map[string][]Certificate, error) {
+	out := map[string][]Certificate{}
+	addons := &addonv1beta1.ManagedClusterAddOnList{}
+	if err := reader.List(ctx, addons); err != nil {
+		return nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
+	}
+	for i := range addons.Items {
+		if a := &addons.Items[i]; a.Name == identity.AddonName {
+			recorded, err := Read(a)
+			if err != nil {
+				return nil, err
+			}
+			out[a.Namespace] = recorded
+		}
+	}
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	if err := reader.List(ctx, csrs, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName}); err != nil {
+		return nil, fmt.Errorf("listing CSRs: %w", err)
+	}
+	for _, csr := range csrs.Items {
+		cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
+		cert, err := ParseCertificate(csr.Status.Certificate)
+		if csr.Spec.SignerName != identity.SignerName || cluster == "" || err != nil {
+			continue
+		}
+		fp := Fingerprint(cert.Raw)
+		if !slices.ContainsFunc(out[cluster], func(c Certificate) bool { return c.Fingerprint == fp }) {
+			out[cluster] = append(out[cluster], Of(cert, Issuer(cert, cas)))
+		}
+	}
+	return out, nil
+}
+
+// Issuer is the ID of the CA of cas that signed cert, or "" if none did.
+func Issuer(cert *x509.Certificate, cas []*x509.Certificate) string {
+	for _, ca := range cas {
+		if cert.CheckSignatureFrom(ca) == nil {
+			return authority.ID(ca)
+		}
+	}
+	return ""
+}
