@@ -265,8 +265,9 @@ func FuzzTrust(f *testing.F) {
 	f.Add(makeCA(f, caSpec{key: other, isCA: true, usage: x509.KeyUsageCertSign}))
 	f.Add(signing)
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	key := pkcs8(f, k)
 	f.Fuzz(func(t *testing.T, trust []byte) {
-		ca, err := authority.Parse(signing, pkcs8(t, k), now)
+		ca, err := authority.Parse(signing, key, now)
 		if err != nil {
 			t.Fatal(err)
 		}
