@@ -3,6 +3,7 @@
 #   make test    unit, fuzz (short), integration, chart and RBAC tests on a real kube-apiserver
 #   make build   the binary in bin/
 #   make fuzz    the fuzz targets for longer (FUZZTIME=5m)
+#   make bench   fleet delivery and CSR signing on a real kube-apiserver, with baselines (BENCH_ARGS=-h)
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,8 +21,9 @@ FUZZTIME    ?= 5m
 # Minimising each new corpus entry defaults to 60s in Go, which would eat a
 # 10s CI run; crashers are still saved, just less minimised.
 FUZZMINIMIZETIME_CI ?= 1s
+BENCH_ARGS ?=
 
-.PHONY: all build test unit fuzz fuzz-ci tools vet image clean demo
+.PHONY: all build test unit fuzz fuzz-ci bench tools vet image clean demo
 
 all: build
 
@@ -50,6 +52,9 @@ fuzz-ci:
 
 fuzz:
 	$(MAKE) fuzz-ci FUZZTIME_CI=$(FUZZTIME) FUZZMINIMIZETIME_CI=60s
+
+bench: tools
+	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench $(BENCH_ARGS)
 
 image:
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .

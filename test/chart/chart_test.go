@@ -83,6 +83,8 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"unknown agent mode", map[string]string{"agent.mode": "pull"}, `agent.mode "pull"`},
 		{"unknown agent log level", map[string]string{"agent.logLevel": "loud"}, `agent.logLevel "loud"`},
 		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
+		{"zero API QPS", map[string]string{"kubeAPI.qps": "0"}, "kubeAPI.qps 0"},
+		{"API burst below QPS", map[string]string{"kubeAPI.qps": "50", "kubeAPI.burst": "10"}, "kubeAPI.burst 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.values["agent.principal.address"] = "principal.example.com"
@@ -160,6 +162,8 @@ func TestDefaults(t *testing.T) {
 			"--leader-election-namespace=" + releaseNamespace,
 			"--metrics-bind-address=:8080",
 			"--health-probe-bind-address=:8081",
+			"--kube-api-qps=50",
+			"--kube-api-burst=100",
 			"--v=2",
 		})
 		checkRestricted(t, c)
@@ -278,6 +282,8 @@ func TestCustomValues(t *testing.T) {
 		"replicas":                                                "2",
 		"image.tag":                                               "v9.9.9",
 		"logVerbosity":                                            "4",
+		"kubeAPI.qps":                                             "200",
+		"kubeAPI.burst":                                           "400",
 		"placement.create":                                        "false",
 		"placement.name":                                          "gitops-clusters",
 		"placement.namespace":                                     "fleet",
@@ -321,6 +327,8 @@ func TestCustomValues(t *testing.T) {
 		"--leader-election-namespace=" + namespace,
 		"--metrics-bind-address=:8080",
 		"--health-probe-bind-address=:8081",
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
 		"--v=4",
 	})
 

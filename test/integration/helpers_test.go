@@ -7,74 +7,34 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
-	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 )
 
-const workName = "addon-" + identity.AddonName + "-deploy-0"
+const (
+	workName        = hubfixture.WorkName
+	configNamespace = hubfixture.ConfigNamespace
+)
 
-// joinCluster does what the OCM registration hub and addon-manager do for an accepted cluster
-// whose add-on uses the AddOnDeploymentConfig adc: cluster namespace, accepted ManagedCluster,
-// and a ManagedClusterAddOn owned by the ClusterManagementAddOn and pointing at adc.
+// joinCluster joins an accepted cluster whose add-on uses adc, creating adc first.
 func joinCluster(t *testing.T, name string, adc *addonv1beta1.AddOnDeploymentConfig) {
 	t.Helper()
-	ctx := context.Background()
-	c := env.Client
-	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
-	mc := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: clusterv1.ManagedClusterSpec{HubAcceptsClient: true}}
-	must(t, c.Create(ctx, mc))
-	meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{Type: clusterv1.ManagedClusterConditionHubAccepted, Status: metav1.ConditionTrue, Reason: "HubClusterAdminAccepted"})
-	meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{Type: clusterv1.ManagedClusterConditionAvailable, Status: metav1.ConditionTrue, Reason: "ManagedClusterAvailable"})
-	must(t, c.Status().Update(ctx, mc))
-
 	if adc != nil {
-		must(t, c.Create(ctx, adc))
+		must(t, env.Client.Create(context.Background(), adc))
 	}
-	cma := &addonv1beta1.ClusterManagementAddOn{}
-	must(t, c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma))
-	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{
-		Name: identity.AddonName, Namespace: name,
-		OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: cma.Name, UID: cma.UID,
-		}},
-	}}
-	gr := addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"}
-	if adc != nil {
-		mca.Spec.Configs = []addonv1beta1.AddOnConfig{{ConfigGroupResource: gr, ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}}}
-	}
-	must(t, c.Create(ctx, mca))
-	if adc != nil {
-		// The add-on manager writes the same status concurrently: retry on conflicts.
-		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
-				return err
-			}
-			mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
-				ConfigGroupResource: gr,
-				DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}},
-			}}
-			return c.Status().Update(ctx, mca)
-		}))
-	}
+	must(t, hub.JoinCluster(context.Background(), name, adc))
 }
 
 func newADC(name string, vars ...string) *addonv1beta1.AddOnDeploymentConfig {
-	a := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: configNamespace}}
-	for i := 0; i+1 < len(vars); i += 2 {
-		a.Spec.CustomizedVariables = append(a.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: vars[i], Value: vars[i+1]})
-	}
-	return a
+	return hubfixture.NewADC(name, vars...)
 }
 
 func setVariable(t *testing.T, adcName, name, value string) {

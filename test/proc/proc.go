@@ -216,3 +216,19 @@ func HTTPGet(ctx context.Context, url string) (int, string, error) {
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
 }
+
+// BuildAddon builds the add-on binary from this checkout into dir and returns its path.
+func BuildAddon(dir string) (string, error) {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	bin := filepath.Join(dir, "argocd-agent-addon")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/argocd-agent-addon")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the manager: %v\n%s", err, out)
+	}
+	return bin, nil
+}

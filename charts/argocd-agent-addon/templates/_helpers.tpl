@@ -93,6 +93,12 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- if not (has .Values.agent.logLevel $levels) }}
 {{- fail (printf "agent.logLevel %q: want one of %s" .Values.agent.logLevel (join ", " $levels)) }}
 {{- end }}
+{{- if not (gt (float64 .Values.kubeAPI.qps) 0.0) }}
+{{- fail (printf "kubeAPI.qps %v: want more than 0 requests per second" .Values.kubeAPI.qps) }}
+{{- end }}
+{{- if lt (float64 .Values.kubeAPI.burst) (float64 .Values.kubeAPI.qps) }}
+{{- fail (printf "kubeAPI.burst %v: want at least kubeAPI.qps (%v)" .Values.kubeAPI.burst .Values.kubeAPI.qps) }}
+{{- end }}
 {{- if not .Values.placement.name }}
 {{- fail "placement.name is required: the Placement whose clusters get the agent" }}
 {{- end }}

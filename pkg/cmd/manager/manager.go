@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"open-cluster-management.io/addon-framework/pkg/addonmanager"
-	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -69,6 +68,8 @@ type Options struct {
 	LeaderElectionNamespace string
 	MetricsBindAddress      string
 	HealthProbeBindAddress  string
+	KubeAPIQPS              float32
+	KubeAPIBurst            int
 
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
@@ -84,6 +85,10 @@ func NewOptions() *Options {
 		LeaderElect:            true,
 		MetricsBindAddress:     ":8080",
 		HealthProbeBindAddress: ":8081",
+		// client-go's own default (5/10) throttles a fleet-wide rollout to a crawl; see
+		// docs/operations.md#sizing for what test/bench measured.
+		KubeAPIQPS:   50,
+		KubeAPIBurst: 100,
 	}
 }
 
@@ -122,6 +127,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Namespace of the leader lease; empty means the namespace the manager runs in.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Requests the manager may send to the hub API server in a burst above --kube-api-qps.")
 }
 
 // Validate checks the options and says which flag is wrong.
@@ -135,6 +142,12 @@ func (o *Options) Validate() error {
 	}
 	if _, err := identity.ParseSubjectStyle(o.CertificateSubject); err != nil {
 		errs = append(errs, fmt.Errorf("--certificate-subject: %w", err))
+	}
+	if !(o.KubeAPIQPS > 0) { // also refuses NaN
+		errs = append(errs, fmt.Errorf("--kube-api-qps %g must be above 0", o.KubeAPIQPS))
+	}
+	if float32(o.KubeAPIBurst) < o.KubeAPIQPS {
+		errs = append(errs, fmt.Errorf("--kube-api-burst %d must be at least --kube-api-qps %g", o.KubeAPIBurst, o.KubeAPIQPS))
 	}
 	return errors.Join(errs...)
 }
@@ -153,13 +166,17 @@ func (o *Options) Run(ctx context.Context) error {
 	ctrl.SetLogger(klog.NewKlogr())
 	logger.Info("Starting", "version", version.String())
 
-	cfg := o.RestConfig
-	if cfg == nil {
+	var cfg *rest.Config
+	if o.RestConfig != nil {
+		cfg = rest.CopyConfig(o.RestConfig)
+	} else {
 		var err error
 		if cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig); err != nil {
 			return fmt.Errorf("loading hub kubeconfig: %w", err)
 		}
 	}
+	// Every client below (controller-runtime's and addon-framework's) is built from cfg.
+	cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
 	caKey, err := o.caSecretKey()
 	if err != nil {
 		return err
@@ -207,7 +224,7 @@ func (o *Options) Run(ctx context.Context) error {
 	recorder := mgr.GetEventRecorder("argocd-agent-addon")
 	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
 	agentAddon, err := addon.New(addon.Options{
-		ConfigGetter: utils.NewAddOnDeploymentConfigGetter(addonClient),
+		ConfigGetter: addon.CachedConfigGetter{Reader: mgr.GetClient()},
 		CA:           ca,
 		Subject:      style,
 		Reporter:     addon.NewStatusReporter(addonClient, recorder),
@@ -250,6 +267,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)
 	}
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&addon.ConfigTrigger{Client: mgr.GetClient(), Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -174,7 +172,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.ManagerBin, err = buildManager(o.Dir); err != nil {
+	if e.ManagerBin, err = proc.BuildAddon(o.Dir); err != nil {
 		return nil, err
 	}
 
@@ -576,22 +574,6 @@ func binaryFromEnv(name string) (string, error) {
 	}
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
-	}
-	return bin, nil
-}
-
-// buildManager builds the add-on binary from this checkout into dir.
-func buildManager(dir string) (string, error) {
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", err
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	bin := filepath.Join(dir, "argocd-agent-addon")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/argocd-agent-addon")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the manager: %v\n%s", err, out)
 	}
 	return bin, nil
 }

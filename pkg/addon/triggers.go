@@ -1,0 +1,114 @@
+package addon
+
+import (
+	"context"
+
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+)
+
+// CATrigger re-renders every cluster's manifests when the CA secret changes, because the CA
+// bundle is part of them, and exports the CA's expiry.
+type CATrigger struct {
+	Client client.Client
+	CA     certificates.CASource
+	// Trigger asks addon-framework to reconcile one cluster's add-on.
+	Trigger func(clusterName, addonName string)
+}
+
+// SetupWithManager watches the CA secret.
+func (t *CATrigger) SetupWithManager(mgr ctrl.Manager) error {
+	key := t.CA.Key()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("ca-trigger").
+		For(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == key.Namespace && o.GetName() == key.Name
+		}))).
+		Complete(t)
+}
+
+// Reconcile reacts to a change of the CA secret.
+func (t *CATrigger) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	ca, err := t.CA.Get(ctx)
+	if err != nil {
+		metrics.CANotAfter.Set(0)
+		logger.Error(err, "No usable CA: agent certificates are not signed and manifests not updated until it is fixed")
+	} else {
+		metrics.CANotAfter.Set(float64(ca.Cert.NotAfter.Unix()))
+		logger.Info("Using CA", "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "sha256", ca.Fingerprint())
+	}
+	return ctrl.Result{}, triggerAddons(ctx, t.Client, t.Trigger, func(*addonv1beta1.ManagedClusterAddOn) bool { return true })
+}
+
+// ConfigTrigger re-renders the clusters whose add-on uses an AddOnDeploymentConfig when it
+// changes. Manifests read configs from the informer cache (CachedConfigGetter), which may
+// see a change after addon-framework has already re-rendered for it; this trigger fires from
+// that same cache, so the last render always uses the config as it now is.
+type ConfigTrigger struct {
+	Client  client.Client
+	Trigger func(clusterName, addonName string)
+}
+
+// SetupWithManager watches AddOnDeploymentConfigs.
+func (t *ConfigTrigger) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("config-trigger").
+		For(&addonv1beta1.AddOnDeploymentConfig{}).
+		Complete(t)
+}
+
+// Reconcile reacts to a change of one AddOnDeploymentConfig.
+func (t *ConfigTrigger) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return ctrl.Result{}, triggerAddons(ctx, t.Client, t.Trigger, func(a *addonv1beta1.ManagedClusterAddOn) bool {
+		for _, ref := range a.Status.ConfigReferences {
+			if ref.Group == addonv1beta1.GroupName && ref.Resource == "addondeploymentconfigs" && ref.DesiredConfig != nil &&
+				ref.DesiredConfig.Namespace == req.Namespace && ref.DesiredConfig.Name == req.Name {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// triggerAddons asks addon-framework to reconcile every cluster's add-on that match selects.
+func triggerAddons(ctx context.Context, c client.Reader, trigger func(clusterName, addonName string),
+	match func(*addonv1beta1.ManagedClusterAddOn) bool) error {
+	addons := &addonv1beta1.ManagedClusterAddOnList{}
+	if err := c.List(ctx, addons); err != nil {
+		return err
+	}
+	for i := range addons.Items {
+		if a := &addons.Items[i]; a.Name == identity.AddonName && match(a) {
+			trigger(a.Namespace, a.Name)
+		}
+	}
+	return nil
+}
+
+// CachedConfigGetter reads AddOnDeploymentConfigs from the manager's informer cache.
+// addon-framework asks for a cluster's config about ten times per reconcile (values and the
+// install namespace, from several controllers); with a client, each ask is a GET of an object
+// the whole fleet usually shares (test/bench measured ten per cluster).
+type CachedConfigGetter struct {
+	Reader client.Reader
+}
+
+// Get reads one config.
+func (g CachedConfigGetter) Get(ctx context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+	adc := &addonv1beta1.AddOnDeploymentConfig{}
+	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, adc); err != nil {
+		return nil, err
+	}
+	return adc, nil
+}

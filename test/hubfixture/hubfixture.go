@@ -1,0 +1,142 @@
+// Package hubfixture puts on a bare API server what the add-on's chart and the OCM hub
+// controllers would, so the real manager can run against it without OCM: the CA secret, the
+// ClusterManagementAddOn, and accepted clusters with their ManagedClusterAddOn. test/e2e runs
+// the real OCM controllers instead.
+package hubfixture
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
+)
+
+const (
+	CANamespace     = "argocd"
+	CAName          = "argocd-agent-ca"
+	LeaderNamespace = "argocd-agent-addon"
+	ConfigNamespace = "open-cluster-management"
+	// WorkName is the ManifestWork addon-framework delivers the agent in.
+	WorkName = "addon-" + identity.AddonName + "-deploy-0"
+)
+
+// Hub is a prepared hub.
+type Hub struct {
+	Client    client.Client
+	CACertPEM []byte
+	CAKeyPEM  []byte
+}
+
+// Prepare creates the namespaces, a fresh CA secret and the ClusterManagementAddOn the chart installs.
+func Prepare(ctx context.Context, c client.Client) (*Hub, error) {
+	for _, ns := range []string{CANamespace, LeaderNamespace, ConfigNamespace} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return nil, err
+		}
+	}
+	h := &Hub{Client: c}
+	var err error
+	if h.CACertPEM, h.CAKeyPEM, err = testca.New("argocd-agent-ca", 365*24*time.Hour); err != nil {
+		return nil, err
+	}
+	if err := c.Create(ctx, h.CASecret()); err != nil {
+		return nil, err
+	}
+	return h, c.Create(ctx, &addonv1beta1.ClusterManagementAddOn{
+		ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName},
+		Spec: addonv1beta1.ClusterManagementAddOnSpec{
+			InstallStrategy: addonv1beta1.InstallStrategy{Type: addonv1beta1.AddonInstallStrategyManual},
+		},
+	})
+}
+
+// CASecret is the CA secret as Prepare created it.
+func (h *Hub) CASecret() *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: CANamespace, Name: CAName},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: h.CACertPEM, corev1.TLSPrivateKeyKey: h.CAKeyPEM},
+	}
+}
+
+// ManagerOptions are the manager's options for this hub; the caller sets the addresses.
+func ManagerOptions(cfg *rest.Config) *manager.Options {
+	o := manager.NewOptions()
+	o.RestConfig = cfg
+	o.CASecret = CANamespace + "/" + CAName
+	o.LeaderElectionNamespace = LeaderNamespace
+	o.MetricsBindAddress = "0"
+	o.HealthProbeBindAddress = "0"
+	return o
+}
+
+// JoinCluster does what the OCM registration hub and addon-manager do for an accepted cluster
+// whose add-on uses the existing AddOnDeploymentConfig adc (nil for none): cluster namespace,
+// accepted ManagedCluster, and a ManagedClusterAddOn owned by the ClusterManagementAddOn and
+// pointing at adc.
+func (h *Hub) JoinCluster(ctx context.Context, name string, adc *addonv1beta1.AddOnDeploymentConfig) error {
+	c := h.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		return err
+	}
+	mc := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: clusterv1.ManagedClusterSpec{HubAcceptsClient: true}}
+	if err := c.Create(ctx, mc); err != nil {
+		return err
+	}
+	meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{Type: clusterv1.ManagedClusterConditionHubAccepted, Status: metav1.ConditionTrue, Reason: "HubClusterAdminAccepted"})
+	meta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{Type: clusterv1.ManagedClusterConditionAvailable, Status: metav1.ConditionTrue, Reason: "ManagedClusterAvailable"})
+	if err := c.Status().Update(ctx, mc); err != nil {
+		return err
+	}
+	cma := &addonv1beta1.ClusterManagementAddOn{}
+	if err := c.Get(ctx, client.ObjectKey{Name: identity.AddonName}, cma); err != nil {
+		return err
+	}
+	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{
+		Name: identity.AddonName, Namespace: name,
+		OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: cma.Name, UID: cma.UID,
+		}},
+	}}
+	gr := addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"}
+	if adc != nil {
+		mca.Spec.Configs = []addonv1beta1.AddOnConfig{{ConfigGroupResource: gr, ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}}}
+	}
+	if err := c.Create(ctx, mca); err != nil {
+		return err
+	}
+	if adc == nil {
+		return nil
+	}
+	// The add-on manager writes the same status concurrently: retry on conflicts.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
+			return err
+		}
+		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
+			ConfigGroupResource: gr,
+			DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}},
+		}}
+		return c.Status().Update(ctx, mca)
+	})
+}
+
+// NewADC is an AddOnDeploymentConfig in ConfigNamespace with the given name/value pairs.
+func NewADC(name string, vars ...string) *addonv1beta1.AddOnDeploymentConfig {
+	a := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ConfigNamespace}}
+	for i := 0; i+1 < len(vars); i += 2 {
+		a.Spec.CustomizedVariables = append(a.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: vars[i], Value: vars[i+1]})
+	}
+	return a
+}
