@@ -169,7 +169,7 @@ func report(out io.Writer, results []result) {
 	}
 	_ = w.Flush()
 	// Scaling: per-cluster delivery time at the largest size over the smallest, per rate.
-	for _, rt := range uniqueRates(results) {
+	for _, rt := range unique(results, func(r result) rate { return r.rate }) {
 		var first, last *result
 		for i := range results {
 			if results[i].rate == rt && results[i].deliverErr == nil {
@@ -185,7 +185,7 @@ func report(out io.Writer, results []result) {
 				first.clusters, perRatio(last.deliverFloor, last.clusters, first.deliverFloor, first.clusters))
 		}
 	}
-	for _, n := range uniqueSizes(results) {
+	for _, n := range unique(results, func(r result) int { return r.clusters }) {
 		var rs []result
 		for _, r := range results {
 			if r.clusters == n && r.deliverErr == nil {
@@ -221,25 +221,14 @@ func perRatio(a time.Duration, an int, b time.Duration, bn int) float64 {
 	return (float64(a) / float64(an)) / (float64(b) / float64(bn))
 }
 
-func uniqueRates(rs []result) []rate {
-	var out []rate
-	seen := map[rate]bool{}
+// unique is key of each result, first seen first, without repeats.
+func unique[T comparable](rs []result, key func(result) T) []T {
+	var out []T
+	seen := map[T]bool{}
 	for _, r := range rs {
-		if !seen[r.rate] {
-			seen[r.rate] = true
-			out = append(out, r.rate)
-		}
-	}
-	return out
-}
-
-func uniqueSizes(rs []result) []int {
-	var out []int
-	seen := map[int]bool{}
-	for _, r := range rs {
-		if !seen[r.clusters] {
-			seen[r.clusters] = true
-			out = append(out, r.clusters)
+		if k := key(r); !seen[k] {
+			seen[k] = true
+			out = append(out, k)
 		}
 	}
 	return out
