@@ -254,26 +254,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, check func() erro
 	}
 }
 
-func TestParseMetric(t *testing.T) {
-	body := `# HELP agent_connected_with_principal The total number of agents connected with principal
-# TYPE agent_connected_with_principal gauge
-agent_connected_with_principal 2
-agent_connected_with_principal_total{x="y"} 7
-principal_event_processing_time_bucket{agent_name="a",le="0.1"} 3
-`
-	s, err := parseMetric(body, "agent_connected_with_principal")
-	if err != nil || len(s) != 1 || s[0].value != 2 || len(s[0].labels) != 0 {
-		t.Fatalf("got %+v, %v", s, err)
-	}
-	s, err = parseMetric(`agent_connected_with_principal{agent="c1"} 1`+"\n"+`agent_connected_with_principal{agent="c\"2"} 0`, "agent_connected_with_principal")
-	if err != nil || len(s) != 2 || s[0].labels["agent"] != "c1" || s[1].labels["agent"] != `c"2` || s[1].value != 0 {
-		t.Fatalf("got %+v, %v", s, err)
-	}
-	if _, err := parseMetric("other 1\n", "agent_connected_with_principal"); err == nil {
-		t.Fatal("want an error for a missing metric")
-	}
-}
-
 func TestConnectedFromLog(t *testing.T) {
 	log := `time="t" level=info msg="An agent connected to the subscription stream" client=cluster1 method=Subscribe
 time="t" level=info msg="An agent connected to the subscription stream" client=cluster2 method=Subscribe

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"net/http"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
@@ -241,7 +242,7 @@ func (p *Principal) ConnectedAgentCount(ctx context.Context) (int, error) {
 	}
 	total := 0.0
 	for _, s := range samples {
-		total += s.value
+		total += s.Value
 	}
 	return int(total), nil
 }
@@ -259,11 +260,11 @@ func (p *Principal) ConnectedAgents(ctx context.Context) ([]string, error) {
 	names := map[string]bool{}
 	labelled, total := false, 0.0
 	for _, s := range samples {
-		total += s.value
+		total += s.Value
 		for _, l := range []string{"agent", "agent_name", "client"} {
-			if name, ok := s.labels[l]; ok {
+			if name, ok := s.Labels[l]; ok {
 				labelled = true
-				if s.value > 0 {
+				if s.Value > 0 {
 					names[name] = true
 				}
 			}
@@ -319,13 +320,8 @@ func connectedFromLog(log string) map[string]bool {
 	return names
 }
 
-type sample struct {
-	labels map[string]string
-	value  float64
-}
-
-// metric fetches MetricsURL and returns the samples of one metric (Prometheus text format).
-func (p *Principal) metric(ctx context.Context, name string) ([]sample, error) {
+// metric fetches MetricsURL and returns the samples of one metric.
+func (p *Principal) metric(ctx context.Context, name string) ([]metrictext.Sample, error) {
 	code, body, err := proc.HTTPGet(ctx, p.MetricsURL())
 	if err != nil {
 		return nil, err
@@ -333,57 +329,7 @@ func (p *Principal) metric(ctx context.Context, name string) ([]sample, error) {
 	if code != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %d", p.MetricsURL(), code)
 	}
-	return parseMetric(body, name)
-}
-
-var labelRe = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
-
-func parseMetric(body, name string) ([]sample, error) {
-	var out []sample
-	found := false
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, "# TYPE "+name+" ") {
-			found = true
-		}
-		if !strings.HasPrefix(line, name) || len(line) == len(name) {
-			continue
-		}
-		rest := line[len(name):]
-		s := sample{labels: map[string]string{}}
-		switch rest[0] {
-		case '{':
-			end := strings.LastIndexByte(rest, '}')
-			if end < 0 {
-				return nil, fmt.Errorf("malformed sample %q", line)
-			}
-			for _, m := range labelRe.FindAllStringSubmatch(rest[1:end], -1) {
-				v, err := strconv.Unquote(`"` + m[2] + `"`)
-				if err != nil {
-					v = m[2]
-				}
-				s.labels[m[1]] = v
-			}
-			rest = rest[end+1:]
-		case ' ':
-		default:
-			continue // another metric sharing the prefix
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			return nil, fmt.Errorf("malformed sample %q", line)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("sample %q: %w", line, err)
-		}
-		s.value = v
-		found = true
-		out = append(out, s)
-	}
-	if !found {
-		return nil, fmt.Errorf("metric %s not exported", name)
-	}
-	return out, nil
+	return metrictext.Samples(body, name)
 }
 
 // ServerCAFile is the file holding ServerCAPEM ("" when unknown).

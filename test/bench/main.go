@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -27,8 +26,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,6 +41,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
@@ -412,21 +410,14 @@ func apiRequests(ctx context.Context, env *testenv.Env) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading the API server's metrics: %w", err)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	samples, err := metrictext.Samples(string(raw), "apiserver_request_total")
 	if err != nil {
 		return 0, err
 	}
-	fam, ok := families["apiserver_request_total"]
-	if !ok {
-		return 0, errors.New("the API server exports no apiserver_request_total")
-	}
 	total := 0.0
-	for _, m := range fam.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "verb" && l.GetValue() != "LIST" && l.GetValue() != "WATCH" {
-				total += m.GetCounter().GetValue()
-			}
+	for _, m := range samples {
+		if v := m.Labels["verb"]; v != "LIST" && v != "WATCH" {
+			total += m.Value
 		}
 	}
 	return total, nil

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +21,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -113,16 +114,19 @@ func TestCARollover(t *testing.T) {
 		cert.SerialNumber, newID, time.Since(switched).Round(time.Second), parseCert(t, oldClientCert).NotAfter.Format(time.TimeOnly))
 
 	// The old CA still signs valid certificates: the metric says keep it.
-	oldValid := func(ctx context.Context) (string, error) {
+	oldValid := func(ctx context.Context) (float64, error) {
 		_, body, err := proc.HTTPGet(ctx, "http://"+e.MetricsAddr+"/metrics")
-		m := regexp.MustCompile(`argocd_agent_addon_ca_valid_certificates\{ca="` + oldID + `",role="trusted"\} (\d+)`).FindStringSubmatch(body)
-		if err != nil || m == nil {
-			return "", err
+		if err != nil {
+			return -1, err
 		}
-		return m[1], nil
+		v, ok, err := metrictext.Value(body, "argocd_agent_addon_ca_valid_certificates", map[string]string{"ca": oldID, "role": "trusted"})
+		if !ok && err == nil {
+			err = errors.New("no sample for the old CA")
+		}
+		return v, err
 	}
-	if n, err := oldValid(ctx); err != nil || n == "" || n == "0" {
-		t.Errorf("metric for the old CA right after the switch: %q (%v), want its valid certificates", n, err)
+	if n, err := oldValid(ctx); err != nil || n < 1 {
+		t.Errorf("metric for the old CA right after the switch: %v (%v), want its valid certificates", n, err)
 	}
 
 	// 3. The principal's server certificate from the new CA: agents trust both.
@@ -148,7 +152,7 @@ func TestCARollover(t *testing.T) {
 	t.Logf("4. status once no certificate of the old CA is valid:\n%s", table)
 	poll.Until(t, 30*time.Second, "metric: the old CA signs no valid certificate", func(ctx context.Context) (bool, error) {
 		n, err := oldValid(ctx)
-		return n == "0", err
+		return n == 0 && err == nil, err
 	})
 	if since := time.Since(switched); since > 2*time.Minute+time.Minute {
 		t.Errorf("the old CA was needed %s after the switch, longer than the certificate lifetime", since)

@@ -10,14 +10,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,7 +35,9 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
@@ -125,14 +124,21 @@ func TestAgentCSRSigned(t *testing.T) {
 		t.Fatalf("ext key usage %v", cert.ExtKeyUsage)
 	}
 	waitForEvent(t, name, signer.ReasonSigned)
-	metrics := scrapeMetrics(t)
-	for _, want := range []string{
-		fmt.Sprintf(`argocd_agent_addon_agent_certificate_not_after_seconds{cluster="signed"} %s`, strconv.FormatFloat(float64(cert.NotAfter.Unix()), 'g', -1, 64)),
-		fmt.Sprintf(`argocd_agent_addon_ca_not_after_seconds %s`, strconv.FormatFloat(float64(currentCA(t).Cert.NotAfter.Unix()), 'g', -1, 64)),
-		"argocd_agent_addon_csr_signed_total ", "argocd_agent_addon_csr_approved_total ",
+	body := scrapeMetrics(t)
+	for _, want := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+		max    float64
+	}{
+		{"argocd_agent_addon_agent_certificate_not_after_seconds", map[string]string{"cluster": "signed"}, float64(cert.NotAfter.Unix()), float64(cert.NotAfter.Unix())},
+		{"argocd_agent_addon_ca_not_after_seconds", nil, float64(currentCA(t).Cert.NotAfter.Unix()), float64(currentCA(t).Cert.NotAfter.Unix())},
+		{"argocd_agent_addon_csr_signed_total", nil, 1, math.MaxFloat64},
+		{"argocd_agent_addon_csr_approved_total", nil, 1, math.MaxFloat64},
 	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+		v, ok, err := metrictext.Value(body, want.name, want.labels)
+		if err != nil || !ok || v < want.min || v > want.max {
+			t.Errorf("metric %s%v = %v (found %v, %v), want %v to %v", want.name, want.labels, v, ok, err, want.min, want.max)
 		}
 	}
 }
@@ -269,9 +275,10 @@ func TestBadCSRsRefused(t *testing.T) {
 	})
 	t.Run("metrics count denials by reason", func(t *testing.T) {
 		body := scrapeMetrics(t)
-		for _, want := range []string{`argocd_agent_addon_csr_denied_total{reason="WrongRequester"} 5`, `argocd_agent_addon_csr_denied_total{reason="SubjectMismatch"} 7`} {
-			if !strings.Contains(body, want) {
-				t.Errorf("metrics lack %s", want)
+		for reason, want := range map[policy.Reason]float64{policy.ReasonWrongRequester: 5, policy.ReasonSubjectMismatch: 7} {
+			v, ok, err := metrictext.Value(body, "argocd_agent_addon_csr_denied_total", map[string]string{"reason": string(reason)})
+			if err != nil || !ok || v != want {
+				t.Errorf("csr_denied_total{reason=%q} = %v (found %v, %v), want %v", reason, v, ok, err, want)
 			}
 		}
 	})

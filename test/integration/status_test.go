@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -48,6 +48,7 @@ func TestStatusCommand(t *testing.T) {
 	t.Log(caLine)
 	// The same per-CA count, as a metric for alerting during a CA rollover.
 	poll.Until(t, 30*time.Second, "per-CA metric", func(context.Context) (bool, error) {
-		return regexp.MustCompile(`argocd_agent_addon_ca_valid_certificates\{ca="` + caID + `",role="signing"\} [1-9]`).MatchString(scrapeMetrics(t)), nil
+		v, ok, err := metrictext.Value(scrapeMetrics(t), "argocd_agent_addon_ca_valid_certificates", map[string]string{"ca": caID, "role": "signing"})
+		return ok && v >= 1, err
 	})
 }
