@@ -2,15 +2,17 @@ package addon
 
 import (
 	"context"
+	"encoding/json"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
-	"open-cluster-management.io/sdk-go/pkg/patcher"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 )
@@ -51,17 +53,36 @@ func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedC
 	})
 }
 
+// FieldManager is the manager's name in the ManagedClusterAddOn's managedFields.
+const FieldManager = "argocd-agent-addon"
+
+// setCondition applies the one condition the add-on owns with server-side apply.
+// addon-framework's controllers patch the same status with optimistic locking, and a
+// resourceVersion-guarded patch from here would lose to them about twice per cluster on a
+// rollout (test/bench saw 400 conflicts for 200 clusters). The conditions list is a map keyed
+// by type, so applying only AgentConfigValid needs no resourceVersion and touches nothing else.
 func (r *StatusReporter) setCondition(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, cond metav1.Condition) {
 	existing := meta.FindStatusCondition(addon.Status.Conditions, cond.Type)
 	if existing != nil && existing.Status == cond.Status && existing.Reason == cond.Reason && existing.Message == cond.Message {
 		return
 	}
-	newStatus := addon.Status.DeepCopy()
-	meta.SetStatusCondition(&newStatus.Conditions, cond)
-	p := patcher.NewPatcher[*addonv1beta1.ManagedClusterAddOn, addonv1beta1.ManagedClusterAddOnSpec, addonv1beta1.ManagedClusterAddOnStatus](
-		r.client.AddonV1beta1().ManagedClusterAddOns(addon.Namespace))
-	// A conflict is left to the next reconcile of the add-on, which reports again.
-	if _, err := p.PatchStatus(ctx, addon, *newStatus, addon.Status); err != nil {
+	cond.LastTransitionTime = metav1.Now()
+	if existing != nil && existing.Status == cond.Status {
+		cond.LastTransitionTime = existing.LastTransitionTime
+	}
+	cond.ObservedGeneration = addon.Generation
+	patch, err := json.Marshal(map[string]any{
+		"apiVersion": addonv1beta1.GroupVersion.String(),
+		"kind":       "ManagedClusterAddOn",
+		"metadata":   map[string]any{"name": addon.Name, "namespace": addon.Namespace},
+		"status":     map[string]any{"conditions": []metav1.Condition{cond}},
+	})
+	if err == nil {
+		_, err = r.client.AddonV1beta1().ManagedClusterAddOns(addon.Namespace).Patch(ctx, addon.Name, types.ApplyPatchType, patch,
+			metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true)}, "status")
+	}
+	// A failure is left to the next reconcile of the add-on, which reports again.
+	if err != nil {
 		klog.FromContext(ctx).Info("Could not update the add-on's configuration condition", "cluster", addon.Namespace, "err", err)
 	}
 }

@@ -60,6 +60,8 @@ type options struct {
 	rates   []rate
 	csrs    int
 	timeout time.Duration
+	// logs, if set, keeps each run's manager log there.
+	logs string
 }
 
 func main() {
@@ -69,6 +71,7 @@ func main() {
 	flag.StringVar(&rates, "rates", "5/10,50/100", "comma-separated manager client rate limits QPS/BURST (5/10 is client-go's default, 50/100 the manager's)")
 	flag.IntVar(&o.csrs, "csrs", 50, "agent CSRs filed at once in each run (at most the fleet size)")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up on one measurement after this long")
+	flag.StringVar(&o.logs, "logs", "", "directory to keep each run's manager log in (manager-CLUSTERS-QPS.log)")
 	flag.Parse()
 	ctrllog.SetLogger(klog.NewKlogr()) // envtest logs through controller-runtime
 	var err error
@@ -141,6 +144,11 @@ func run(o options, out io.Writer) ([]result, error) {
 	for _, n := range o.sizes {
 		for _, r := range o.rates {
 			res := measure(dir, bin, n, min(o.csrs, n), r, o.timeout)
+			if o.logs != "" {
+				if err := keepLog(dir, o.logs, fmt.Sprintf("manager-%d-%g.log", n, r.qps)); err != nil {
+					return results, err
+				}
+			}
 			results = append(results, res)
 			if res.setupEr != nil {
 				return results, res.setupEr
@@ -217,6 +225,18 @@ func ratio(d, floor time.Duration, err error) string {
 
 func perRatio(a time.Duration, an int, b time.Duration, bn int) float64 {
 	return (float64(a) / float64(an)) / (float64(b) / float64(bn))
+}
+
+// keepLog copies the manager log of the last run into logs/name.
+func keepLog(dir, logs, name string) error {
+	data, err := os.ReadFile(filepath.Join(dir, "manager.log"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(logs, name), data, 0o644)
 }
 
 // unique is key of each result, first seen first, without repeats.

@@ -78,6 +78,17 @@ func TestManifestWorkDelivered(t *testing.T) {
 	if err != nil || cond.Status != metav1.ConditionTrue {
 		t.Errorf("AgentConfigValid: %v %v", cond, err)
 	}
+	// The condition is applied server-side, so addon-framework's concurrent status patches do
+	// not conflict with it.
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: "deliver", Name: identity.AddonName}, mca))
+	applied := false
+	for _, f := range mca.ManagedFields {
+		applied = applied || (f.Manager == addon.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply && f.Subresource == "status")
+	}
+	if !applied {
+		t.Errorf("no status apply by %s in managedFields %+v", addon.FieldManager, mca.ManagedFields)
+	}
 }
 
 // A changed AddOnDeploymentConfig reaches the ManifestWork; a bad one is reported on the
