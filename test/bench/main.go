@@ -126,6 +126,8 @@ type result struct {
 	deliverErr, signErr, setupEr error
 	// requests the API server served during delivery, lists and watches aside.
 	requests float64
+	// peakRSS is the manager's peak resident memory over the run, in bytes.
+	peakRSS int64
 }
 
 // run measures every size at every rate and writes the report to out.
@@ -167,11 +169,11 @@ func run(o options, out io.Writer) ([]result, error) {
 
 func report(out io.Writer, results []result) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTERS\tMANAGER QPS/BURST\tDELIVERY\tPER CLUSTER\tFLOOR PER CLUSTER\tRATIO\tREQUESTS PER CLUSTER\tCSRS\tSIGNING\tPER CSR\tFLOOR PER CSR\tRATIO")
+	fmt.Fprintln(w, "CLUSTERS\tMANAGER QPS/BURST\tDELIVERY\tPER CLUSTER\tFLOOR PER CLUSTER\tRATIO\tREQUESTS PER CLUSTER\tPEAK RSS\tCSRS\tSIGNING\tPER CSR\tFLOOR PER CSR\tRATIO")
 	for _, r := range results {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\t%s\t%s\t%s\n", r.clusters, r.rate,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%d\t%s\t%s\t%s\t%s\n", r.clusters, r.rate,
 			show(r.deliver, r.deliverErr), per(r.deliver, r.clusters), per(r.deliverFloor, r.clusters), ratio(r.deliver, r.deliverFloor, r.deliverErr),
-			r.requests/float64(r.clusters), r.csrs, show(r.sign, r.signErr), per(r.sign, r.csrs), per(r.signFloor, r.csrs), ratio(r.sign, r.signFloor, r.signErr))
+			r.requests/float64(r.clusters), mib(r.peakRSS), r.csrs, show(r.sign, r.signErr), per(r.sign, r.csrs), per(r.signFloor, r.csrs), ratio(r.sign, r.signFloor, r.signErr))
 	}
 	_ = w.Flush()
 	// Scaling: per-cluster delivery time at the largest size over the smallest, per rate.
@@ -214,6 +216,13 @@ func show(d time.Duration, err error) string {
 
 func per(d time.Duration, n int) string {
 	return (d / time.Duration(n)).Round(100 * time.Microsecond).String()
+}
+
+func mib(b int64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fMiB", float64(b)/(1<<20))
 }
 
 func ratio(d, floor time.Duration, err error) string {
@@ -328,6 +337,9 @@ func measure(dir, bin string, n, csrs int, r rate, timeout time.Duration) result
 	}
 	if res.deliverErr == nil {
 		res.sign, res.signErr = fileAndWait(ctx, env, hub, clusters[:csrs], timeout, nil)
+	}
+	if res.peakRSS, err = mgr.PeakRSS(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: manager memory:", err)
 	}
 	mgr.Stop()
 	if exited, err := mgr.Exited(); exited && err != nil {

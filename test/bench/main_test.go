@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,9 @@ func TestBenchRuns(t *testing.T) {
 	r := results[0]
 	if r.deliver <= 0 || r.deliverFloor <= 0 || r.sign <= 0 || r.signFloor <= 0 {
 		t.Fatalf("a figure is missing: %+v", r)
+	}
+	if runtime.GOOS == "linux" && r.peakRSS <= 0 {
+		t.Errorf("manager peak RSS not measured")
 	}
 	// Each cluster costs the manager at least its ManifestWork create.
 	if r.requests < float64(r.clusters) {
