@@ -51,36 +51,6 @@ func (t *CATrigger) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result,
 	return ctrl.Result{}, triggerAddons(ctx, t.Client, t.Trigger, func(*addonv1beta1.ManagedClusterAddOn) bool { return true })
 }
 
-// ConfigTrigger re-renders the clusters whose add-on uses an AddOnDeploymentConfig when it
-// changes. Manifests read configs from the informer cache (CachedConfigGetter), which may
-// see a change after addon-framework has already re-rendered for it; this trigger fires from
-// that same cache, so the last render always uses the config as it now is.
-type ConfigTrigger struct {
-	Client  client.Client
-	Trigger func(clusterName, addonName string)
-}
-
-// SetupWithManager watches AddOnDeploymentConfigs.
-func (t *ConfigTrigger) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("config-trigger").
-		For(&addonv1beta1.AddOnDeploymentConfig{}).
-		Complete(t)
-}
-
-// Reconcile reacts to a change of one AddOnDeploymentConfig.
-func (t *ConfigTrigger) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, triggerAddons(ctx, t.Client, t.Trigger, func(a *addonv1beta1.ManagedClusterAddOn) bool {
-		for _, ref := range a.Status.ConfigReferences {
-			if ref.Group == addonv1beta1.GroupName && ref.Resource == "addondeploymentconfigs" && ref.DesiredConfig != nil &&
-				ref.DesiredConfig.Namespace == req.Namespace && ref.DesiredConfig.Name == req.Name {
-				return true
-			}
-		}
-		return false
-	})
-}
-
 // triggerAddons asks addon-framework to reconcile every cluster's add-on that match selects.
 func triggerAddons(ctx context.Context, c client.Reader, trigger func(clusterName, addonName string),
 	match func(*addonv1beta1.ManagedClusterAddOn) bool) error {

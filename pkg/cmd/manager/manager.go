@@ -269,8 +269,5 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&addon.ConfigTrigger{Client: mgr.GetClient(), Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
-		return err
-	}
 	return mgr.Start(ctx)
 }
