@@ -73,6 +73,9 @@ func New(o Options) (agent.AgentAddon, error) {
 		return agentconfig.FromDeploymentConfig(adc)
 	}
 	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+		if err := rolledOut(context.TODO(), addon, o.ConfigGetter); err != nil {
+			return nil, err
+		}
 		cfg, err := config(addon)
 		if err != nil {
 			return nil, err
@@ -112,6 +115,43 @@ func New(o Options) (agent.AgentAddon, error) {
 		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
 	}
 	return &guardedAddon{inner: inner, reporter: o.Reporter}, nil
+}
+
+// SpecHashGetter gives a config's spec hash as OCM computes it; CachedConfigGetter is one.
+type SpecHashGetter interface {
+	GetWithSpecHash(ctx context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error)
+}
+
+// ErrRolloutPending says a cluster's config has changed but OCM's rollout has not reached the
+// cluster yet.
+var ErrRolloutPending = errors.New("rollout pending")
+
+// rolledOut checks that the config as it is now is the one OCM wants on this cluster. A config
+// object holds only its newest spec, and addon-framework re-renders a cluster for many reasons
+// (its status changes, a resync every 10 minutes), each time reading the newest spec. While a
+// rollout has not reached the cluster, its desired spec hash still names the older spec;
+// rendering the newest would skip the ClusterManagementAddOn's rollout strategy. An error makes
+// addon-framework keep the cluster's ManifestWork as it is until OCM moves the cluster on (and
+// retry, which also covers a cache that has not seen the config change yet). The check needs
+// a getter that gives OCM's spec hash; others (render, unit tests) skip it.
+func rolledOut(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, getter utils.AddOnDeploymentConfigGetter) error {
+	hasher, ok := getter.(SpecHashGetter)
+	if !ok {
+		return nil
+	}
+	found, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, utils.AddOnDeploymentConfigGVR.Group, utils.AddOnDeploymentConfigGVR.Resource)
+	if !found || ref.DesiredConfig == nil || ref.DesiredConfig.SpecHash == "" {
+		return nil // addon-framework's own config lookup says what is missing
+	}
+	_, hash, err := hasher.GetWithSpecHash(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
+	if err != nil {
+		return fmt.Errorf("reading AddOnDeploymentConfig: %w", err)
+	}
+	if hash != ref.DesiredConfig.SpecHash {
+		return fmt.Errorf("%w: AddOnDeploymentConfig %s/%s is now at spec hash %.12s, and OCM's rollout has cluster %s on %.12s; its ManifestWork stays as it is until the rollout reaches it",
+			ErrRolloutPending, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, hash, addon.Namespace, ref.DesiredConfig.SpecHash)
+	}
+	return nil
 }
 
 // ConditionClusterCertificateRotated is the condition OCM's registration agent sets on the

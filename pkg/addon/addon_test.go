@@ -407,3 +407,47 @@ func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 		t.Error("a failed rotation rolls the pod")
 	}
 }
+
+// hashingGetter is a getter that also gives a spec hash, as CachedConfigGetter does.
+type hashingGetter struct {
+	getter
+	hash string
+}
+
+func (g hashingGetter) GetWithSpecHash(ctx context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
+	adc, err := g.Get(ctx, ns, name)
+	return adc, g.hash, err
+}
+
+// A config that has moved on from the spec OCM's rollout has the cluster on is not rendered:
+// the cluster keeps its ManifestWork until the rollout reaches it.
+func TestRenderWaitsForTheRollout(t *testing.T) {
+	adc := newADC(map[string]string{"principalAddress": "principal.example.com"}, nil)
+	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}
+	for name, tc := range map[string]struct {
+		getter  utils.AddOnDeploymentConfigGetter
+		pending bool
+	}{
+		"hash the rollout wants":              {hashingGetter{getter{adc}, "h"}, false},
+		"newer spec than the rollout reached": {hashingGetter{getter{adc}, "newer"}, true},
+		"getter without hashes":               {getter{adc}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rep := &recordingReporter{}
+			a, err := addon.New(addon.Options{ConfigGetter: tc.getter, CA: testCA{bundle: "ca"}, Subject: identity.SubjectClusterName, Reporter: rep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc))
+			if got := errors.Is(err, addon.ErrRolloutPending); got != tc.pending {
+				t.Fatalf("rollout pending = %v (err %v), want %v", got, err, tc.pending)
+			}
+			if tc.pending && (objs != nil || len(rep.invalid) > 0 || rep.valid > 0) {
+				t.Fatalf("a pending rollout rendered or reported: %d objects, %+v", len(objs), rep)
+			}
+			if !tc.pending && len(objs) == 0 {
+				t.Fatalf("nothing rendered: %v", err)
+			}
+		})
+	}
+}

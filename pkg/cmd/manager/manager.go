@@ -197,6 +197,9 @@ func (o *Options) Run(ctx context.Context) error {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		// CachedConfigGetter reads AddOnDeploymentConfigs unstructured; without this, unstructured
+		// reads bypass the cache and go to the API server.
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// Only the CA secret: the manager may read no other secret.
 			&corev1.Secret{}: {

@@ -19,6 +19,7 @@ type Delivered struct {
 	Address                  string
 	Port                     int
 	Mode                     string
+	LogLevel                 string
 	Namespace                string
 	CAPEM                    []byte
 	ClientCertPEM, ClientKey []byte
@@ -47,7 +48,7 @@ func ReadDelivered(ctx context.Context, spoke client.Client, namespace string) (
 		return nil, fmt.Errorf("secret %s/%s has no certificate yet", namespace, identity.ClientCertSecretName)
 	}
 	return &Delivered{
-		Address: cm.Data["agent.server.address"], Port: port, Mode: cm.Data["agent.mode"], Namespace: cm.Data["agent.namespace"],
+		Address: cm.Data["agent.server.address"], Port: port, Mode: cm.Data["agent.mode"], LogLevel: cm.Data["agent.log.level"], Namespace: cm.Data["agent.namespace"],
 		CAPEM: ca.Data["ca.crt"], ClientCertPEM: cert.Data[corev1.TLSCertKey], ClientKey: cert.Data[corev1.TLSPrivateKeyKey],
 	}, nil
 }

@@ -38,6 +38,8 @@ const (
 	AddonNamespace = "argocd-agent-addon"
 	// EnableLabel selects clusters for the chart's Placement.
 	EnableLabel = "argocd-agent"
+	// FleetConfigName is the chart's fleet-wide AddOnDeploymentConfig, in AddonNamespace.
+	FleetConfigName = "argocd-agent"
 	// CASecretName is the hub CA secret, in ArgoCDNamespace, that the manager signs with and
 	// the principal trusts.
 	CASecretName = "argocd-agent-ca"

@@ -65,20 +65,3 @@ func triggerAddons(ctx context.Context, c client.Reader, trigger func(clusterNam
 	}
 	return nil
 }
-
-// CachedConfigGetter reads AddOnDeploymentConfigs from the manager's informer cache.
-// addon-framework asks for a cluster's config about ten times per reconcile (values and the
-// install namespace, from several controllers); with a client, each ask is a GET of an object
-// the whole fleet usually shares (test/bench measured ten per cluster).
-type CachedConfigGetter struct {
-	Reader client.Reader
-}
-
-// Get reads one config.
-func (g CachedConfigGetter) Get(ctx context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
-	adc := &addonv1beta1.AddOnDeploymentConfig{}
-	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, adc); err != nil {
-		return nil, err
-	}
-	return adc, nil
-}

@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1alpha1 "open-cluster-management.io/api/cluster/v1alpha1"
+	workv1 "open-cluster-management.io/api/work/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// A fleet configuration change (here the agents' log level; an image upgrade goes the same way)
+// follows the ClusterManagementAddOn's rollout strategy. With Progressive at one cluster at a
+// time, real OCM moves to the next cluster only once the previous one reports the new
+// configuration applied, which the add-on must report for the rollout to go on at all. A
+// rollback is the same change back, and rolls the same way.
+func TestProgressiveRolloutAndRollback(t *testing.T) {
+	clusters := []string{"wave1", "wave2"}
+	ctx, e := start(t, harness.Options{Clusters: clusters})
+	c := e.Hub.Client
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cma := &addonv1beta1.ClusterManagementAddOn{}
+		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
+			return err
+		}
+		cma.Spec.InstallStrategy.Placements[0].RolloutStrategy = clusterv1alpha1.RolloutStrategy{
+			Type:        clusterv1alpha1.Progressive,
+			Progressive: &clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1)},
+		}
+		return c.Update(ctx, cma)
+	}))
+	agents := map[string]*harness.RunningAgent{}
+	for _, cl := range clusters {
+		must(t, e.SetEnabled(ctx, cl, true))
+		a, err := e.StartAgent(ctx, cl)
+		must(t, err)
+		agents[cl] = a
+	}
+	for _, cl := range clusters {
+		waitAvailable(t, e, cl, metav1.ConditionTrue)
+	}
+
+	for _, level := range []string{"debug", "info"} { // upgrade, then roll back
+		t.Run("logLevel "+level, func(t *testing.T) {
+			setFleetVariable(t, ctx, e, agentconfig.VarLogLevel, level)
+			changed := time.Now()
+			delivered, applied := map[string]time.Duration{}, map[string]time.Duration{}
+			maxInFlight := 0
+			poll.Until(t, 4*time.Minute, "every cluster on log level "+level, func(ctx context.Context) (bool, error) {
+				// Works first, then add-on status: a cluster whose work was new at the first read
+				// and is still not applied at the later one was in flight at the first read.
+				onLevel := map[string]bool{}
+				for _, cl := range clusters {
+					got, err := workLogLevel(ctx, e, cl)
+					if err != nil {
+						return false, err
+					}
+					if onLevel[cl] = got == level; onLevel[cl] {
+						if _, ok := delivered[cl]; !ok {
+							delivered[cl] = time.Since(changed)
+						}
+					}
+				}
+				inFlight := 0
+				for _, cl := range clusters {
+					if !onLevel[cl] {
+						continue
+					}
+					done, err := configApplied(ctx, e, cl)
+					if err != nil {
+						return false, err
+					}
+					if !done {
+						inFlight++
+					} else if _, ok := applied[cl]; !ok {
+						applied[cl] = time.Since(changed)
+					}
+				}
+				maxInFlight = max(maxInFlight, inFlight)
+				return len(applied) == len(clusters), nil
+			})
+			order := append([]string(nil), clusters...)
+			sort.Slice(order, func(i, j int) bool { return delivered[order[i]] < delivered[order[j]] })
+			for _, cl := range order {
+				t.Logf("%s: work on %s %s after the change, applied %s", cl, level, delivered[cl].Round(100*time.Millisecond), applied[cl].Round(100*time.Millisecond))
+			}
+			if maxInFlight > 1 {
+				t.Errorf("%d clusters had the new configuration and had not applied it at the same time: not one at a time", maxInFlight)
+			}
+			for _, cl := range clusters {
+				waitAvailable(t, e, cl, metav1.ConditionTrue)
+				poll.Until(t, time.Minute, cl+": agent rolled with the new log level", func(context.Context) (bool, error) {
+					return agents[cl].Delivered().LogLevel == level, nil
+				})
+			}
+		})
+	}
+}
+
+// setFleetVariable sets one customized variable of the chart's fleet-wide AddOnDeploymentConfig.
+func setFleetVariable(t *testing.T, ctx context.Context, e *harness.Env, name, value string) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		adc := &addonv1beta1.AddOnDeploymentConfig{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, adc); err != nil {
+			return err
+		}
+		found := false
+		for i := range adc.Spec.CustomizedVariables {
+			if adc.Spec.CustomizedVariables[i].Name == name {
+				adc.Spec.CustomizedVariables[i].Value, found = value, true
+			}
+		}
+		if !found {
+			adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: value})
+		}
+		return e.Hub.Client.Update(ctx, adc)
+	}))
+}
+
+// workLogLevel is the agent log level in cluster's ManifestWork on the hub.
+func workLogLevel(ctx context.Context, e *harness.Env, cluster string) (string, error) {
+	mw := &workv1.ManifestWork{}
+	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw); err != nil {
+		return "", err
+	}
+	for _, m := range mw.Spec.Workload.Manifests {
+		var obj struct {
+			Kind     string            `json:"kind"`
+			Metadata metav1.ObjectMeta `json:"metadata"`
+			Data     map[string]string `json:"data"`
+		}
+		if err := json.Unmarshal(m.Raw, &obj); err != nil {
+			return "", err
+		}
+		if obj.Kind == "ConfigMap" && obj.Metadata.Name == "argocd-agent-params" {
+			return obj.Data["agent.log.level"], nil
+		}
+	}
+	return "", fmt.Errorf("%s: no argocd-agent-params in the ManifestWork", cluster)
+}
+
+// configApplied reports whether OCM sees cluster's add-on as done with its desired
+// AddOnDeploymentConfig: applied and no longer progressing.
+func configApplied(ctx context.Context, e *harness.Env, cluster string) (bool, error) {
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+		return false, err
+	}
+	for _, ref := range mca.Status.ConfigReferences {
+		if ref.Resource != "addondeploymentconfigs" || ref.DesiredConfig == nil || ref.LastAppliedConfig == nil {
+			continue
+		}
+		if ref.DesiredConfig.SpecHash == "" || ref.DesiredConfig.SpecHash != ref.LastAppliedConfig.SpecHash {
+			return false, nil
+		}
+		c := meta.FindStatusCondition(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionProgressing)
+		return c != nil && c.Status == metav1.ConditionFalse, nil
+	}
+	return false, nil
+}
