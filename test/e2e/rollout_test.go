@@ -20,6 +20,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -114,22 +115,7 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 // setFleetVariable sets one customized variable of the chart's fleet-wide AddOnDeploymentConfig.
 func setFleetVariable(t *testing.T, ctx context.Context, e *harness.Env, name, value string) {
 	t.Helper()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		adc := &addonv1beta1.AddOnDeploymentConfig{}
-		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, adc); err != nil {
-			return err
-		}
-		found := false
-		for i := range adc.Spec.CustomizedVariables {
-			if adc.Spec.CustomizedVariables[i].Name == name {
-				adc.Spec.CustomizedVariables[i].Value, found = value, true
-			}
-		}
-		if !found {
-			adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: value})
-		}
-		return e.Hub.Client.Update(ctx, adc)
-	}))
+	must(t, hubfixture.SetVariable(ctx, e.Hub.Client, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, name, value))
 }
 
 // workLogLevel is the agent log level in cluster's ManifestWork on the hub.

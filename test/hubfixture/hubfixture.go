@@ -140,3 +140,24 @@ func NewADC(name string, vars ...string) *addonv1beta1.AddOnDeploymentConfig {
 	}
 	return a
 }
+
+// SetVariable sets one customized variable of the AddOnDeploymentConfig key, adding it if
+// missing, and retries on conflicts with the controllers that write the config too.
+func SetVariable(ctx context.Context, c client.Client, key client.ObjectKey, name, value string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		adc := &addonv1beta1.AddOnDeploymentConfig{}
+		if err := c.Get(ctx, key, adc); err != nil {
+			return err
+		}
+		found := false
+		for i := range adc.Spec.CustomizedVariables {
+			if adc.Spec.CustomizedVariables[i].Name == name {
+				adc.Spec.CustomizedVariables[i].Value, found = value, true
+			}
+		}
+		if !found {
+			adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: value})
+		}
+		return c.Update(ctx, adc)
+	})
+}

@@ -39,19 +39,7 @@ func newADC(name string, vars ...string) *addonv1beta1.AddOnDeploymentConfig {
 
 func setVariable(t *testing.T, adcName, name, value string) {
 	t.Helper()
-	ctx := context.Background()
-	adc := &addonv1beta1.AddOnDeploymentConfig{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: configNamespace, Name: adcName}, adc))
-	found := false
-	for i := range adc.Spec.CustomizedVariables {
-		if adc.Spec.CustomizedVariables[i].Name == name {
-			adc.Spec.CustomizedVariables[i].Value, found = value, true
-		}
-	}
-	if !found {
-		adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: value})
-	}
-	must(t, env.Client.Update(ctx, adc))
+	must(t, hubfixture.SetVariable(context.Background(), env.Client, types.NamespacedName{Namespace: configNamespace, Name: adcName}, name, value))
 }
 
 // workObjects returns the cluster's ManifestWork (nil if absent) and its manifests by kind/name.
