@@ -73,14 +73,15 @@ func New(o Options) (agent.AgentAddon, error) {
 		return agentconfig.FromDeploymentConfig(adc)
 	}
 	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
-		if err := rolledOut(context.TODO(), addon, o.ConfigGetter); err != nil {
+		ctx := context.Background() // addonfactory passes values funcs no context
+		if err := rolledOut(ctx, addon, o.ConfigGetter); err != nil {
 			return nil, err
 		}
 		cfg, err := config(addon)
 		if err != nil {
 			return nil, err
 		}
-		bundle, err := o.CA.Bundle(context.TODO())
+		bundle, err := o.CA.Bundle(ctx)
 		if err != nil {
 			return nil, err
 		}
