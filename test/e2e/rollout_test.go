@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
@@ -55,6 +57,7 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 		waitAvailable(t, e, cl, metav1.ConditionTrue)
 	}
 
+	var lastConfig string
 	for _, level := range []string{"debug", "info"} { // upgrade, then roll back
 		t.Run("logLevel "+level, func(t *testing.T) {
 			setFleetVariable(t, ctx, e, agentconfig.VarLogLevel, level)
@@ -102,6 +105,18 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 			if maxInFlight > 1 {
 				t.Errorf("%d clusters had the new configuration and had not applied it at the same time: not one at a time", maxInFlight)
 			}
+			// status shows every cluster done on one new spec.
+			rows, _, err := status.Collect(ctx, e.Hub.Client, time.Now(), nil)
+			must(t, err)
+			configs := map[string]bool{}
+			for _, r := range rows {
+				configs[r.Config] = true
+			}
+			if len(configs) != 1 || configs[lastConfig] || !strings.HasSuffix(rows[0].Config, " (Completed)") || strings.Contains(rows[0].Config, "->") {
+				t.Errorf("status CONFIG column %v after the rollout, want one completed spec other than %q", configs, lastConfig)
+			}
+			lastConfig = rows[0].Config
+			t.Logf("status: every cluster on %s", lastConfig)
 			for _, cl := range clusters {
 				waitAvailable(t, e, cl, metav1.ConditionTrue)
 				poll.Until(t, time.Minute, cl+": agent rolled with the new log level", func(context.Context) (bool, error) {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -73,6 +74,8 @@ type Row struct {
 	CA    string
 	Mode  string
 	Image string
+	// Config is where the cluster is in the rollout of its AddOnDeploymentConfig.
+	Config string
 	// Revoked is the revocation reason, empty if not revoked.
 	Revoked string
 }
@@ -136,7 +139,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		if err != nil {
 			return nil, nil, err
 		}
-		row.Mode, row.Image = mode, image
+		row.Mode, row.Image, row.Config = mode, image, configState(&a)
 		rows = append(rows, row)
 	}
 	// Revoked clusters lose their add-on; list them all the same.
@@ -167,6 +170,31 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
 	return rows, all, nil
+}
+
+// configState says which spec of its AddOnDeploymentConfig the cluster runs (the first 8 hex
+// digits of OCM's spec hash), the one OCM's rollout is moving it to if different, and OCM's
+// Progressing reason: "1a2b3c4d (Completed)", "1a2b3c4d -> 5e6f7a8b (Progressing)". Clusters
+// the rollout has not reached show the older hash.
+func configState(a *addonv1beta1.ManagedClusterAddOn) string {
+	found, ref := utils.GetAddOnConfigRef(a.Status.ConfigReferences, utils.AddOnDeploymentConfigGVR.Group, utils.AddOnDeploymentConfigGVR.Resource)
+	if !found {
+		return ""
+	}
+	short := func(h *addonv1beta1.ConfigSpecHash) string {
+		if h == nil || h.SpecHash == "" {
+			return "none"
+		}
+		return h.SpecHash[:min(8, len(h.SpecHash))]
+	}
+	state := short(ref.LastAppliedConfig)
+	if desired := short(ref.DesiredConfig); desired != state {
+		state += " -> " + desired
+	}
+	if c := meta.FindStatusCondition(a.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionProgressing); c != nil {
+		state += " (" + c.Reason + ")"
+	}
+	return state
 }
 
 // readCASecret returns the signing CA (first certificate of tls.crt) and those of ca.crt.
@@ -245,7 +273,7 @@ func delivered(ctx context.Context, c client.Client, cluster string) (mode, imag
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tCA\tMODE\tIMAGE\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tCA\tMODE\tIMAGE\tCONFIG\tREVOKED")
 	for _, r := range rows {
 		expires := "-"
 		if !r.CertNotAfter.IsZero() {
@@ -258,7 +286,7 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.CA), orDash(r.Mode), orDash(r.Image), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.CA), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
 	}
 	return w.Flush()
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 )
 
@@ -13,7 +16,7 @@ func TestPrint(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	out := &bytes.Buffer{}
 	if err := Print(out, []Row{
-		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), CA: "0123456789abcdef", Mode: "managed", Image: "quay.io/a:v1"},
+		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), CA: "0123456789abcdef", Mode: "managed", Image: "quay.io/a:v1", Config: "1a2b3c4d (Completed)"},
 		{Cluster: "c2", Available: "False", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
 		{Cluster: "c3", Available: "Unknown"},
 	}, now); err != nil {
@@ -24,7 +27,7 @@ func TestPrint(t *testing.T) {
 		t.Fatalf("want a header and 3 rows:\n%s", out)
 	}
 	for i, want := range [][]string{
-		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "0123456789abcdef", "managed", "quay.io/a:v1", "no"},
+		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "0123456789abcdef", "managed", "quay.io/a:v1", "1a2b3c4d (Completed)", "no"},
 		{"c2", "False", "(EXPIRED)", "yes: key leaked"},
 		{"c3", "Unknown", "-"},
 	} {
@@ -52,6 +55,37 @@ func TestPrintCAs(t *testing.T) {
 	for i, want := range []string{"CA", "signing", "keep in ca.crt until 2026-11-25T12:00:00Z", "may leave ca.crt", "NOT TRUSTED"} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d %q lacks %q", i, lines[i], want)
+		}
+	}
+}
+
+func TestConfigState(t *testing.T) {
+	ref := func(desired, applied string) addonv1beta1.ConfigReference {
+		r := addonv1beta1.ConfigReference{
+			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"},
+			DesiredConfig:       &addonv1beta1.ConfigSpecHash{SpecHash: desired},
+		}
+		if applied != "" {
+			r.LastAppliedConfig = &addonv1beta1.ConfigSpecHash{SpecHash: applied}
+		}
+		return r
+	}
+	progressing := func(reason string) []metav1.Condition {
+		return []metav1.Condition{{Type: addonv1beta1.ManagedClusterAddOnConditionProgressing, Reason: reason}}
+	}
+	for _, tc := range []struct {
+		refs  []addonv1beta1.ConfigReference
+		conds []metav1.Condition
+		want  string
+	}{
+		{nil, nil, ""},
+		{[]addonv1beta1.ConfigReference{ref("aaaaaaaa1111", "aaaaaaaa1111")}, progressing("Completed"), "aaaaaaaa (Completed)"},
+		{[]addonv1beta1.ConfigReference{ref("bbbbbbbb2222", "aaaaaaaa1111")}, progressing("Progressing"), "aaaaaaaa -> bbbbbbbb (Progressing)"},
+		{[]addonv1beta1.ConfigReference{ref("bbbbbbbb2222", "")}, nil, "none -> bbbbbbbb"},
+	} {
+		a := &addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{ConfigReferences: tc.refs, Conditions: tc.conds}}
+		if got := configState(a); got != tc.want {
+			t.Errorf("configState = %q, want %q", got, tc.want)
 		}
 	}
 }
