@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +24,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
 )
 
 const caPEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -158,8 +161,13 @@ func TestManifestsForEveryVariant(t *testing.T) {
 			if got := r.deployment.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != identity.ClientCertSecretName {
 				t.Errorf("client cert secret %q, want %q", got, identity.ClientCertSecretName)
 			}
-			if r.caSecret == nil || string(r.caSecret.Data["ca.crt"]) != caPEM || len(r.caSecret.Data) != 1 {
-				t.Errorf("CA secret must hold exactly ca.crt: %+v", r.caSecret)
+			if r.caSecret == nil || string(r.caSecret.Data["ca.crt"]) != caPEM || len(r.caSecret.Data) != 2 {
+				t.Errorf("CA secret must hold exactly ca.crt and its content key: %+v", r.caSecret)
+			}
+			for k, v := range r.caSecret.Data {
+				if k != "ca.crt" && (!strings.HasPrefix(k, agentconfig.ContentKeyPrefix) || k != agentconfig.ContentKeyPrefix+string(v)) {
+					t.Errorf("CA secret key %q = %q: want ca.crt or the content key", k, v)
+				}
 			}
 			if !r.namespaces["argocd"] || len(r.namespaces) != 1 {
 				t.Errorf("namespaces %v, want argocd only", r.namespaces)
@@ -278,6 +286,63 @@ func TestConfigChangeRollsThePod(t *testing.T) {
 	}
 	if base != hash(map[string]string{"principalAddress": "a.example.com"}, caPEM) {
 		t.Error("the same config renders a different hash")
+	}
+}
+
+// The work agent may apply the Deployment before the ConfigMap and Secret it reads, and kubelet
+// reads them when the container starts. For every change the agent reads at start-up, the new pod
+// template cannot start from the previous objects, only from its own.
+func TestPodStartsOnlyFromItsOwnContent(t *testing.T) {
+	renderAt := func(vars map[string]string, bundle string) rendered {
+		t.Helper()
+		objs, err := render(t, identity.SubjectClusterName, newADC(vars, nil), bundle, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return index(t, objs)
+	}
+	spoke := func(r rendered) podstart.Objects {
+		return podstart.Objects{
+			ConfigMaps: map[string]*corev1.ConfigMap{r.params.Name: r.params},
+			Secrets: map[string]*corev1.Secret{r.caSecret.Name: r.caSecret,
+				identity.ClientCertSecretName: {Data: map[string][]byte{"tls.crt": nil, "tls.key": nil}}},
+		}
+	}
+	base := map[string]string{"principalAddress": "a.example.com"}
+	with := func(k, v string) map[string]string {
+		m := maps.Clone(base)
+		m[k] = v
+		return m
+	}
+	before := renderAt(base, caPEM)
+	if err := podstart.Check(before.deployment.Spec.Template.Spec, spoke(before)); err != nil {
+		t.Fatalf("the pod cannot start from its own objects: %v", err)
+	}
+	for _, change := range []struct {
+		name    string
+		after   rendered
+		blocked string // the object the new pod must wait for
+	}{
+		{"log level", renderAt(with("logLevel", "debug"), caPEM), "ConfigMap"},
+		{"principal address", renderAt(with("principalAddress", "b.example.com"), caPEM), "ConfigMap"},
+		{"principal port", renderAt(with("principalPort", "8443"), caPEM), "ConfigMap"},
+		{"agent mode", renderAt(with("agentMode", "autonomous"), caPEM), "ConfigMap"},
+		{"CA bundle", renderAt(base, caPEM+caPEM), "Secret"},
+	} {
+		t.Run(change.name, func(t *testing.T) {
+			pod := change.after.deployment.Spec.Template.Spec
+			err := podstart.Check(pod, spoke(before))
+			if err == nil || !strings.Contains(err.Error(), "couldn't find key "+agentconfig.ContentKeyPrefix) || !strings.Contains(err.Error(), change.blocked) {
+				t.Errorf("the new pod template can start from the previous objects (%v); want it held for the new %s", err, change.blocked)
+			}
+			if err := podstart.Check(pod, spoke(change.after)); err != nil {
+				t.Errorf("the new pod template cannot start from its own objects: %v", err)
+			}
+		})
+	}
+	// The same configuration names the same content: no change, no roll.
+	if again := renderAt(base, caPEM); !equality.Semantic.DeepEqual(again.deployment.Spec.Template, before.deployment.Spec.Template) {
+		t.Error("the same configuration renders a different pod template")
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -50,8 +51,11 @@ func TestManifestWorkDelivered(t *testing.T) {
 	}
 	ca := objs["Secret/argocd-agent-ca"]
 	data := ca.Object["data"].(map[string]any)
-	if len(data) != 1 {
-		t.Errorf("CA secret keys %v, want ca.crt only", data)
+	for k, v := range data {
+		hash, _ := base64.StdEncoding.DecodeString(v.(string))
+		if k != "ca.crt" && k != agentconfig.ContentKeyPrefix+string(hash) {
+			t.Errorf("CA secret key %q: want ca.crt and its content key only", k)
+		}
 	}
 	got, _ := base64.StdEncoding.DecodeString(data["ca.crt"].(string))
 	if !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(caCertPEM)) {

@@ -100,7 +100,6 @@ type RunningAgent struct {
 	mu        sync.Mutex
 	agent     *argocd.Agent
 	delivered *Delivered
-	template  string
 	restarts  int
 	stopRedis func()
 }
@@ -403,10 +402,17 @@ func (e *Env) WaitDelivered(ctx context.Context, name string, timeout time.Durat
 	s := e.Spokes[name]
 	var d *Delivered
 	var last error
+	var held error // kubelet would not have started the pod yet: shown, since it is the race it closes
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		d, last = ReadDelivered(ctx, s.API.Client, identity.DefaultInstallNamespace)
+		if errors.Is(last, ErrPodHeld) && held == nil {
+			held = last
+		}
 		return last == nil, nil
 	})
+	if held != nil && err == nil {
+		e.opts.progress("%s: %v; it started once the objects it requires were on the spoke", name, held)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: add-on objects and certificate not on the spoke within %s: %v", name, timeout, last)
 	}
@@ -445,12 +451,7 @@ func (e *Env) StartAgent(ctx context.Context, name string) (*RunningAgent, error
 
 // rollAgent (re)starts the agent process from what is on the spoke now.
 func (e *Env) rollAgent(ctx context.Context, ra *RunningAgent, dir, redisAddr string) error {
-	spoke := e.Spokes[ra.name].API.Client
 	d, err := e.WaitDelivered(ctx, ra.name, 120*time.Second)
-	if err != nil {
-		return err
-	}
-	template, err := podTemplateHash(ctx, spoke, d.Namespace)
 	if err != nil {
 		return err
 	}
@@ -475,40 +476,62 @@ func (e *Env) rollAgent(ctx context.Context, ra *RunningAgent, dir, redisAddr st
 	if ra.agent != nil {
 		ra.restarts++
 	}
-	ra.agent, ra.delivered, ra.template = a, d, template
+	ra.agent, ra.delivered = a, d
 	return nil
 }
 
-// superviseAgent rolls the agent whenever the Deployment's pod template changes.
+// superviseAgent rolls the agent whenever the Deployment's pod template changes. It watches the
+// Deployment, as the deployment controller does, so it reacts within milliseconds of the work
+// agent's update, before the work agent has necessarily applied the objects that follow the
+// Deployment in the ManifestWork: the pod must then wait for them as kubelet would. A slow poll
+// would hide that race. A 1-second check backs the watch up between re-watches.
 func (e *Env) superviseAgent(ctx context.Context, ra *RunningAgent, deployment types.NamespacedName, dir, redisAddr string) {
 	logger := klog.FromContext(ctx).WithValues("cluster", ra.name)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		template, err := podTemplateHash(ctx, e.Spokes[ra.name].API.Client, deployment.Namespace)
+	api := e.Spokes[ra.name].API
+	watcher, err := client.NewWithWatch(api.Config, client.Options{Scheme: api.Scheme})
+	if err != nil {
+		logger.Error(err, "Watching the agent Deployment")
+		return
+	}
+	rollIfChanged := func() {
+		d := &appsv1.Deployment{}
+		err := api.Client.Get(ctx, deployment, d) // the newest, whatever event woke us
 		ra.mu.Lock()
-		changed := err == nil && template != ra.template
+		changed := err == nil && podTemplate(d) != ra.delivered.Template
 		ra.mu.Unlock()
 		if !changed {
-			continue
+			return
 		}
 		e.opts.progress("%s: agent pod template changed: rolling the agent", ra.name)
 		if err := e.rollAgent(ctx, ra, dir, redisAddr); err != nil && ctx.Err() == nil {
 			logger.Error(err, "Rolling the agent")
 		}
 	}
-}
-
-// podTemplateHash identifies the agent Deployment's pod template by the annotations that roll it.
-func podTemplateHash(ctx context.Context, c client.Client, namespace string) (string, error) {
-	d := &appsv1.Deployment{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: identity.AgentName}, d); err != nil {
-		return "", err
+	for ctx.Err() == nil {
+		w, err := watcher.Watch(ctx, &appsv1.DeploymentList{}, client.InNamespace(deployment.Namespace),
+			client.MatchingFields{"metadata.name": deployment.Name})
+		rollIfChanged()
+		if err != nil {
+			logger.V(2).Info("Watching the agent Deployment", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				open = false
+			case _, open = <-w.ResultChan():
+			case <-time.After(time.Second):
+			}
+			if ctx.Err() == nil {
+				rollIfChanged()
+			}
+		}
+		w.Stop()
 	}
-	return fmt.Sprint(d.Spec.Template.Annotations, d.Spec.Template.Spec.Containers[0].Image), nil
 }
 
 // RunAgents keeps one agent process per cluster whose add-on is delivered, as the Deployment

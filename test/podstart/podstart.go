@@ -1,0 +1,117 @@
+// Package podstart applies kubelet's rules for whether a pod can start from the ConfigMaps and
+// Secrets it references, so tests that play the kubelet (no kubelet runs in them) start an agent
+// only when a real kubelet would, and from the same objects.
+package podstart
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Objects are the ConfigMaps and Secrets of the pod's namespace, by name.
+type Objects struct {
+	ConfigMaps map[string]*corev1.ConfigMap
+	Secrets    map[string]*corev1.Secret
+}
+
+// Check returns why kubelet would not start spec's containers from objs yet, or nil. A missing
+// object or key that is not optional keeps the container from starting
+// (CreateContainerConfigError for env, a failed mount for a volume); kubelet retries both.
+func Check(spec corev1.PodSpec, objs Objects) error {
+	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				continue
+			}
+			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
+				if err := objs.configMapKeys(r.Name, r.Optional, r.Key); err != nil {
+					return fmt.Errorf("container %s env %s: %w", c.Name, e.Name, err)
+				}
+			}
+			if r := e.ValueFrom.SecretKeyRef; r != nil {
+				if err := objs.secretKeys(r.Name, r.Optional, r.Key); err != nil {
+					return fmt.Errorf("container %s env %s: %w", c.Name, e.Name, err)
+				}
+			}
+		}
+		for _, from := range c.EnvFrom {
+			if r := from.ConfigMapRef; r != nil {
+				if err := objs.configMapKeys(r.Name, r.Optional); err != nil {
+					return fmt.Errorf("container %s envFrom: %w", c.Name, err)
+				}
+			}
+			if r := from.SecretRef; r != nil {
+				if err := objs.secretKeys(r.Name, r.Optional); err != nil {
+					return fmt.Errorf("container %s envFrom: %w", c.Name, err)
+				}
+			}
+		}
+	}
+	for _, v := range spec.Volumes {
+		if s := v.Secret; s != nil {
+			if err := objs.secretKeys(s.SecretName, s.Optional, itemKeys(s.Items)...); err != nil {
+				return fmt.Errorf("volume %s: %w", v.Name, err)
+			}
+		}
+		if cm := v.ConfigMap; cm != nil {
+			if err := objs.configMapKeys(cm.Name, cm.Optional, itemKeys(cm.Items)...); err != nil {
+				return fmt.Errorf("volume %s: %w", v.Name, err)
+			}
+		}
+		if v.Projected != nil {
+			return fmt.Errorf("volume %s: projected volumes are not checked", v.Name)
+		}
+	}
+	return nil
+}
+
+func (o Objects) configMapKeys(name string, optional *bool, keys ...string) error {
+	cm, ok := o.ConfigMaps[name]
+	var data map[string]bool
+	if ok {
+		data = map[string]bool{}
+		for k := range cm.Data {
+			data[k] = true
+		}
+		for k := range cm.BinaryData {
+			data[k] = true
+		}
+	}
+	return present("ConfigMap", name, ok, data, optional, keys)
+}
+
+func (o Objects) secretKeys(name string, optional *bool, keys ...string) error {
+	s, ok := o.Secrets[name]
+	var data map[string]bool
+	if ok {
+		data = map[string]bool{}
+		for k := range s.Data {
+			data[k] = true
+		}
+	}
+	return present("Secret", name, ok, data, optional, keys)
+}
+
+func present(kind, name string, exists bool, data map[string]bool, optional *bool, keys []string) error {
+	if optional != nil && *optional {
+		return nil
+	}
+	if !exists {
+		return fmt.Errorf("%s %q not found", kind, name)
+	}
+	for _, k := range keys {
+		if !data[k] {
+			return fmt.Errorf("couldn't find key %s in %s %q", k, kind, name)
+		}
+	}
+	return nil
+}
+
+func itemKeys(items []corev1.KeyToPath) []string {
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = it.Key
+	}
+	return keys
+}

@@ -1,0 +1,57 @@
+package podstart
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestCheck(t *testing.T) {
+	yes := true
+	cm := &corev1.ConfigMap{Data: map[string]string{"a": "1"}, BinaryData: map[string][]byte{"b": nil}}
+	sec := &corev1.Secret{Data: map[string][]byte{"ca.crt": nil}}
+	objs := Objects{ConfigMaps: map[string]*corev1.ConfigMap{"cm": cm}, Secrets: map[string]*corev1.Secret{"s": sec}}
+	env := func(e corev1.EnvVar) corev1.PodSpec {
+		return corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Env: []corev1.EnvVar{e}}}}
+	}
+	cmRef := func(name, key string, optional *bool) corev1.EnvVar {
+		return corev1.EnvVar{Name: "E", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key, Optional: optional}}}
+	}
+	secretVolume := func(name string, optional *bool, keys ...string) corev1.PodSpec {
+		v := corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, Optional: optional}}}
+		for _, k := range keys {
+			v.Secret.Items = append(v.Secret.Items, corev1.KeyToPath{Key: k, Path: k})
+		}
+		return corev1.PodSpec{Volumes: []corev1.Volume{v}}
+	}
+	for _, tc := range []struct {
+		name string
+		spec corev1.PodSpec
+		want string // substring of the error; "" for none
+	}{
+		{"env key present", env(cmRef("cm", "a", nil)), ""},
+		{"env binary key present", env(cmRef("cm", "b", nil)), ""},
+		{"env key missing", env(cmRef("cm", "x", nil)), `couldn't find key x in ConfigMap "cm"`},
+		{"env key missing, optional", env(cmRef("cm", "x", &yes)), ""},
+		{"env ConfigMap missing", env(cmRef("other", "a", nil)), `ConfigMap "other" not found`},
+		{"env secret key missing", env(corev1.EnvVar{Name: "E", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "tls.key"}}}), `couldn't find key tls.key in Secret "s"`},
+		{"envFrom ConfigMap missing", corev1.PodSpec{Containers: []corev1.Container{{Name: "c", EnvFrom: []corev1.EnvFromSource{{
+			ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "none"}}}}}}}, `ConfigMap "none" not found`},
+		{"init container checked", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i", Env: []corev1.EnvVar{cmRef("cm", "x", nil)}}}}, "container i env E"},
+		{"volume whole secret", secretVolume("s", nil), ""},
+		{"volume item present", secretVolume("s", nil, "ca.crt"), ""},
+		{"volume item missing", secretVolume("s", nil, "ca.crt", "addon.content-hash.1"), `volume v: couldn't find key addon.content-hash.1 in Secret "s"`},
+		{"volume secret missing", secretVolume("none", nil), `Secret "none" not found`},
+		{"volume secret missing, optional", secretVolume("none", &yes, "k"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(tc.spec, objs)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("Check: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
