@@ -195,6 +195,9 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 		}
 	}()
 	objects, err = g.inner.Manifests(ctx, cluster, addon)
+	if err == nil {
+		err = requireOwnContent(objects)
+	}
 	if g.reporter != nil {
 		var fieldErr *agentconfig.FieldError
 		switch {

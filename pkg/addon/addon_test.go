@@ -165,7 +165,7 @@ func TestManifestsForEveryVariant(t *testing.T) {
 				t.Errorf("CA secret must hold exactly ca.crt and its content key: %+v", r.caSecret)
 			}
 			for k, v := range r.caSecret.Data {
-				if k != "ca.crt" && (!strings.HasPrefix(k, agentconfig.ContentKeyPrefix) || k != agentconfig.ContentKeyPrefix+string(v)) {
+				if k != "ca.crt" && (!strings.HasPrefix(k, addon.ContentKeyPrefix) || k != addon.ContentKeyPrefix+string(v)) {
 					t.Errorf("CA secret key %q = %q: want ca.crt or the content key", k, v)
 				}
 			}
@@ -332,7 +332,7 @@ func TestPodStartsOnlyFromItsOwnContent(t *testing.T) {
 		t.Run(change.name, func(t *testing.T) {
 			pod := change.after.deployment.Spec.Template.Spec
 			err := podstart.Check(pod, spoke(before))
-			if err == nil || !strings.Contains(err.Error(), "couldn't find key "+agentconfig.ContentKeyPrefix) || !strings.Contains(err.Error(), change.blocked) {
+			if err == nil || !strings.Contains(err.Error(), "couldn't find key "+addon.ContentKeyPrefix) || !strings.Contains(err.Error(), change.blocked) {
 				t.Errorf("the new pod template can start from the previous objects (%v); want it held for the new %s", err, change.blocked)
 			}
 			if err := podstart.Check(pod, spoke(change.after)); err != nil {

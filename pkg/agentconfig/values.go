@@ -5,16 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"io/fs"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -82,53 +79,14 @@ func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, cert
 	// The agent reads its settings, CA and certificate only at start-up; hashing what it reads
 	// into the pod template makes any change roll the pod, once. The image and resources roll it
 	// by themselves.
-	values["ConfigHash"] = mustJSON(digest(c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel,
-		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle), certificate))
-	// A roll alone does not say which ConfigMap and Secret the new pod reads: the work agent may
-	// apply the Deployment before them, and kubelet reads them when the container starts. Each
-	// carries a key named after its content, and the pod template requires that key, so kubelet
-	// holds the new pod until the content rendered with it is on the spoke (a missing key is
-	// CreateContainerConfigError, or a volume it cannot mount yet, both retried).
-	paramsKey := ContentKeyPrefix + digest(templatesDigest, c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel)
-	caKey := ContentKeyPrefix + digest(templatesDigest, string(caBundle))
-	values["ParamsContentKey"] = mustJSON(paramsKey)
-	values["ParamsContentValue"] = mustJSON(strings.TrimPrefix(paramsKey, ContentKeyPrefix))
-	values["CAContentKey"] = mustJSON(caKey)
-	values["CAContentValue"] = mustJSON(base64.StdEncoding.EncodeToString([]byte(strings.TrimPrefix(caKey, ContentKeyPrefix))))
-	return values, nil
-}
-
-// ContentKeyPrefix starts the key, in the argocd-agent-params ConfigMap and the CA Secret, whose
-// name is a digest of that object's content; the pod template requires it (see Values).
-const ContentKeyPrefix = "addon.content-hash."
-
-// templatesDigest covers the embedded templates, so a manager whose templates render different
-// content names it differently even for the same configuration.
-var templatesDigest = func() string {
 	h := sha256.New()
-	err := fs.WalkDir(manifests.AgentFS, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(manifests.AgentFS, path)
-		h.Write([]byte(path))
-		h.Write(b)
-		return err
-	})
-	if err != nil {
-		panic(err) // embedded at build time: unreadable only if the binary is broken
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}()
-
-// digest is the first 16 hex digits of the SHA-256 of parts, each NUL-terminated.
-func digest(parts ...string) string {
-	h := sha256.New()
-	for _, part := range parts {
+	for _, part := range []string{c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel,
+		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle), certificate} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	values["ConfigHash"] = mustJSON(hex.EncodeToString(h.Sum(nil))[:16])
+	return values, nil
 }
 
 // mustJSON encodes values that always encode (strings, maps of strings, API structs).

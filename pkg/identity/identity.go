@@ -24,6 +24,8 @@ const (
 	DefaultInstallNamespace = "argocd"
 	// CASecretName is the spoke secret holding the CA bundle the agent trusts.
 	CASecretName = "argocd-agent-ca"
+	// ParamsConfigMapName is the spoke ConfigMap of the agent's settings, as upstream names it.
+	ParamsConfigMapName = "argocd-agent-params"
 	// CSRDNSName is the only SAN the OCM registration agent puts in an add-on CSR.
 	CSRDNSName = AddonName + ".addon.open-cluster-management.io"
 

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -53,7 +52,7 @@ func TestManifestWorkDelivered(t *testing.T) {
 	data := ca.Object["data"].(map[string]any)
 	for k, v := range data {
 		hash, _ := base64.StdEncoding.DecodeString(v.(string))
-		if k != "ca.crt" && k != agentconfig.ContentKeyPrefix+string(hash) {
+		if k != "ca.crt" && k != addon.ContentKeyPrefix+string(hash) {
 			t.Errorf("CA secret key %q: want ca.crt and its content key only", k)
 		}
 	}

@@ -257,7 +257,7 @@ func delivered(ctx context.Context, c client.Client, cluster string) (mode, imag
 		switch kind.Kind {
 		case "ConfigMap":
 			cm := &corev1.ConfigMap{}
-			if json.Unmarshal(m.Raw, cm) == nil && cm.Name == "argocd-agent-params" {
+			if json.Unmarshal(m.Raw, cm) == nil && cm.Name == identity.ParamsConfigMapName {
 				mode = cm.Data["agent.mode"]
 			}
 		case "Deployment":

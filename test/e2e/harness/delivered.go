@@ -44,7 +44,7 @@ func ReadDelivered(ctx context.Context, spoke client.Client, namespace string) (
 		return nil, err
 	}
 	cm := &corev1.ConfigMap{}
-	if err := spoke.Get(ctx, types.NamespacedName{Namespace: namespace, Name: "argocd-agent-params"}, cm); err != nil {
+	if err := spoke.Get(ctx, types.NamespacedName{Namespace: namespace, Name: identity.ParamsConfigMapName}, cm); err != nil {
 		return nil, err
 	}
 	ca := &corev1.Secret{}
