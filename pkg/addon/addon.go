@@ -196,7 +196,9 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 	}()
 	objects, err = g.inner.Manifests(ctx, cluster, addon)
 	if err == nil {
-		err = requireOwnContent(objects)
+		if err = requireOwnContent(objects); err != nil {
+			objects = nil
+		}
 	}
 	if g.reporter != nil {
 		var fieldErr *agentconfig.FieldError

@@ -66,11 +66,17 @@ func requireOwnContent(objects []runtime.Object) error {
 		params.Data = map[string]string{}
 	}
 	params.Data[ContentKeyPrefix+paramsDigest] = paramsDigest
-	spec.Containers[agent].Env = append(spec.Containers[agent].Env, corev1.EnvVar{
+	env := corev1.EnvVar{
 		Name: ParamsContentEnv,
 		ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: params.Name}, Key: ContentKeyPrefix + paramsDigest}},
-	})
+	}
+	c := &spec.Containers[agent]
+	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == ParamsContentEnv }); i >= 0 {
+		c.Env[i] = env
+	} else {
+		c.Env = append(c.Env, env)
+	}
 
 	if ca == nil { // render without --ca: the operator provides the Secret
 		return nil
@@ -80,6 +86,7 @@ func requireOwnContent(objects []runtime.Object) error {
 		data[k] = string(v)
 	}
 	caDigest := contentDigest(data)
+	mounted := false
 	for i := range spec.Volumes {
 		v := spec.Volumes[i].Secret
 		if v == nil || v.SecretName != ca.Name {
@@ -91,6 +98,13 @@ func requireOwnContent(objects []runtime.Object) error {
 			v.Items = append(v.Items, corev1.KeyToPath{Key: k, Path: k})
 		}
 		v.Items = append(v.Items, corev1.KeyToPath{Key: ContentKeyPrefix + caDigest, Path: "content-hash"})
+		mounted = true
+	}
+	if !mounted {
+		return fmt.Errorf("Deployment %s mounts no volume of Secret %s", identity.AgentName, ca.Name)
+	}
+	if ca.Data == nil {
+		ca.Data = map[string][]byte{}
 	}
 	ca.Data[ContentKeyPrefix+caDigest] = []byte(caDigest)
 	return nil

@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -46,6 +47,12 @@ func TestRequireOwnContent(t *testing.T) {
 		t.Errorf("CA volume items %+v over Secret keys %v: want ca.crt and the content key", items, ca.Data)
 	}
 
+	// Applying it again changes nothing.
+	before := objs[0].(*appsv1.Deployment).DeepCopy()
+	if err := requireOwnContent(objs); err != nil || !equality.Semantic.DeepEqual(before, objs[0]) {
+		t.Errorf("a second pass changed the Deployment (%v)", err)
+	}
+
 	// The same content, given in another order, names the same key; other content another.
 	same := agentObjects(map[string]string{"agent.log.level": "info", "agent.mode": "managed"}, nil)
 	other := agentObjects(map[string]string{"agent.log.level": "debug", "agent.mode": "managed"}, nil)
@@ -67,10 +74,14 @@ func TestRequireOwnContent(t *testing.T) {
 
 func TestRequireOwnContentNeedsTheAgentObjects(t *testing.T) {
 	objs := agentObjects(map[string]string{"agent.mode": "managed"}, nil)
+	unmounted := objs[0].(*appsv1.Deployment).DeepCopy()
+	unmounted.Spec.Template.Spec.Volumes = nil
 	for name, o := range map[string][]runtime.Object{
 		"no Deployment":      objs[1:],
 		"no ConfigMap":       objs[:1],
 		"no agent container": {&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: identity.AgentName}}, objs[1]},
+		"CA Secret not mounted": {unmounted, objs[1],
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: identity.CASecretName}, Data: map[string][]byte{"ca.crt": nil}}},
 	} {
 		if err := requireOwnContent(o); err == nil {
 			t.Errorf("%s: no error", name)

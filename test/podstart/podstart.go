@@ -25,7 +25,7 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 				continue
 			}
 			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
-				if err := objs.configMapKeys(r.Name, r.Optional, r.Key); err != nil {
+				if err := objs.configMapKeys(r.Name, r.Optional, false, r.Key); err != nil {
 					return fmt.Errorf("container %s env %s: %w", c.Name, e.Name, err)
 				}
 			}
@@ -37,7 +37,7 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 		}
 		for _, from := range c.EnvFrom {
 			if r := from.ConfigMapRef; r != nil {
-				if err := objs.configMapKeys(r.Name, r.Optional); err != nil {
+				if err := objs.configMapKeys(r.Name, r.Optional, false); err != nil {
 					return fmt.Errorf("container %s envFrom: %w", c.Name, err)
 				}
 			}
@@ -55,7 +55,7 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 			}
 		}
 		if cm := v.ConfigMap; cm != nil {
-			if err := objs.configMapKeys(cm.Name, cm.Optional, itemKeys(cm.Items)...); err != nil {
+			if err := objs.configMapKeys(cm.Name, cm.Optional, true, itemKeys(cm.Items)...); err != nil {
 				return fmt.Errorf("volume %s: %w", v.Name, err)
 			}
 		}
@@ -66,7 +66,9 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 	return nil
 }
 
-func (o Objects) configMapKeys(name string, optional *bool, keys ...string) error {
+// configMapKeys checks keys of ConfigMap name. Env reads only its Data; a volume also mounts
+// its BinaryData.
+func (o Objects) configMapKeys(name string, optional *bool, binary bool, keys ...string) error {
 	cm, ok := o.ConfigMaps[name]
 	var data map[string]bool
 	if ok {
@@ -75,7 +77,7 @@ func (o Objects) configMapKeys(name string, optional *bool, keys ...string) erro
 			data[k] = true
 		}
 		for k := range cm.BinaryData {
-			data[k] = true
+			data[k] = binary
 		}
 	}
 	return present("ConfigMap", name, ok, data, optional, keys)

@@ -32,7 +32,9 @@ func TestCheck(t *testing.T) {
 		want string // substring of the error; "" for none
 	}{
 		{"env key present", env(cmRef("cm", "a", nil)), ""},
-		{"env binary key present", env(cmRef("cm", "b", nil)), ""},
+		{"env from a binary key", env(cmRef("cm", "b", nil)), `couldn't find key b in ConfigMap "cm"`},
+		{"volume of a binary key", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Items: []corev1.KeyToPath{{Key: "b", Path: "b"}}}}}}}, ""},
 		{"env key missing", env(cmRef("cm", "x", nil)), `couldn't find key x in ConfigMap "cm"`},
 		{"env key missing, optional", env(cmRef("cm", "x", &yes)), ""},
 		{"env ConfigMap missing", env(cmRef("other", "a", nil)), `ConfigMap "other" not found`},

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -484,15 +485,11 @@ func (e *Env) rollAgent(ctx context.Context, ra *RunningAgent, dir, redisAddr st
 // Deployment, as the deployment controller does, so it reacts within milliseconds of the work
 // agent's update, before the work agent has necessarily applied the objects that follow the
 // Deployment in the ManifestWork: the pod must then wait for them as kubelet would. A slow poll
-// would hide that race. A 1-second check backs the watch up between re-watches.
+// would hide that race. A check every second backs the watch up whenever it is quiet, closed
+// or cannot be opened.
 func (e *Env) superviseAgent(ctx context.Context, ra *RunningAgent, deployment types.NamespacedName, dir, redisAddr string) {
 	logger := klog.FromContext(ctx).WithValues("cluster", ra.name)
 	api := e.Spokes[ra.name].API
-	watcher, err := client.NewWithWatch(api.Config, client.Options{Scheme: api.Scheme})
-	if err != nil {
-		logger.Error(err, "Watching the agent Deployment")
-		return
-	}
 	rollIfChanged := func() {
 		d := &appsv1.Deployment{}
 		err := api.Client.Get(ctx, deployment, d) // the newest, whatever event woke us
@@ -507,30 +504,39 @@ func (e *Env) superviseAgent(ctx context.Context, ra *RunningAgent, deployment t
 			logger.Error(err, "Rolling the agent")
 		}
 	}
+	watcher, err := client.NewWithWatch(api.Config, client.Options{Scheme: api.Scheme})
+	if err != nil {
+		logger.Error(err, "Watching the agent Deployment: checking every second instead")
+	}
 	for ctx.Err() == nil {
-		w, err := watcher.Watch(ctx, &appsv1.DeploymentList{}, client.InNamespace(deployment.Namespace),
-			client.MatchingFields{"metadata.name": deployment.Name})
-		rollIfChanged()
-		if err != nil {
-			logger.V(2).Info("Watching the agent Deployment", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
+		events := make(<-chan watch.Event) // never ready: no watch
+		var w watch.Interface
+		if watcher != nil {
+			if w, err = watcher.Watch(ctx, &appsv1.DeploymentList{}, client.InNamespace(deployment.Namespace),
+				client.MatchingFields{"metadata.name": deployment.Name}); err == nil {
+				events = w.ResultChan()
+			} else {
+				logger.V(2).Info("Watching the agent Deployment", "err", err)
 			}
-			continue
 		}
-		for open := true; open; {
+		rollIfChanged()
+		for open := true; open && ctx.Err() == nil; {
 			select {
 			case <-ctx.Done():
-				open = false
-			case _, open = <-w.ResultChan():
+			case _, open = <-events:
 			case <-time.After(time.Second):
 			}
 			if ctx.Err() == nil {
 				rollIfChanged()
 			}
 		}
-		w.Stop()
+		if w != nil {
+			w.Stop()
+		}
+		select { // a watch the server closes at once is not re-opened in a tight loop
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
