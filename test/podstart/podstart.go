@@ -5,6 +5,7 @@ package podstart
 
 import (
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -72,12 +73,9 @@ func (o Objects) configMapKeys(name string, optional *bool, binary bool, keys ..
 	cm, ok := o.ConfigMaps[name]
 	var data map[string]bool
 	if ok {
-		data = map[string]bool{}
-		for k := range cm.Data {
-			data[k] = true
-		}
-		for k := range cm.BinaryData {
-			data[k] = binary
+		data = keySet(cm.Data)
+		if binary {
+			maps.Copy(data, keySet(cm.BinaryData))
 		}
 	}
 	return present("ConfigMap", name, ok, data, optional, keys)
@@ -87,12 +85,17 @@ func (o Objects) secretKeys(name string, optional *bool, keys ...string) error {
 	s, ok := o.Secrets[name]
 	var data map[string]bool
 	if ok {
-		data = map[string]bool{}
-		for k := range s.Data {
-			data[k] = true
-		}
+		data = keySet(s.Data)
 	}
 	return present("Secret", name, ok, data, optional, keys)
+}
+
+func keySet[V any](m map[string]V) map[string]bool {
+	set := make(map[string]bool, len(m))
+	for k := range m {
+		set[k] = true
+	}
+	return set
 }
 
 func present(kind, name string, exists bool, data map[string]bool, optional *bool, keys []string) error {
