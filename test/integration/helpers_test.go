@@ -7,16 +7,19 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	workv1 "open-cluster-management.io/api/work/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
 )
 
 const (
@@ -101,4 +104,23 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// podStartsFrom applies kubelet's start rules to the agent pod template of one delivered work
+// against the ConfigMap and CA Secret of another (see package podstart).
+func podStartsFrom(t *testing.T, pod, objects map[string]*unstructured.Unstructured) error {
+	t.Helper()
+	cm, ca := &corev1.ConfigMap{}, &corev1.Secret{}
+	for key, into := range map[string]any{"ConfigMap/" + identity.ParamsConfigMapName: cm, "Secret/" + identity.CASecretName: ca} {
+		u, ok := objects[key]
+		if !ok {
+			t.Fatalf("no %s in the ManifestWork", key)
+		}
+		must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into))
+	}
+	return podstart.Check(deploymentOf(t, pod).Spec.Template.Spec, podstart.Objects{
+		ConfigMaps: map[string]*corev1.ConfigMap{cm.Name: cm},
+		Secrets: map[string]*corev1.Secret{ca.Name: ca,
+			identity.ClientCertSecretName: {Data: map[string][]byte{"tls.crt": nil, "tls.key": nil}}},
+	})
 }

@@ -102,6 +102,8 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 		mw, o, err := workObjects(ctx, "config")
 		return mw != nil && paramsOf(o)["agent.server.port"] == "443", err
 	})
+	_, first, err := workObjects(context.Background(), "config")
+	must(t, err)
 
 	setVariable(t, "config", "principalPort", "9443")
 	setVariable(t, "config", "agentMode", "autonomous")
@@ -111,6 +113,14 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 		return p["agent.server.port"] == "9443" && p["agent.mode"] == "autonomous", err
 	})
 	_, before, _ := workObjects(context.Background(), "config")
+	// Whatever order the work agent applies them in, the new pod starts only from its own
+	// settings: kubelet's rules hold it against the first work's ConfigMap.
+	if err := podStartsFrom(t, before, first); err == nil || !strings.Contains(err.Error(), addon.ContentKeyPrefix) {
+		t.Errorf("the updated pod template could start from the previous ConfigMap (%v)", err)
+	}
+	if err := podStartsFrom(t, before, before); err != nil {
+		t.Errorf("the updated pod template cannot start from its own objects: %v", err)
+	}
 	hashBefore := deploymentOf(t, before).Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
 
 	setVariable(t, "config", "principalPort", "99999")
