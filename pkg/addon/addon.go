@@ -21,10 +21,12 @@ import (
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // CA is the hub CA as the add-on needs it.
@@ -55,6 +57,9 @@ type Options struct {
 	Subject identity.SubjectStyle
 	// Reporter, if set, reports configuration errors and recoveries.
 	Reporter ConfigReporter
+	// Hub, if set, is read for the revocation list (pkg/revocation): nothing is rendered for a
+	// revoked cluster, whatever its ManagedCluster's labels say. The render command has none.
+	Hub client.Reader
 }
 
 // New builds the add-on.
@@ -115,8 +120,11 @@ func New(o Options) (agent.AgentAddon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
 	}
-	return &guardedAddon{inner: inner, reporter: o.Reporter}, nil
+	return &guardedAddon{inner: inner, reporter: o.Reporter, hub: o.Hub}, nil
 }
+
+// ErrRevoked says the cluster's agent is revoked: nothing is delivered to it.
+var ErrRevoked = errors.New("agent revoked")
 
 // SpecHashGetter gives a config's spec hash as OCM computes it; CachedConfigGetter is one.
 type SpecHashGetter interface {
@@ -180,6 +188,7 @@ func CertificateOnSpoke(addon *addonv1beta1.ManagedClusterAddOn) string {
 type guardedAddon struct {
 	inner    agent.AgentAddon
 	reporter ConfigReporter
+	hub      client.Reader
 }
 
 func (g *guardedAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
@@ -194,6 +203,17 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 			objects, err = nil, fmt.Errorf("rendering the agent manifests failed: %v", r)
 		}
 	}()
+	if g.hub != nil {
+		// The Placement drops a revoked cluster by its label, which the cluster itself may be
+		// able to change (docs/design.md#trust-model): the list decides.
+		r, err := revocation.Get(ctx, g.hub, cluster.Name)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			return nil, fmt.Errorf("%w: cluster %s (%s); nothing is delivered to it until `argocd-agent-addon unrevoke %s`", ErrRevoked, cluster.Name, r.Reason, cluster.Name)
+		}
+	}
 	objects, err = g.inner.Manifests(ctx, cluster, addon)
 	if err == nil {
 		if err = requireOwnContent(objects); err != nil {

@@ -20,10 +20,13 @@ import (
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
 )
 
@@ -145,6 +148,9 @@ func TestManifestsForEveryVariant(t *testing.T) {
 			if c.Image != agentconfig.DefaultImage || r.params.Data["agent.mode"] != "managed" || r.params.Data["agent.server.port"] != "443" {
 				t.Errorf("defaults: image %s, params %v", c.Image, r.params.Data)
 			}
+			if r.deployment.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				t.Errorf("strategy %q: a roll must stop the old agent before the new one connects with the same identity", r.deployment.Spec.Strategy.Type)
+			}
 			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe != nil {
 				t.Error("want a /healthz readiness probe and no liveness probe")
 			}
@@ -222,7 +228,20 @@ func TestManifestsForEveryVariant(t *testing.T) {
 			for _, e := range r.deployment.Spec.Template.Spec.Containers[0].Env {
 				env[e.Name] = e.Value
 			}
-			if env["HTTP_PROXY"] != "http://p:3128" || env["HTTPS_PROXY"] != "http://p:3128" || env["NO_PROXY"] != "10.0.0.0/8,.svc" {
+			// The agent's own API server is never proxied.
+			if env["HTTP_PROXY"] != "http://p:3128" || env["HTTPS_PROXY"] != "http://p:3128" ||
+				env["NO_PROXY"] != "10.0.0.0/8,.svc,$(KUBERNETES_SERVICE_HOST),kubernetes.default.svc,kubernetes.default.svc.cluster.local" {
+				t.Errorf("proxy env %v", env)
+			}
+		}},
+		{name: "proxy without noProxy", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
+			s.ProxyConfig = addonv1beta1.ProxyConfig{HTTPSProxy: "http://p:3128"}
+		}), bundle: caPEM, check: func(t *testing.T, r rendered) {
+			env := map[string]string{}
+			for _, e := range r.deployment.Spec.Template.Spec.Containers[0].Env {
+				env[e.Name] = e.Value
+			}
+			if env["HTTPS_PROXY"] != "http://p:3128" || env["NO_PROXY"] != agentconfig.InClusterNoProxy {
 				t.Errorf("proxy env %v", env)
 			}
 		}},
@@ -514,5 +533,44 @@ func TestRenderWaitsForTheRollout(t *testing.T) {
 				t.Fatalf("nothing rendered: %v", err)
 			}
 		})
+	}
+}
+
+// A revoked cluster gets nothing rendered, whatever its ManagedCluster's labels say: the
+// revocation list on the ClusterManagementAddOn decides.
+func TestRevokedClusterGetsNothing(t *testing.T) {
+	scheme, err := hubclient.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cma := &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName}}
+	hub := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cma).Build()
+	adc := newADC(map[string]string{"principalAddress": "a"}, nil)
+	a, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName, Hub: hub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}} // no revoked label
+	if objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc)); err != nil || len(objs) == 0 {
+		t.Fatalf("before revocation: %d objects, %v", len(objs), err)
+	}
+	if err := revocation.Set(context.Background(), hub, "c1", &revocation.Revocation{Reason: "key leaked"}); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc))
+	if !errors.Is(err, addon.ErrRevoked) || !strings.Contains(err.Error(), "key leaked") || objs != nil {
+		t.Fatalf("revoked: %d objects, %v; want none and ErrRevoked with the reason", len(objs), err)
+	}
+	if objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c2"}}, mcaFor(adc)); err != nil || len(objs) == 0 {
+		t.Fatalf("another cluster: %d objects, %v", len(objs), err)
+	}
+	// Without the list nothing is decided.
+	broken, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName,
+		Hub: fake.NewClientBuilder().WithScheme(scheme).Build()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := broken.Manifests(context.Background(), cluster, mcaFor(adc)); err == nil {
+		t.Fatal("rendered without a readable revocation list")
 	}
 }

@@ -44,7 +44,7 @@ func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, cert
 	for _, e := range []corev1.EnvVar{
 		{Name: "HTTP_PROXY", Value: c.Proxy.HTTPProxy},
 		{Name: "HTTPS_PROXY", Value: c.Proxy.HTTPSProxy},
-		{Name: "NO_PROXY", Value: c.Proxy.NoProxy},
+		{Name: "NO_PROXY", Value: c.noProxy()},
 	} {
 		if e.Value != "" {
 			proxyEnv = append(proxyEnv, mustJSON(e))
@@ -87,6 +87,23 @@ func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, cert
 	}
 	values["ConfigHash"] = mustJSON(hex.EncodeToString(h.Sum(nil))[:16])
 	return values, nil
+}
+
+// InClusterNoProxy is what NO_PROXY always holds when the agent has a proxy: the cluster's own
+// API server, which client-go reaches in-cluster at the kubernetes Service's IP. kubelet expands
+// $(KUBERNETES_SERVICE_HOST) from the service variables it gives every container. Without it a
+// proxy meant for the principal would carry, or refuse, the agent's Kubernetes traffic.
+const InClusterNoProxy = "$(KUBERNETES_SERVICE_HOST),kubernetes.default.svc,kubernetes.default.svc.cluster.local"
+
+// noProxy is the user's noProxy plus InClusterNoProxy whenever a proxy is set.
+func (c *Config) noProxy() string {
+	if c.Proxy.HTTPProxy == "" && c.Proxy.HTTPSProxy == "" {
+		return c.Proxy.NoProxy
+	}
+	if c.Proxy.NoProxy == "" {
+		return InClusterNoProxy
+	}
+	return c.Proxy.NoProxy + "," + InClusterNoProxy
 }
 
 // mustJSON encodes values that always encode (strings, maps of strings, API structs).

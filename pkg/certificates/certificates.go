@@ -8,6 +8,8 @@ package certificates
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // CASource returns the signing CA, read from the hub secret Key.
@@ -82,6 +86,52 @@ func WatchCASecret(b *builder.Builder, reader client.Reader, ca CASource, pick f
 		builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == key.Namespace && o.GetName() == key.Name
 		})))
+}
+
+// Decide runs every check the approver and the signer both make: the policy, against what the
+// hub knows of the cluster the CSR names (HubFacts), and the rule that no public key is
+// certified twice. The signer runs it again on approved CSRs, since anyone with the approve
+// right may have approved them and the facts may have changed since.
+func Decide(ctx context.Context, reader client.Reader, pol policy.Policy, csr *certificatesv1.CertificateSigningRequest, caID string) (*x509.CertificateRequest, *policy.Rejection, error) {
+	hub, err := HubFacts(ctx, reader, csr, caID)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, rej := pol.Check(csr, hub)
+	if rej != nil {
+		return nil, rej, nil
+	}
+	others := &certificatesv1.CertificateSigningRequestList{}
+	if err := reader.List(ctx, others, client.MatchingLabels{clusterv1.ClusterNameLabelKey: hub.Cluster.Name}); err != nil {
+		return nil, nil, fmt.Errorf("listing the CSRs of cluster %s: %w", hub.Cluster.Name, err)
+	}
+	if rej := policy.DuplicateKey(req, csr.Name, others.Items); rej != nil {
+		return nil, rej, nil
+	}
+	return req, nil, nil
+}
+
+// HubFacts gathers what the policy decides from for the cluster csr's label names: its
+// ManagedCluster, its ManagedClusterAddOn and its revocation. The list of revocations must be
+// readable: without it nothing is decided.
+func HubFacts(ctx context.Context, reader client.Reader, csr *certificatesv1.CertificateSigningRequest, caID string) (policy.Hub, error) {
+	hub := policy.Hub{CAID: caID}
+	cluster, err := ClusterFor(ctx, reader, csr)
+	if err != nil || cluster == nil {
+		return hub, err
+	}
+	hub.Cluster = cluster
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: cluster.Name, Name: identity.AddonName}, mca); {
+	case err == nil:
+		hub.Addon = mca
+	case !apierrors.IsNotFound(err):
+		return hub, fmt.Errorf("reading the ManagedClusterAddOn of cluster %s: %w", cluster.Name, err)
+	}
+	if hub.Revocation, err = revocation.Get(ctx, reader, cluster.Name); err != nil {
+		return hub, err
+	}
+	return hub, nil
 }
 
 // ClusterFor returns the ManagedCluster the CSR's cluster label names, or nil if the label is

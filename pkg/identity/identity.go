@@ -29,14 +29,11 @@ const (
 	// CSRDNSName is the only SAN the OCM registration agent puts in an add-on CSR.
 	CSRDNSName = AddonName + ".addon.open-cluster-management.io"
 
-	// RevokedLabel on a ManagedCluster revokes its agent: the signer signs nothing for it and the
-	// chart's Placement drops it, so OCM removes its add-on. `argocd-agent-addon revoke` sets it,
-	// with RevokedReasonAnnotation.
-	RevokedLabel            = "argocd-agent-addon.open-cluster-management.io/revoked"
-	RevokedReasonAnnotation = "argocd-agent-addon.open-cluster-management.io/revoked-reason"
-	// RevokedLapseAnnotation on a revoked ManagedCluster is when the last certificate issued to
-	// its agent expires (RFC 3339): a principal without a TLS blocklist accepts it until then.
-	RevokedLapseAnnotation = "argocd-agent-addon.open-cluster-management.io/revoked-certificates-lapse"
+	// RevokedLabel on a ManagedCluster makes the chart's Placement drop it, so OCM removes its
+	// add-on. `argocd-agent-addon revoke` sets it next to the revocation itself, which lives
+	// where no cluster may write (pkg/revocation) and is what the signer, approver and renderer
+	// decide from; the chart's admission policy refuses cluster identities any change to it.
+	RevokedLabel = "argocd-agent-addon.open-cluster-management.io/revoked"
 	// TLSBlocklistConfigMap is where principals that support it (newer than argocd-agent v0.9.0)
 	// read the SHA-256 fingerprints of certificates they must refuse.
 	TLSBlocklistConfigMap = "argocd-agent-tls-blocklist"
@@ -121,8 +118,23 @@ func (s Subject) Registration() *agent.CustomSignerRegistration {
 	}
 }
 
-// RequesterPrefix is the prefix of the username of cluster's OCM agents. The trailing colon
-// matters: without it cluster "a" would match the agents of cluster "ab".
+// OCMPrefix starts the user and group names of every OCM agent identity on the hub.
+const OCMPrefix = "system:open-cluster-management:"
+
+// RequesterPrefix is the prefix of the username of cluster's OCM registration and work agents.
+// The trailing colon matters: without it cluster "a" would match the agents of cluster "ab".
 func RequesterPrefix(cluster string) string {
-	return "system:open-cluster-management:" + cluster + ":"
+	return OCMPrefix + cluster + ":"
+}
+
+// ClusterGroup is the group of cluster's OCM registration and work agents.
+func ClusterGroup(cluster string) string { return OCMPrefix + cluster }
+
+// IsClusterAgent reports whether user is an OCM registration or work agent of cluster:
+// exactly "system:open-cluster-management:<cluster>:<agent id>", with an id that holds no ':'.
+// A prefix match alone is ambiguous: for a cluster named "cluster", the add-on identities
+// "system:open-cluster-management:cluster:<x>:addon:..." of cluster <x> would match.
+func IsClusterAgent(user, cluster string) bool {
+	id, ok := strings.CutPrefix(user, RequesterPrefix(cluster))
+	return ok && id != "" && !strings.Contains(id, ":")
 }

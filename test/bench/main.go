@@ -508,7 +508,7 @@ func fileAndWait(ctx context.Context, env *testenv.Env, hub *hubfixture.Hub, nam
 	// Each agent authenticates as itself, so the API server sets the requester as for OCM.
 	agents := make(map[string]client.Client, len(names))
 	for _, name := range names {
-		cfg, err := env.AddUser(ocmcsr.AgentUsername(name), "system:masters")
+		cfg, err := env.AddUser(ocmcsr.AgentUsername(name), append(ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername(name)), "system:masters")...)
 		if err != nil {
 			return 0, err
 		}

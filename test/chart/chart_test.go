@@ -119,8 +119,11 @@ func TestDefaults(t *testing.T) {
 		key("AddOnDeploymentConfig", releaseNamespace, addonName),
 		key("Placement", releaseNamespace, addonName),
 		key("ManagedClusterSetBinding", releaseNamespace, "global"),
+		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
+		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
 	)
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked'")
 	for _, obj := range objs {
 		if got := obj.GetLabels()["app.kubernetes.io/instance"]; got != chart.ReleaseName {
 			t.Errorf("%s: app.kubernetes.io/instance label %q, want %q", keyOf(obj), got, chart.ReleaseName)
@@ -289,6 +292,7 @@ func TestCustomValues(t *testing.T) {
 		"placement.namespace":                                     "fleet",
 		"placement.rolloutStrategy.type":                          "Progressive",
 		"placement.rolloutStrategy.progressive.maxConcurrency":    "25%",
+		"admissionPolicy.protectedLabels[0]":                      "gitops",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -306,8 +310,12 @@ func TestCustomValues(t *testing.T) {
 		key("RoleBinding", namespace, managerName+"-leader-election"),
 		key("ClusterManagementAddOn", "", addonName),
 		key("AddOnDeploymentConfig", namespace, "agents"),
+		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
+		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
 	)
 	checkRBACIsLeastPrivilege(t, rendered, "principal-ca")
+	// The existing Placement's keys, named by the user, are protected too.
+	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'gitops'")
 
 	deploy := convert[appsv1.Deployment](t, rendered.get(t, "Deployment", namespace, managerName))
 	if deploy.Spec.Replicas == nil || *deploy.Spec.Replicas != 2 {
@@ -653,4 +661,29 @@ func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta 
 		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: "addon.open-cluster-management.io", Resource: "addondeploymentconfigs"},
 		DefaultConfig:       &addonv1alpha1.ConfigReferent{Namespace: namespace, Name: name},
 	}}
+}
+
+// expectProtectedLabels checks the label keys the admission policy keeps to the hub, and that
+// its binding denies.
+func expectProtectedLabels(t *testing.T, rendered renderedObjects, want string) {
+	t.Helper()
+	vap := rendered.get(t, "ValidatingAdmissionPolicy", "", managerName+"-cluster-labels")
+	vars, _, _ := unstructured.NestedSlice(vap.Object, "spec", "variables")
+	found := false
+	for _, v := range vars {
+		if m, ok := v.(map[string]any); ok && m["name"] == "protected" {
+			found = m["expression"] == "["+want+"]"
+			if !found {
+				t.Errorf("protected labels %v, want [%s]", m["expression"], want)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("admission policy has no protected variable: %v", vars)
+	}
+	binding := rendered.get(t, "ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels")
+	actions, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions")
+	if len(actions) != 1 || actions[0] != "Deny" {
+		t.Errorf("binding actions %v, want [Deny]", actions)
+	}
 }

@@ -146,7 +146,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	must(t, err)
 	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", CAID: authority.ID(caCerts[0])})
 	must(t, err)
-	agentCfg, err := env.AddUser(ocmcsr.AgentUsername("c1"), "system:masters")
+	agentCfg, err := env.AddUser(ocmcsr.AgentUsername("c1"), append(ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername("c1")), "system:masters")...)
 	must(t, err)
 	agent, err := client.New(agentCfg, client.Options{Scheme: env.Scheme})
 	must(t, err)
@@ -182,6 +182,10 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 			}
 		}
 		return false, err
+	})
+
+	t.Run("admission policy keeps enrolment and revocation labels to the hub", func(t *testing.T) {
+		testAdmissionPolicy(t, env, c)
 	})
 
 	// No broader than needed: what the manager's identity must not do.
@@ -220,6 +224,76 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 			t.Errorf("the chart lets the manager %s %s/%s %q in %q", attrs.Verb, attrs.Group, attrs.Resource, attrs.Name, attrs.Namespace)
 		}
 	}
+}
+
+// testAdmissionPolicy proves the chart's ValidatingAdmissionPolicy on the real API server. The
+// cluster identity also holds system:masters, so RBAC lets everything through and only the
+// policy stands in the way (test/e2e runs the same attacks with OCM's real credentials and RBAC).
+func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
+	ctx := context.Background()
+	clusterAgent := func(user string, groups ...string) client.Client {
+		cfg, err := env.AddUser(user, append(groups, "system:masters")...)
+		must(t, err)
+		cl, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+		must(t, err)
+		return cl
+	}
+	registration := clusterAgent(ocmcsr.AgentUsername("c1"), ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername("c1"))...)
+	addonAgent := clusterAgent("system:open-cluster-management:cluster:c1:addon:other:agent:other",
+		"system:open-cluster-management:cluster:c1:addon:other", "system:open-cluster-management:addon:other")
+	bootstrap := clusterAgent("system:bootstrap:abcdef", "system:bootstrappers", "system:bootstrappers:managedcluster")
+	setLabel := func(cl client.Client, key, value string) error {
+		mc := &clusterv1.ManagedCluster{}
+		if err := admin.Get(ctx, types.NamespacedName{Name: "c1"}, mc); err != nil {
+			return err
+		}
+		if mc.Labels == nil {
+			mc.Labels = map[string]string{}
+		}
+		if value == "" {
+			delete(mc.Labels, key)
+		} else {
+			mc.Labels[key] = value
+		}
+		return cl.Update(ctx, mc)
+	}
+	// A new policy takes a moment to be enforced.
+	poll.Until(t, 30*time.Second, "a cluster enrolling itself refused", func(context.Context) (bool, error) {
+		err := setLabel(registration, "argocd-agent", "enabled")
+		if err == nil {
+			must(t, setLabel(admin, "argocd-agent", ""))
+		}
+		return err != nil && strings.Contains(err.Error(), "only the hub may change them"), nil
+	})
+	for _, tc := range []struct {
+		name       string
+		as         client.Client
+		key, value string
+		allowed    bool
+	}{
+		{"the add-on agent of another add-on enrolls it", addonAgent, "argocd-agent", "enabled", false},
+		{"the hub admin enrols it", admin, "argocd-agent", "enabled", true},
+		{"the cluster changes the enrolment label's value", registration, "argocd-agent", "yes", false},
+		{"the cluster un-enrols itself", registration, "argocd-agent", "", false},
+		{"the hub admin revokes it", admin, identity.RevokedLabel, "true", true},
+		{"the cluster lifts its revocation", registration, identity.RevokedLabel, "", false},
+		{"the cluster sets any other label", registration, "team", "payments", true},
+		{"the hub admin lifts the revocation", admin, identity.RevokedLabel, "", true},
+	} {
+		err := setLabel(tc.as, tc.key, tc.value)
+		if tc.allowed && err != nil {
+			t.Errorf("%s: refused: %v", tc.name, err)
+		}
+		if !tc.allowed && (err == nil || !strings.Contains(err.Error(), tc.key)) {
+			t.Errorf("%s: want refused naming %s, got %v", tc.name, tc.key, err)
+		}
+	}
+	sneaky := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Labels: map[string]string{"argocd-agent": "enabled"}}}
+	if err := bootstrap.Create(ctx, sneaky); err == nil || !strings.Contains(err.Error(), "argocd-agent") {
+		t.Errorf("the bootstrap identity created a ManagedCluster enrolled at birth: %v", err)
+	}
+	sneaky.Labels = nil
+	must(t, bootstrap.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
 }
 
 // optionsFromArgs parses the chart's container args with the manager's own flags.

@@ -40,6 +40,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -384,10 +385,8 @@ func TestCertificateRotation(t *testing.T) {
 			t.Logf("lapsed certificate refused: %v", err)
 		}
 		// And nothing new was issued to it meanwhile.
-		mc := &clusterv1.ManagedCluster{}
-		must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Name: "rotate"}, mc))
-		if lapse := mc.Annotations[identity.RevokedLapseAnnotation]; lapse == "" {
-			t.Error("revoke did not note when the certificates lapse")
+		if r, err := revocation.Get(ctx, e.Hub.Client, "rotate"); err != nil || r == nil || r.CertificatesLapse == nil {
+			t.Errorf("revoke did not note when the certificates lapse: %+v, %v", r, err)
 		}
 		csrs := &certificatesv1.CertificateSigningRequestList{}
 		must(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "rotate"}))

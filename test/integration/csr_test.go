@@ -22,6 +22,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -55,7 +56,8 @@ func clientAs(t *testing.T, user string) client.Client {
 	if c, ok := userClients[user]; ok {
 		return c
 	}
-	cfg, err := env.AddUser(user, "system:masters")
+	// The groups OCM gives a cluster's agent, and system:masters for the rights to file CSRs.
+	cfg, err := env.AddUser(user, append(ocmcsr.AgentGroupsOf(user), "system:masters")...)
 	must(t, err)
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 	must(t, err)
@@ -167,6 +169,16 @@ func TestBadCSRsRefused(t *testing.T) {
 	leaving.Finalizers = append(leaving.Finalizers, "test.argocd-agent-addon/hold")
 	must(t, env.Client.Update(context.Background(), leaving))
 	must(t, env.Client.Delete(context.Background(), leaving))
+	// Accepted, but the add-on is not installed on it: the hub never enrolled it.
+	joinCluster(t, "unenrolled", nil)
+	must(t, env.Client.Delete(context.Background(), &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "unenrolled", Name: identity.AddonName}}))
+	poll.Until(t, 30*time.Second, "add-on of unenrolled removed", func(ctx context.Context) (bool, error) {
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: "unenrolled", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	// A cluster named "cluster": OCM's add-on identities of every cluster start with its
+	// requester prefix, "system:open-cluster-management:cluster:".
+	joinCluster(t, "cluster", nil)
 	caTrue, err := asn1.Marshal(struct {
 		IsCA bool `asn1:"optional"`
 	}{true})
@@ -204,6 +216,9 @@ func TestBadCSRsRefused(t *testing.T) {
 		{"unknown cluster", ocmcsr.AgentUsername("ghost"), ocmcsr.Request{Cluster: "ghost"}, policy.ReasonUnknownCluster},
 		{"cluster not accepted", ocmcsr.AgentUsername("pending"), ocmcsr.Request{Cluster: "pending"}, policy.ReasonClusterNotAccepted},
 		{"cluster being deleted", ocmcsr.AgentUsername("leaving"), ocmcsr.Request{Cluster: "leaving"}, policy.ReasonClusterDeleting},
+		{"cluster the hub has not enrolled", ocmcsr.AgentUsername("unenrolled"), ocmcsr.Request{Cluster: "unenrolled"}, policy.ReasonNotEnrolled},
+		{"add-on identity of cluster other for a cluster named cluster", "system:open-cluster-management:cluster:other:addon:argocd-agent:agent:argocd-agent-agent",
+			ocmcsr.Request{Cluster: "cluster"}, policy.ReasonWrongRequester},
 		{"absent cluster label", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
 			addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonMissingClusterLabel},
 		{"O of another cluster's agents", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim", OrganizationalUnit: victimOU,
@@ -275,7 +290,7 @@ func TestBadCSRsRefused(t *testing.T) {
 	})
 	t.Run("metrics count denials by reason", func(t *testing.T) {
 		body := scrapeMetrics(t)
-		for reason, want := range map[policy.Reason]float64{policy.ReasonWrongRequester: 5, policy.ReasonSubjectMismatch: 7} {
+		for reason, want := range map[policy.Reason]float64{policy.ReasonWrongRequester: 6, policy.ReasonSubjectMismatch: 7} {
 			v, ok, err := metrictext.Value(body, "argocd_agent_addon_csr_denied_total", map[string]string{"reason": string(reason)})
 			if err != nil || !ok || v != want {
 				t.Errorf("csr_denied_total{reason=%q} = %v (found %v, %v), want %v", reason, v, ok, err, want)

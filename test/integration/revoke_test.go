@@ -13,13 +13,17 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -28,7 +32,7 @@ import (
 // it on the hub; unrevoke restores signing.
 func TestRevokeAndUnrevoke(t *testing.T) {
 	ctx := context.Background()
-	joinCluster(t, "compromised", nil)
+	joinCluster(t, "compromised", newADC("compromised-cfg", "principalAddress", "principal.example.com"))
 	agent := ocmcsr.AgentUsername("compromised")
 	signed := func(name string) []byte {
 		var cert []byte
@@ -53,8 +57,13 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	if !strings.Contains(out.String(), "1 issued certificate(s)") {
 		t.Errorf("revoke blocklisted %q, want the 1 certificate issued", out)
 	}
-	if mc.Labels[identity.RevokedLabel] != "true" || !strings.Contains(mc.Annotations[identity.RevokedReasonAnnotation], "public repository") {
-		t.Fatalf("revocation not recorded on the ManagedCluster: %v %v", mc.Labels, mc.Annotations)
+	if mc.Labels[identity.RevokedLabel] != "true" {
+		t.Fatalf("the ManagedCluster is not labelled for the Placement to drop it: %v", mc.Labels)
+	}
+	r, err := revocation.Get(ctx, env.Client, "compromised")
+	must(t, err)
+	if r == nil || !strings.Contains(r.Reason, "public repository") || r.RevokedAt.IsZero() {
+		t.Fatalf("revocation not recorded in the hub's list: %+v", r)
 	}
 	block, _ := pem.Decode(first)
 	cert, err := x509.ParseCertificate(block.Bytes)
@@ -67,8 +76,8 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		t.Fatalf("issued certificate not in the TLS blocklist: %v", cm.Data)
 	}
 	// The hub says until when a principal without a blocklist would still accept it.
-	if lapse := mc.Annotations[identity.RevokedLapseAnnotation]; lapse != cert.NotAfter.UTC().Format(time.RFC3339) {
-		t.Errorf("lapse annotation %q, want the certificate's expiry %s", lapse, cert.NotAfter.UTC().Format(time.RFC3339))
+	if r.CertificatesLapse == nil || !r.CertificatesLapse.Equal(cert.NotAfter) {
+		t.Errorf("lapse %v, want the certificate's expiry %s", r.CertificatesLapse, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 
 	// No new certificate while revoked.
@@ -80,6 +89,26 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 			c = condition(csr, certificatesv1.CertificateDenied)
 		}
 		return c != nil && c.Reason == string(policy.ReasonRevoked) && strings.Contains(c.Message, "public repository"), err
+	})
+	// The label is only the Placement's input: with it gone (a hub without the chart's admission
+	// policy), the list still decides, for signing and for delivery.
+	mc = &clusterv1.ManagedCluster{}
+	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
+	delete(mc.Labels, identity.RevokedLabel)
+	must(t, env.Client.Update(ctx, mc))
+	stillDenied := fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})
+	poll.Until(t, 30*time.Second, "CSR of a revoked cluster without the label denied", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, stillDenied)
+		c := (*certificatesv1.CertificateSigningRequestCondition)(nil)
+		if err == nil {
+			c = condition(csr, certificatesv1.CertificateDenied)
+		}
+		return c != nil && c.Reason == string(policy.ReasonRevoked), err
+	})
+	must(t, hubfixture.SetVariable(ctx, env.Client, types.NamespacedName{Namespace: hubfixture.ConfigNamespace, Name: "compromised-cfg"}, "logLevel", "debug"))
+	poll.Until(t, 30*time.Second, "nothing rendered for the revoked cluster", func(ctx context.Context) (bool, error) {
+		c, err := addonCondition(ctx, "compromised", "ManifestApplied")
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "agent revoked"), client.IgnoreNotFound(err)
 	})
 	statusOut := &bytes.Buffer{}
 	must(t, (&status.Options{RestConfig: env.Config, CASecret: caNamespace + "/" + caName}).Run(ctx, statusOut))

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"strings"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,8 +36,10 @@ type Request struct {
 	Usages   []certificatesv1.KeyUsage
 	Signer   string
 	Labels   map[string]string
-	// Username is set for unit tests; the API server sets it from the requester otherwise.
+	// Username is set for unit tests, with Groups (nil: AgentGroupsOf(Username)); the API
+	// server sets both from the requester otherwise.
 	Username          string
+	Groups            []string
 	Annotations       map[string]string
 	ExpirationSeconds *int32
 }
@@ -44,6 +47,20 @@ type Request struct {
 // AgentUsername is the identity of cluster's OCM agent, as the hub authenticates it.
 func AgentUsername(cluster string) string {
 	return identity.RequesterPrefix(cluster) + "agent-" + cluster
+}
+
+// ManagedClustersGroup is the group of every managed cluster's OCM agents.
+const ManagedClustersGroup = identity.OCMPrefix + "managed-clusters"
+
+// AgentGroupsOf returns the groups OCM gives user when it is a cluster's registration agent
+// ("system:open-cluster-management:<cluster>:<id>"): its certificate's O. Others get none.
+func AgentGroupsOf(user string) []string {
+	rest, ok := strings.CutPrefix(user, identity.OCMPrefix)
+	cluster, id, found := strings.Cut(rest, ":")
+	if !ok || !found || cluster == "" || !identity.IsClusterAgent(user, cluster) || id == "" {
+		return nil
+	}
+	return []string{identity.ClusterGroup(cluster), ManagedClustersGroup}
 }
 
 // New returns the CSR and the private key of its request.
@@ -92,6 +109,10 @@ func Wrap(r Request, requestPEM []byte) *certificatesv1.CertificateSigningReques
 	if signer == "" {
 		signer = identity.SignerName
 	}
+	groups := r.Groups
+	if groups == nil && r.Username != "" {
+		groups = AgentGroupsOf(r.Username)
+	}
 	return &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: fmt.Sprintf("addon-%s-%s-", r.Cluster, identity.AddonName),
@@ -103,6 +124,7 @@ func Wrap(r Request, requestPEM []byte) *certificatesv1.CertificateSigningReques
 			SignerName:        signer,
 			Usages:            usages,
 			Username:          r.Username,
+			Groups:            groups,
 			ExpirationSeconds: r.ExpirationSeconds,
 		},
 	}

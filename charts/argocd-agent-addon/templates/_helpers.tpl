@@ -103,3 +103,15 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- fail "placement.name is required: the Placement whose clusters get the agent" }}
 {{- end }}
 {{- end }}
+
+{{/*
+A list of strings as CEL string literals, comma-separated. Label keys hold no quote or
+backslash, so single quotes need no escaping.
+*/}}
+{{- define "argocd-agent-addon.celStrings" -}}
+{{- $out := list }}
+{{- range . }}
+{{- $out = append $out (printf "'%s'" .) }}
+{{- end }}
+{{- join ", " $out }}
+{{- end }}

@@ -65,10 +65,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !certificates.Pending(csr) {
 		return ctrl.Result{}, nil
 	}
-	cluster, err := certificates.ClusterFor(ctx, r.Client, csr)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	caID := ""
 	if certificates.ForOurSigner(csr) {
 		ca, err := r.CA.Get(ctx)
@@ -79,13 +75,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		caID = ca.ID()
 	}
-	x509req, rej := r.Policy.Check(csr, cluster, caID)
-	if rej == nil {
-		others := &certificatesv1.CertificateSigningRequestList{}
-		if err := r.Client.List(ctx, others, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster.Name}); err != nil {
-			return ctrl.Result{}, err
-		}
-		rej = policy.DuplicateKey(x509req, csr.Name, others.Items)
+	_, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, caID)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	if rej != nil && rej.Reason == policy.ReasonWrongSigner {
 		// Labelled for this add-on but for another signer: not ours to approve or deny.
@@ -101,7 +93,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateDenied, string(rej.Reason), rej.Message
 	} else {
 		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateApproved, ReasonApproved,
-			fmt.Sprintf("request from cluster %q matches its agent's registration", cluster.Name)
+			fmt.Sprintf("request from cluster %q matches its agent's registration", csr.Labels[clusterv1.ClusterNameLabelKey])
 	}
 	csr.Status.Conditions = append(csr.Status.Conditions, cond)
 	if err := r.Client.SubResource("approval").Update(ctx, csr); err != nil {
@@ -117,7 +109,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	metrics.CSRsApproved.Inc()
-	logger.Info("Approved CSR", "csr", csr.Name, "cluster", cluster.Name)
+	logger.Info("Approved CSR", "csr", csr.Name, "cluster", csr.Labels[clusterv1.ClusterNameLabelKey])
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonApproved, "Approve", cond.Message)
 	return ctrl.Result{}, nil
 }

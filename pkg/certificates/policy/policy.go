@@ -14,7 +14,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -24,6 +23,7 @@ import (
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Reason says why a CSR was refused. It is the CSR condition's reason and a metric label, so
@@ -47,6 +47,7 @@ const (
 	ReasonDisallowedExtension  Reason = "DisallowedExtension"
 	ReasonBadExpiration        Reason = "BadExpiration"
 	ReasonRevoked              Reason = "Revoked"
+	ReasonNotEnrolled          Reason = "NotEnrolled"
 	ReasonDuplicateKey         Reason = "DuplicateKey"
 )
 
@@ -82,19 +83,36 @@ type Policy struct {
 	MaxLifetime time.Duration
 }
 
-// Check returns the parsed request if csr may be signed for cluster (nil if the ManagedCluster
-// named by the CSR's label does not exist) by the CA with ID caID, or the reason it may not.
-// The subject must name that CA (identity.CAUnit): a request made for another CA, such as one
-// filed just before a CA rollover, is refused, and the spoke asks again for the new one.
-func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster, caID string) (*x509.CertificateRequest, *Rejection) {
-	req, rej := p.check(csr, cluster, caID)
+// Hub is what the hub knows of the cluster a CSR claims to come from, read from objects whose
+// deciding fields no managed cluster identity may write: the revocation list
+// (pkg/revocation) and the ManagedClusterAddOn, which only the hub creates and deletes. Of the
+// ManagedCluster, which the cluster may update, only hub-guarded fields count (its existence,
+// deletion, spec.hubAcceptsClient); its labels never do.
+type Hub struct {
+	// Cluster is the ManagedCluster the CSR's cluster label names; nil if there is none.
+	Cluster *clusterv1.ManagedCluster
+	// Addon is the cluster's ManagedClusterAddOn of this add-on; nil if the add-on is not
+	// installed there: the cluster is not enrolled.
+	Addon *addonv1beta1.ManagedClusterAddOn
+	// Revocation is the cluster's revocation; nil if it is not revoked.
+	Revocation *revocation.Revocation
+	// CAID is the ID of the signing CA, which the subject must name.
+	CAID string
+}
+
+// Check returns the parsed request if csr may be signed for the cluster hub describes, by the
+// CA with ID hub.CAID, or the reason it may not. The subject must name that CA
+// (identity.CAUnit): a request made for another CA, such as one filed just before a CA
+// rollover, is refused, and the spoke asks again for the new one.
+func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*x509.CertificateRequest, *Rejection) {
+	req, rej := p.check(csr, hub)
 	if rej != nil {
 		return nil, rej
 	}
 	return req, nil
 }
 
-func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *clusterv1.ManagedCluster, caID string) (*x509.CertificateRequest, *Rejection) {
+func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*x509.CertificateRequest, *Rejection) {
 	if csr.Spec.SignerName != identity.SignerName {
 		return nil, reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
 	}
@@ -105,7 +123,7 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *cl
 	if clusterName == "" {
 		return nil, reject(ReasonMissingClusterLabel, "label %s is missing", clusterv1.ClusterNameLabelKey)
 	}
-	if rej := checkCluster(clusterName, cluster); rej != nil {
+	if rej := checkCluster(clusterName, hub); rej != nil {
 		return nil, rej
 	}
 	if rej := p.checkRequester(csr, clusterName); rej != nil {
@@ -126,23 +144,28 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, cluster *cl
 	if rej != nil {
 		return nil, rej
 	}
-	return req, p.checkRequest(req, clusterName, caID)
+	return req, p.checkRequest(req, clusterName, hub.CAID)
 }
 
-func checkCluster(name string, cluster *clusterv1.ManagedCluster) *Rejection {
+func checkCluster(name string, hub Hub) *Rejection {
+	cluster := hub.Cluster
 	if cluster == nil || cluster.Name != name {
 		return reject(ReasonUnknownCluster, "no ManagedCluster %q", name)
 	}
 	if cluster.DeletionTimestamp != nil {
 		return reject(ReasonClusterDeleting, "ManagedCluster %q is being deleted", name)
 	}
-	if _, revoked := cluster.Labels[identity.RevokedLabel]; revoked {
+	if r := hub.Revocation; r != nil {
 		return reject(ReasonRevoked, "the agent of cluster %q is revoked (%s); `argocd-agent-addon unrevoke %s` restores it",
-			name, cluster.Annotations[identity.RevokedReasonAnnotation], name)
+			name, r.Reason, name)
 	}
 	if !cluster.Spec.HubAcceptsClient ||
 		!meta.IsStatusConditionTrue(cluster.Status.Conditions, clusterv1.ManagedClusterConditionHubAccepted) {
 		return reject(ReasonClusterNotAccepted, "ManagedCluster %q is not accepted by the hub", name)
+	}
+	if a := hub.Addon; a == nil || a.Namespace != name || a.Name != identity.AddonName || a.DeletionTimestamp != nil {
+		return reject(ReasonNotEnrolled, "the add-on is not installed on cluster %q (no ManagedClusterAddOn %s/%s, or it is being deleted)",
+			name, name, identity.AddonName)
 	}
 	return nil
 }
@@ -152,9 +175,14 @@ func (p Policy) checkRequester(csr *certificatesv1.CertificateSigningRequest, cl
 	if p.GRPCServerUsername != "" && requester == p.GRPCServerUsername {
 		requester = csr.Annotations[operatorv1.CSRUsernameAnnotation]
 	}
-	prefix := identity.RequesterPrefix(cluster)
-	if !strings.HasPrefix(requester, prefix) || len(requester) == len(prefix) {
-		return reject(ReasonWrongRequester, "requester %q is not an OCM agent of cluster %q (want %s<agent>)", requester, cluster, prefix)
+	if !identity.IsClusterAgent(requester, cluster) {
+		return reject(ReasonWrongRequester, "requester %q is not an OCM agent of cluster %q (want %s<agent id>, the id without ':')",
+			requester, cluster, identity.RequesterPrefix(cluster))
+	}
+	if csr.Spec.Username == requester && !slices.Contains(csr.Spec.Groups, identity.ClusterGroup(cluster)) {
+		// The API server sets spec.groups from the requester's credentials: an OCM agent of the
+		// cluster is always in its group (from its certificate's O).
+		return reject(ReasonWrongRequester, "requester %q is not in group %q", requester, identity.ClusterGroup(cluster))
 	}
 	return nil
 }

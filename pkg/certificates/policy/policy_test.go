@@ -25,6 +25,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 )
 
@@ -42,6 +43,11 @@ func acceptedCluster(name string) *clusterv1.ManagedCluster {
 			{Type: clusterv1.ManagedClusterConditionHubAccepted, Status: metav1.ConditionTrue},
 		}},
 	}
+}
+
+// installed is the ManagedClusterAddOn OCM creates on an enrolled cluster.
+func installed(cluster string) *addonv1beta1.ManagedClusterAddOn {
+	return &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}
 }
 
 func mustKey(t *testing.T, f func() (crypto.Signer, error)) crypto.Signer {
@@ -67,6 +73,7 @@ func TestCheck(t *testing.T) {
 		mutate  func(*ocmcsr.Request)
 		csr     func(*certificatesv1.CertificateSigningRequest)
 		cluster *clusterv1.ManagedCluster
+		hub     func(*policy.Hub)
 		want    policy.Reason // "" means approved
 	}{
 		{name: "as the OCM agent makes it", mutate: valid},
@@ -111,11 +118,31 @@ func TestCheck(t *testing.T) {
 			c.DeletionTimestamp = &now
 			return c
 		}(), want: policy.ReasonClusterDeleting},
-		{name: "revoked cluster", mutate: valid, cluster: func() *clusterv1.ManagedCluster {
+		{name: "revoked cluster", mutate: valid, hub: func(h *policy.Hub) {
+			h.Revocation = &revocation.Revocation{Reason: "key leaked"}
+		}, want: policy.ReasonRevoked},
+		{name: "revoked cluster that removed the revoked label from its ManagedCluster", mutate: valid, hub: func(h *policy.Hub) {
+			h.Revocation = &revocation.Revocation{Reason: "key leaked"}
+			h.Cluster.Labels = map[string]string{}
+		}, want: policy.ReasonRevoked},
+		{name: "the revoked label alone decides nothing", mutate: valid, cluster: func() *clusterv1.ManagedCluster {
 			c := acceptedCluster("c1")
 			c.Labels = map[string]string{identity.RevokedLabel: "true"}
 			return c
-		}(), want: policy.ReasonRevoked},
+		}()},
+		{name: "not enrolled (no ManagedClusterAddOn)", mutate: valid, hub: func(h *policy.Hub) { h.Addon = nil }, want: policy.ReasonNotEnrolled},
+		{name: "add-on being removed", mutate: valid, hub: func(h *policy.Hub) {
+			now := metav1.Now()
+			h.Addon.DeletionTimestamp = &now
+		}, want: policy.ReasonNotEnrolled},
+		{name: "ManagedClusterAddOn of another cluster", mutate: valid, hub: func(h *policy.Hub) { h.Addon = installed("c2") }, want: policy.ReasonNotEnrolled},
+		{name: "requester not in the cluster's group", mutate: func(r *ocmcsr.Request) { r.Groups = []string{ocmcsr.ManagedClustersGroup} },
+			want: policy.ReasonWrongRequester},
+		{name: "add-on identity of cluster x for a cluster named cluster", mutate: func(r *ocmcsr.Request) {
+			r.Cluster = "cluster"
+			r.Username = "system:open-cluster-management:cluster:x:addon:argocd-agent:agent:argocd-agent-agent"
+			r.Groups = []string{identity.ClusterGroup("cluster")}
+		}, cluster: acceptedCluster("cluster"), want: policy.ReasonWrongRequester},
 		{name: "requester of another cluster", mutate: func(r *ocmcsr.Request) { r.Username = ocmcsr.AgentUsername("c2") }, want: policy.ReasonWrongRequester},
 		{name: "requester prefix collision (c1 vs c10)", mutate: func(r *ocmcsr.Request) { r.Username = ocmcsr.AgentUsername("c10") }, want: policy.ReasonWrongRequester},
 		{name: "requester without agent id", mutate: func(r *ocmcsr.Request) { r.Username = identity.RequesterPrefix("c1") }, want: policy.ReasonWrongRequester},
@@ -214,12 +241,19 @@ func TestCheck(t *testing.T) {
 			} else if cluster.Name == "" {
 				cluster = nil
 			}
+			hub := policy.Hub{Cluster: cluster, CAID: caID}
+			if cluster != nil {
+				hub.Addon = installed(cluster.Name)
+			}
+			if tc.hub != nil {
+				tc.hub(&hub)
+			}
 			style := tc.style
 			if style == "" {
 				style = identity.SubjectClusterName
 			}
 			p := policy.Policy{Subject: style, GRPCServerUsername: grpcUser, MaxLifetime: 24 * time.Hour}
-			req, rej := p.Check(csr, cluster, caID)
+			req, rej := p.Check(csr, hub)
 			switch {
 			case tc.want == "" && rej != nil:
 				t.Fatalf("want approved, got %v", rej)
@@ -265,16 +299,16 @@ func FuzzCheck(f *testing.F) {
 	}
 	f.Add(csr.Spec.Request, "c1", ocmcsr.AgentUsername("c1"), "client auth")
 	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), "c1", "x", "server auth")
-	cluster := acceptedCluster("c1")
+	hub := policy.Hub{Cluster: acceptedCluster("c1"), Addon: installed("c1"), CAID: caID}
 	p := policy.Policy{Subject: identity.SubjectClusterName, GRPCServerUsername: grpcUser}
 	f.Fuzz(func(t *testing.T, request []byte, clusterLabel, username, usage string) {
 		c := ocmcsr.Wrap(ocmcsr.Request{Cluster: clusterLabel, Username: username,
 			Usages: []certificatesv1.KeyUsage{certificatesv1.KeyUsage(usage)}}, request)
-		req, rej := p.Check(c, cluster, caID)
+		req, rej := p.Check(c, hub)
 		if rej == nil {
 			// Approved: it must really be c1's agent asking for CN=c1 from this CA with client auth.
 			if req == nil || req.Subject.CommonName != "c1" || req.Subject.String() != "CN=c1,OU="+identity.CAUnit(caID) || clusterLabel != "c1" ||
-				!strings.HasPrefix(username, identity.RequesterPrefix("c1")) || usage != string(certificatesv1.UsageClientAuth) {
+				!identity.IsClusterAgent(username, "c1") || usage != string(certificatesv1.UsageClientAuth) {
 				t.Fatalf("approved an invalid request: cluster=%q user=%q usage=%q", clusterLabel, username, usage)
 			}
 		}

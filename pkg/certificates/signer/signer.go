@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
@@ -72,20 +74,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !certificates.ForOurSigner(csr) || !waiting(csr) {
 		return ctrl.Result{}, nil
 	}
-	cluster, err := certificates.ClusterFor(ctx, r.Client, csr)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	ca, err := r.CA.Get(ctx)
 	if err != nil {
 		logger.Error(err, "Cannot sign: no usable CA", "csr", csr.Name)
 		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Sign", "waiting for a usable CA: %v", err)
 		return ctrl.Result{RequeueAfter: caRetry}, nil
 	}
-	x509req, rej := r.Policy.Check(csr, cluster, ca.ID())
+	x509req, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID())
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if rej != nil {
 		return r.fail(ctx, csr, rej)
 	}
+	cluster := csr.Labels[clusterv1.ClusterNameLabelKey] // Decide checked it names an existing cluster
 	now := time.Now()
 	if r.Now != nil {
 		now = r.Now()
@@ -114,10 +116,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	notAfter := cert.NotAfter
 	metrics.CSRsSigned.Inc()
-	metrics.AgentCertificateNotAfter.WithLabelValues(cluster.Name).Set(float64(notAfter.Unix()))
-	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster.Name, "notAfter", notAfter.UTC().Format(time.RFC3339))
+	metrics.AgentCertificateNotAfter.WithLabelValues(cluster).Set(float64(notAfter.Unix()))
+	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster, "notAfter", notAfter.UTC().Format(time.RFC3339))
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
-		cluster.Name, notAfter.UTC().Format(time.RFC3339))
+		cluster, notAfter.UTC().Format(time.RFC3339))
 	return ctrl.Result{}, nil
 }
 

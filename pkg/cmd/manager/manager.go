@@ -206,7 +206,9 @@ func (o *Options) Run(ctx context.Context) error {
 				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
 			},
-			&addonv1beta1.ManagedClusterAddOn{}:         {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
+			&addonv1beta1.ManagedClusterAddOn{}: {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
+			// The add-on's own, which holds the revocation list (pkg/revocation).
+			&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
 			&certificatesv1.CertificateSigningRequest{}: {},
 		}},
 	})
@@ -231,6 +233,7 @@ func (o *Options) Run(ctx context.Context) error {
 		CA:           ca,
 		Subject:      style,
 		Reporter:     addon.NewStatusReporter(addonClient, recorder),
+		Hub:          mgr.GetClient(),
 	})
 	if err != nil {
 		return err

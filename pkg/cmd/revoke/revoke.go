@@ -1,8 +1,9 @@
 // Package revoke is the `argocd-agent-addon revoke` and `unrevoke` commands. Revoking a
-// cluster's agent labels its ManagedCluster (with the reason, where an operator sees it on the
-// hub): from then on the signer signs nothing for it, the chart's Placement drops it so OCM
-// removes its add-on, and the SHA-256 fingerprints of every certificate issued to it go into
-// the principal's TLS blocklist ConfigMap, for principals that read one.
+// cluster's agent records it, with the reason and the time, in the hub-only revocation list
+// (pkg/revocation): from then on nothing is signed or delivered for it. It also labels the
+// ManagedCluster so that the chart's Placement drops it and OCM removes its add-on, and puts the
+// SHA-256 fingerprints of every certificate issued to it into the principal's TLS blocklist
+// ConfigMap, for principals that read one.
 package revoke
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Options are the revoke and unrevoke settings.
@@ -85,12 +87,14 @@ func (o *Options) now() time.Time {
 
 // Revoke revokes cluster's agent and reports what it did to out.
 func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) error {
+	if err := revocation.ValidateCluster(cluster); err != nil {
+		return err
+	}
 	c, err := o.client()
 	if err != nil {
 		return err
 	}
-	now := o.now()
-	stamp := now.UTC().Format(time.RFC3339)
+	now := o.now().UTC().Truncate(time.Second)
 	// The record of issued certificates lives on the ManagedClusterAddOn, which OCM deletes once
 	// the cluster is revoked: read it before, and again after, so that a certificate signed in
 	// between is not missed.
@@ -98,7 +102,13 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := setRevoked(ctx, c, cluster, fmt.Sprintf("%s (revoked %s)", o.Reason, stamp)); err != nil {
+	r := &revocation.Revocation{Reason: o.Reason, RevokedAt: now}
+	// The decision first: from here on the signer and the approver refuse the cluster.
+	if err := revocation.Set(ctx, c, cluster, r); err != nil {
+		return err
+	}
+	labelled, err := setRevokedLabel(ctx, c, cluster, true)
+	if err != nil {
 		return err
 	}
 	after, err := issuedCertificates(ctx, c, cluster)
@@ -114,19 +124,24 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 			lapse = cert.NotAfter
 		}
 	}
-	if err := blocklist(ctx, c, o.PrincipalNamespace, certs, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, stamp, o.Reason)); err != nil {
+	if err := blocklist(ctx, c, o.PrincipalNamespace, certs, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, now.Format(time.RFC3339), o.Reason)); err != nil {
 		return err
 	}
 	if !lapse.IsZero() {
-		if err := setLapse(ctx, c, cluster, lapse); err != nil {
+		lapse = lapse.UTC()
+		r.CertificatesLapse = &lapse
+		if err := revocation.Set(ctx, c, cluster, r); err != nil {
 			return err
 		}
 	}
 	msg := fmt.Sprintf("revoked %s: no certificate will be signed for it and its add-on is being removed; "+
 		"%d issued certificate(s) added to %s/%s", cluster, len(certs), o.PrincipalNamespace, identity.TLSBlocklistConfigMap)
+	if !labelled {
+		msg += fmt.Sprintf("; there is no ManagedCluster %s now: the revocation holds if it joins", cluster)
+	}
 	if !lapse.IsZero() && lapse.After(now) {
 		msg += fmt.Sprintf("; where the principal has no blocklist, the last of them lapses at %s (in %s)",
-			lapse.UTC().Format(time.RFC3339), lapse.Sub(now).Round(time.Second))
+			lapse.Format(time.RFC3339), lapse.Sub(now).Round(time.Second))
 	}
 	_, err = fmt.Fprintln(out, msg)
 	return err
@@ -134,39 +149,45 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 
 // Unrevoke lifts the revocation. Blocklisted certificates stay blocked: the agent gets new ones.
 func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) error {
+	if err := revocation.ValidateCluster(cluster); err != nil {
+		return err
+	}
 	c, err := o.client()
 	if err != nil {
 		return err
 	}
-	if err := setRevoked(ctx, c, cluster, ""); err != nil {
+	// The decision first, then the Placement's label: once the add-on is back, its first
+	// request is signed rather than refused.
+	if err := revocation.Set(ctx, c, cluster, nil); err != nil {
+		return err
+	}
+	if _, err := setRevokedLabel(ctx, c, cluster, false); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(out, "unrevoked %s: it can get certificates and the add-on again\n", cluster)
 	return err
 }
 
-// setRevoked labels (reason != "") or unlabels the ManagedCluster.
-func setRevoked(ctx context.Context, c client.Client, cluster, reason string) error {
+// setRevokedLabel sets or removes the label the chart's Placement excludes revoked clusters by.
+// It reports false if there is no such ManagedCluster.
+func setRevokedLabel(ctx context.Context, c client.Client, cluster string, revoked bool) (bool, error) {
 	mc := &clusterv1.ManagedCluster{}
 	if err := c.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
-		return fmt.Errorf("ManagedCluster %s: %w", cluster, err)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("ManagedCluster %s: %w", cluster, err)
 	}
 	patch := client.MergeFrom(mc.DeepCopy())
-	if reason == "" {
-		delete(mc.Labels, identity.RevokedLabel)
-		delete(mc.Annotations, identity.RevokedReasonAnnotation)
-		delete(mc.Annotations, identity.RevokedLapseAnnotation)
-	} else {
+	if revoked {
 		if mc.Labels == nil {
 			mc.Labels = map[string]string{}
 		}
-		if mc.Annotations == nil {
-			mc.Annotations = map[string]string{}
-		}
 		mc.Labels[identity.RevokedLabel] = "true"
-		mc.Annotations[identity.RevokedReasonAnnotation] = reason
+	} else {
+		delete(mc.Labels, identity.RevokedLabel)
 	}
-	return c.Patch(ctx, mc, patch)
+	return true, c.Patch(ctx, mc, patch)
 }
 
 // issuedCertificates are the certificates the signer issued to cluster that the hub knows of:
@@ -202,19 +223,4 @@ func blocklist(ctx context.Context, c client.Client, namespace string, fingerpri
 		cm.Data[fp] = note
 	}
 	return c.Update(ctx, cm)
-}
-
-// setLapse records on the revoked ManagedCluster when the last certificate issued to it expires:
-// until then a principal without a TLS blocklist still accepts it.
-func setLapse(ctx context.Context, c client.Client, cluster string, lapse time.Time) error {
-	mc := &clusterv1.ManagedCluster{}
-	if err := c.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
-		return fmt.Errorf("ManagedCluster %s: %w", cluster, err)
-	}
-	patch := client.MergeFrom(mc.DeepCopy())
-	if mc.Annotations == nil {
-		mc.Annotations = map[string]string{}
-	}
-	mc.Annotations[identity.RevokedLapseAnnotation] = lapse.UTC().Format(time.RFC3339)
-	return c.Patch(ctx, mc, patch)
 }

@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/rest"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
-	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Options are the status settings.
@@ -143,29 +143,28 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		rows = append(rows, row)
 	}
 	// Revoked clusters lose their add-on; list them all the same.
-	clusters := &clusterv1.ManagedClusterList{}
-	if err := c.List(ctx, clusters); err != nil {
-		return nil, nil, fmt.Errorf("listing ManagedClusters: %w", err)
+	cma, err := revocation.ClusterManagementAddOn(ctx, c)
+	if err != nil {
+		return nil, nil, err
 	}
-	for _, mc := range clusters.Items {
-		if _, revoked := mc.Labels[identity.RevokedLabel]; !revoked {
-			continue
-		}
-		reason := mc.Annotations[identity.RevokedReasonAnnotation]
-		if reason == "" {
-			reason = "revoked"
-		}
+	revoked := revocation.List(cma)
+	for _, name := range revocation.Clusters(revoked) {
+		r := revoked[name]
+		reason := fmt.Sprintf("%s (revoked %s)", r.Reason, r.RevokedAt.UTC().Format(time.RFC3339))
 		found := false
 		for i := range rows {
-			if rows[i].Cluster == mc.Name {
+			if rows[i].Cluster == name {
 				rows[i].Revoked, found = reason, true
 			}
 		}
 		if !found {
 			// Its add-on, and the record on it, are gone: revoke noted when its last
 			// certificate lapses.
-			lapse, _ := time.Parse(time.RFC3339, mc.Annotations[identity.RevokedLapseAnnotation])
-			rows = append(rows, Row{Cluster: mc.Name, Available: "-", CertNotAfter: lapse, Revoked: reason})
+			row := Row{Cluster: name, Available: "-", Revoked: reason}
+			if r.CertificatesLapse != nil {
+				row.CertNotAfter = *r.CertificatesLapse
+			}
+			rows = append(rows, row)
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
