@@ -60,6 +60,10 @@ type Options struct {
 	// Hub, if set, is read for the revocation list (pkg/revocation): nothing is rendered for a
 	// revoked cluster, whatever its ManagedCluster's labels say. The render command has none.
 	Hub client.Reader
+	// Works, if set, reads a cluster's deploy ManifestWorks when its render is held back, so
+	// that a renewed certificate still reaches its agent (deliverRenewal). Uncached: it is read
+	// only then.
+	Works client.Reader
 }
 
 // New builds the add-on.
@@ -120,7 +124,7 @@ func New(o Options) (agent.AgentAddon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
 	}
-	return &guardedAddon{inner: inner, reporter: o.Reporter, hub: o.Hub}, nil
+	return &guardedAddon{inner: inner, reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA}, nil
 }
 
 // ErrRevoked says the cluster's agent is revoked: nothing is delivered to it.
@@ -189,6 +193,8 @@ type guardedAddon struct {
 	inner    agent.AgentAddon
 	reporter ConfigReporter
 	hub      client.Reader
+	works    client.Reader
+	ca       CA
 }
 
 func (g *guardedAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
@@ -227,6 +233,16 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 			g.reporter.Invalid(ctx, addon, fieldErr)
 		case err == nil:
 			g.reporter.Valid(ctx, addon)
+		}
+	}
+	if err != nil && g.works != nil {
+		renewal, rerr := g.deliverRenewal(ctx, cluster, addon)
+		if rerr != nil {
+			return nil, fmt.Errorf("%w; and the renewal could not be delivered on the last configuration: %v", err, rerr)
+		}
+		if renewal != nil {
+			klog.InfoS("Delivering the agent's renewed certificate or trust bundle on its last configuration", "cluster", cluster.Name, "held", err.Error())
+			return renewal, nil
 		}
 	}
 	return objects, err

@@ -2,6 +2,7 @@ package addon_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -20,6 +21,7 @@ import (
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
@@ -107,6 +109,15 @@ type rendered struct {
 	caSecret   *corev1.Secret
 	kinds      map[string]int
 	namespaces map[string]bool
+}
+
+// spoke is what kubelet finds on the spoke when r has been applied there.
+func spoke(r rendered) podstart.Objects {
+	return podstart.Objects{
+		ConfigMaps: map[string]*corev1.ConfigMap{r.params.Name: r.params},
+		Secrets: map[string]*corev1.Secret{r.caSecret.Name: r.caSecret,
+			identity.ClientCertSecretName: {Data: map[string][]byte{"tls.crt": nil, "tls.key": nil}}},
+	}
 }
 
 func index(t *testing.T, objs []runtime.Object) rendered {
@@ -320,13 +331,6 @@ func TestPodStartsOnlyFromItsOwnContent(t *testing.T) {
 		}
 		return index(t, objs)
 	}
-	spoke := func(r rendered) podstart.Objects {
-		return podstart.Objects{
-			ConfigMaps: map[string]*corev1.ConfigMap{r.params.Name: r.params},
-			Secrets: map[string]*corev1.Secret{r.caSecret.Name: r.caSecret,
-				identity.ClientCertSecretName: {Data: map[string][]byte{"tls.crt": nil, "tls.key": nil}}},
-		}
-	}
 	base := map[string]string{"principalAddress": "a.example.com"}
 	with := func(k, v string) map[string]string {
 		m := maps.Clone(base)
@@ -471,7 +475,7 @@ func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return index(t, objs).deployment.Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"]
+		return index(t, objs).deployment.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
 	}
 	rotated := func(msg string, status metav1.ConditionStatus) metav1.Condition {
 		return metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: status, Reason: "ClientCertificateUpdated", Message: msg}
@@ -572,5 +576,95 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 	}
 	if _, err := broken.Manifests(context.Background(), cluster, mcaFor(adc)); err == nil {
 		t.Fatal("rendered without a readable revocation list")
+	}
+}
+
+// While a cluster's render is held back (here: an invalid config value), a renewed client
+// certificate and a new trust bundle still reach its agent, on the configuration it runs.
+func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
+	scheme, err := hubclient.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}
+	good := newADC(map[string]string{"principalAddress": "principal.example.com", "principalPort": "8443"}, nil)
+	rotated := func(mca *addonv1beta1.ManagedClusterAddOn, notAfter string) *addonv1beta1.ManagedClusterAddOn {
+		mca.Status.Conditions = []metav1.Condition{{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from x to " + notAfter}}
+		return mca
+	}
+	// What the manager delivered with the good config: the cluster's ManifestWork.
+	delivered, err := render(t, identity.SubjectClusterName, good, caPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: "addon-argocd-agent-deploy-0",
+		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
+	for _, o := range delivered {
+		raw, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
+	}
+	works := fake.NewClientBuilder().WithScheme(scheme).WithObjects(work).Build()
+	bad := newADC(map[string]string{"principalAddress": "principal.example.com", "principalPort": "99999"}, nil)
+	held := func(bundle string) agent.AgentAddon {
+		a, err := addon.New(addon.Options{ConfigGetter: getter{bad}, CA: testCA{bundle: bundle}, Subject: identity.SubjectClusterName, Works: works})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+
+	// Nothing new to deliver: the held render's error stands, and nothing changes.
+	if objs, err := held(caPEM).Manifests(ctx, cluster, mcaFor(bad)); err == nil || objs != nil {
+		t.Fatalf("no renewal pending: %d objects, %v; want the config error", len(objs), err)
+	}
+	// A renewal: the last configuration, with the new certificate.
+	objs, err := held(caPEM).Manifests(ctx, cluster, rotated(mcaFor(bad), "2026-12-09"))
+	if err != nil {
+		t.Fatalf("renewal while held: %v", err)
+	}
+	before, after := index(t, delivered), index(t, objs)
+	if after.params.Data["agent.server.port"] != "8443" || !equality.Semantic.DeepEqual(after.params, before.params) {
+		t.Errorf("the held config leaked: params %v", after.params.Data)
+	}
+	ann := func(r rendered, k string) string { return r.deployment.Spec.Template.Annotations[k] }
+	if ann(after, agentconfig.ClientCertificateAnnotation) == ann(before, agentconfig.ClientCertificateAnnotation) {
+		t.Error("the renewed certificate does not roll the agent")
+	}
+	if ann(after, "argocd-agent-addon.open-cluster-management.io/config-hash") != ann(before, "argocd-agent-addon.open-cluster-management.io/config-hash") {
+		t.Error("the configuration changed with the renewal")
+	}
+	for _, o := range objs {
+		if o.GetObjectKind().GroupVersionKind().Kind == "" {
+			t.Errorf("%T delivered without its kind", o)
+		}
+	}
+	// A new trust bundle (CA rollover) too, with the content key that makes the new pod wait for it.
+	objs, err = held(caPEM+caPEM).Manifests(ctx, cluster, mcaFor(bad))
+	if err != nil {
+		t.Fatalf("new bundle while held: %v", err)
+	}
+	after = index(t, objs)
+	if string(after.caSecret.Data["ca.crt"]) != caPEM+caPEM {
+		t.Errorf("bundle %q not delivered", after.caSecret.Data["ca.crt"])
+	}
+	if err := podstart.Check(after.deployment.Spec.Template.Spec, spoke(before)); err == nil {
+		t.Error("the new pod could start from the previous CA Secret")
+	}
+	if err := podstart.Check(after.deployment.Spec.Template.Spec, spoke(after)); err != nil {
+		t.Errorf("the new pod cannot start from its own objects: %v", err)
+	}
+	// Without a ManifestWork (first install) there is nothing to keep: the error stands.
+	empty, err := addon.New(addon.Options{ConfigGetter: getter{bad}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName,
+		Works: fake.NewClientBuilder().WithScheme(scheme).Build()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := empty.Manifests(ctx, cluster, rotated(mcaFor(bad), "2026-12-09")); err == nil || objs != nil {
+		t.Fatalf("no work yet: %d objects, %v", len(objs), err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -65,6 +66,7 @@ func requireOwnContent(objects []runtime.Object) error {
 	if params.Data == nil {
 		params.Data = map[string]string{}
 	}
+	maps.DeleteFunc(params.Data, func(k, _ string) bool { return strings.HasPrefix(k, ContentKeyPrefix) })
 	params.Data[ContentKeyPrefix+paramsDigest] = paramsDigest
 	env := corev1.EnvVar{
 		Name: ParamsContentEnv,
@@ -106,6 +108,7 @@ func requireOwnContent(objects []runtime.Object) error {
 	if ca.Data == nil {
 		ca.Data = map[string][]byte{}
 	}
+	maps.DeleteFunc(ca.Data, func(k string, _ []byte) bool { return strings.HasPrefix(k, ContentKeyPrefix) })
 	ca.Data[ContentKeyPrefix+caDigest] = []byte(caDigest)
 	return nil
 }

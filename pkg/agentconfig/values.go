@@ -76,17 +76,33 @@ func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, cert
 	if len(caBundle) > 0 {
 		values["CABundle"] = base64.StdEncoding.EncodeToString(caBundle)
 	}
-	// The agent reads its settings, CA and certificate only at start-up; hashing what it reads
-	// into the pod template makes any change roll the pod, once. The image and resources roll it
-	// by themselves.
+	// The agent reads its settings and CA only at start-up; hashing what it reads into the pod
+	// template makes any change roll the pod, once. The image and resources roll it by
+	// themselves. The certificate has an annotation of its own, which a renewal updates even
+	// while the configuration is held (pkg/addon).
 	h := sha256.New()
 	for _, part := range []string{c.Namespace, c.PrincipalAddress, port, c.Mode, c.LogLevel,
-		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle), certificate} {
+		c.Proxy.HTTPProxy, c.Proxy.HTTPSProxy, c.Proxy.NoProxy, string(caBundle)} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
 	values["ConfigHash"] = mustJSON(hex.EncodeToString(h.Sum(nil))[:16])
+	values["ClientCertificate"] = mustJSON(CertificateDigest(certificate))
 	return values, nil
+}
+
+// ClientCertificateAnnotation on the agent's pod template names the client certificate the spoke
+// held when it was rendered (CertificateDigest), so that each renewal rolls the pod once.
+const ClientCertificateAnnotation = "argocd-agent-addon.open-cluster-management.io/client-certificate"
+
+// CertificateDigest is the ClientCertificateAnnotation value for certificate (see
+// pkg/addon.CertificateOnSpoke): "none" before the first, else 16 hex digits of its SHA-256.
+func CertificateDigest(certificate string) string {
+	if certificate == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte(certificate))
+	return hex.EncodeToString(sum[:])[:16]
 }
 
 // InClusterNoProxy is what NO_PROXY always holds when the agent has a proxy: the cluster's own

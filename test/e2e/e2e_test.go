@@ -38,6 +38,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
@@ -204,6 +205,25 @@ func TestEndToEnd(t *testing.T) {
 			err := e.Spokes["cluster1"].API.Client.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: identity.AgentName}, &appsv1.Deployment{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
+
+		// The revoked cluster, with its own OCM credentials, tries to undo it.
+		attacksFrom := time.Now()
+		key, value := enrolmentLabel()
+		revokedAttacks := append([]attack{
+			{"remove the revoked label (update)", setOwnLabel("cluster1", identity.RevokedLabel, "", false)},
+			{"remove the revoked label (merge patch)", setOwnLabel("cluster1", identity.RevokedLabel, "", true)},
+			{"change the revoked label's value", setOwnLabel("cluster1", identity.RevokedLabel, "false", true)},
+			{"change the enrolment label's value", setOwnLabel("cluster1", key, "again", true)},
+		}, addonAttacks("cluster1")...)
+		runAttacks(t, ctx, e, "cluster1", revokedAttacks)
+		fileOwnCSRs(t, ctx, e, "cluster1", 3, policy.ReasonRevoked)
+		time.Sleep(5 * time.Second) // room for OCM's Placement and addon-manager to act on anything that got through
+		stillRevoked(t, ctx, e, "cluster1")
+		if n := signedSince(t, ctx, e, "cluster1", attacksFrom); n != 0 {
+			t.Fatalf("%d certificates signed for the revoked cluster during the attacks", n)
+		}
+		t.Logf("revoked cluster: %d hostile kinds and 3 CSRs, 0 certificates signed; enrolment label %s=%s untouched", len(revokedAttacks)+1, key, value)
+
 		must(t, o.Unrevoke(ctx, "cluster1", io.Discard))
 		poll.Until(t, 120*time.Second, "cluster1's agent back with a new certificate", func(ctx context.Context) (bool, error) {
 			d := agents["cluster1"].Delivered()
@@ -220,6 +240,20 @@ func TestEndToEnd(t *testing.T) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
+		// Unenrolled, cluster2 tries to enrol itself with its own OCM credentials.
+		attacksFrom := time.Now()
+		key, value := enrolmentLabel()
+		unenrolledAttacks := append([]attack{
+			{"add the enrolment label (update)", setOwnLabel("cluster2", key, value, false)},
+			{"add the enrolment label (merge patch)", setOwnLabel("cluster2", key, value, true)},
+		}, addonAttacks("cluster2")...)
+		runAttacks(t, ctx, e, "cluster2", unenrolledAttacks)
+		fileOwnCSRs(t, ctx, e, "cluster2", 2, policy.ReasonNotEnrolled)
+		if n := signedSince(t, ctx, e, "cluster2", attacksFrom); n != 0 {
+			t.Fatalf("%d certificates signed for the unenrolled cluster during the attacks", n)
+		}
+		t.Logf("unenrolled cluster: %d hostile kinds and 2 CSRs, 0 certificates signed", len(unenrolledAttacks)+1)
+
 		spoke := e.Spokes["cluster2"].API.Client
 		ns := identity.DefaultInstallNamespace
 		gone := []client.Object{

@@ -15,14 +15,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -151,6 +154,34 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 	}
 	if deploymentOf(t, after).Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"] != hashBefore {
 		t.Fatal("the Deployment changed while the config was invalid")
+	}
+
+	// A certificate renewal while the config is invalid still reaches the agent, on the last good
+	// configuration: OCM's registration agent reports it, the Deployment rolls, nothing else moves.
+	certBefore := deploymentOf(t, after).Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: "config", Name: identity.AddonName}, mca); err != nil {
+			return err
+		}
+		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from 2026-12-01 10:00:00 to 2026-12-08 10:00:00"})
+		return env.Client.Status().Update(context.Background(), mca)
+	}))
+	poll.Until(t, 30*time.Second, "renewal delivered on the last good configuration", func(ctx context.Context) (bool, error) {
+		_, o, err := workObjects(ctx, "config")
+		if err != nil {
+			return false, err
+		}
+		if p := paramsOf(o); p["agent.server.port"] != "9443" {
+			t.Fatalf("the invalid config reached the ManifestWork with the renewal: port %q", p["agent.server.port"])
+		}
+		d := deploymentOf(t, o)
+		return d.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation] != certBefore &&
+			d.Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"] == hashBefore, nil
+	})
+	if c, err := addonCondition(context.Background(), "config", addon.ConditionAgentConfigValid); err != nil || c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("AgentConfigValid after the renewal: %+v, %v; want still False", c, err)
 	}
 
 	setVariable(t, "config", "principalPort", "10443")

@@ -234,6 +234,7 @@ func (o *Options) Run(ctx context.Context) error {
 		Subject:      style,
 		Reporter:     addon.NewStatusReporter(addonClient, recorder),
 		Hub:          mgr.GetClient(),
+		Works:        mgr.GetAPIReader(),
 	})
 	if err != nil {
 		return err
