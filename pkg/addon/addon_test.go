@@ -643,6 +643,18 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 			t.Errorf("%T delivered without its kind", o)
 		}
 	}
+	// The same while OCM's rollout has not reached the cluster: the config object holds a newer
+	// spec than the one the cluster's rollout is on.
+	pending, err := addon.New(addon.Options{ConfigGetter: hashingGetter{getter{good}, "newer"}, CA: testCA{bundle: caPEM},
+		Subject: identity.SubjectClusterName, Works: works})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mca := rotated(mcaFor(good), "2026-12-10")
+	mca.Status.ConfigReferences[0].DesiredConfig.SpecHash = "older"
+	if objs, err := pending.Manifests(ctx, cluster, mca); err != nil || index(t, objs).params.Data["agent.server.port"] != "8443" {
+		t.Fatalf("renewal while the rollout is pending: %v", err)
+	}
 	// A new trust bundle (CA rollover) too, with the content key that makes the new pod wait for it.
 	objs, err = held(caPEM+caPEM).Manifests(ctx, cluster, mcaFor(bad))
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -42,10 +41,8 @@ func (t *CATrigger) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result,
 	logger := log.FromContext(ctx)
 	ca, err := t.CA.Get(ctx)
 	if err != nil {
-		metrics.CANotAfter.Set(0)
 		logger.Error(err, "No usable CA: agent certificates are not signed and manifests not updated until it is fixed")
 	} else {
-		metrics.CANotAfter.Set(float64(ca.Cert.NotAfter.Unix()))
 		logger.Info("Using CA", "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "sha256", ca.Fingerprint())
 	}
 	return ctrl.Result{}, triggerAddons(ctx, t.Client, t.Trigger, func(*addonv1beta1.ManagedClusterAddOn) bool { return true })

@@ -36,6 +36,8 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
@@ -358,6 +360,16 @@ func TestCertificateRotation(t *testing.T) {
 	must(t, e.SetEnabled(ctx, "rotate", true))
 	a, err := e.StartAgent(ctx, "rotate")
 	must(t, err)
+	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
+	// Renewals must not depend on the render: with an invalid fleet config value, the cluster
+	// keeps the configuration it runs, and its agent still rolls onto every new certificate.
+	goodPort := a.Delivered().Port
+	setFleetVariable(t, ctx, e, agentconfig.VarPrincipalPort, "99999")
+	poll.Until(t, 60*time.Second, "AgentConfigValid=False for the invalid port", func(ctx context.Context) (bool, error) {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "rotate", Name: identity.AddonName}, mca)
+		return err == nil && meta.IsStatusConditionFalse(mca.Status.Conditions, addon.ConditionAgentConfigValid), err
+	})
 
 	// Serial of each certificate the agent ran with, and when it was replaced.
 	var serials []string
@@ -397,6 +409,16 @@ func TestCertificateRotation(t *testing.T) {
 		}
 	}
 	t.Logf("%d certificates, %d agent processes, 0 expired-certificate failures", len(serials), len(logs)-1)
+	// All of it on the configuration the cluster had: the invalid value reached nothing.
+	if port := a.Delivered().Port; port != goodPort {
+		t.Errorf("the agent runs with port %d after the renewals, want the last good %d", port, goodPort)
+	}
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "rotate", Name: identity.AddonName}, mca))
+	if !meta.IsStatusConditionFalse(mca.Status.Conditions, addon.ConditionAgentConfigValid) {
+		t.Error("AgentConfigValid is no longer False: the invalid value was not held back")
+	}
+	t.Logf("%d renewals delivered while the fleet config was invalid, on the last good port %d", len(serials)-1, goodPort)
 
 	// Revoked, the agent gets no new certificate; v0.9.0's principal has no blocklist, so the
 	// certificate it holds works until it lapses, and not a moment after.

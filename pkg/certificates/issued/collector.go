@@ -10,12 +10,23 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 )
 
-var caValidDesc = prometheus.NewDesc("argocd_agent_addon_ca_valid_certificates",
-	"Unexpired agent certificates signed by each CA (on record or in a CSR still on the hub), by its role in the CA secret (signing, trusted, or empty when it holds it no more). A trusted CA at 0 may leave ca.crt.",
-	[]string{"ca", "role"}, nil)
+var (
+	caValidDesc = prometheus.NewDesc("argocd_agent_addon_ca_valid_certificates",
+		"Unexpired agent certificates signed by each CA (on record or in a CSR still on the hub), by its role in the CA secret (signing, trusted, or empty when it holds it no more). A trusted CA at 0 may leave ca.crt.",
+		[]string{"ca", "role"}, nil)
+	agentNotAfterDesc = prometheus.NewDesc("argocd_agent_addon_agent_certificate_not_after_seconds",
+		"Expiry (Unix seconds) of the newest agent client certificate issued for each cluster (on record or in a CSR still on the hub).",
+		[]string{"cluster"}, nil)
+	caNotAfterDesc = prometheus.NewDesc("argocd_agent_addon_ca_not_after_seconds",
+		"Expiry (Unix seconds) of the CA that signs agent certificates; 0 while the CA secret holds no usable CA.",
+		nil, nil)
+)
 
-// Collector exports, at each scrape, ByCA over the certificates on the hub (OnHub): what
-// `status` prints, for alerting during a CA rollover.
+// Collector exports, at each scrape, the gauges that describe the fleet's certificates,
+// computed from the hub as the manager's cache holds it: the signing CA's expiry, each cluster's
+// newest certificate, and ByCA over the certificates on the hub (OnHub), what `status` prints.
+// Computed rather than set by a controller, they are the same on every replica, the standby
+// ones included, and right from the first scrape after a restart.
 type Collector struct {
 	// Reader is the manager's cached client: a scrape costs no API call.
 	Reader client.Reader
@@ -25,10 +36,15 @@ type Collector struct {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- caValidDesc }
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- caValidDesc
+	ch <- agentNotAfterDesc
+	ch <- caNotAfterDesc
+}
 
-// Collect implements prometheus.Collector. With no usable CA or no readable add-ons it exports
-// nothing, rather than numbers that would say a CA may go.
+// Collect implements prometheus.Collector. Without a usable CA, ca_not_after_seconds is 0 (the
+// alert on it should fire) and the per-CA counts are left out rather than ones that would say a
+// CA may go; with no readable add-ons the per-cluster and per-CA gauges are left out.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -38,15 +54,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ca, err := c.CA.Get(ctx)
 	if err != nil {
+		ch <- prometheus.MustNewConstMetric(caNotAfterDesc, prometheus.GaugeValue, 0)
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(caNotAfterDesc, prometheus.GaugeValue, float64(ca.Cert.NotAfter.Unix()))
 	byCluster, err := OnHub(ctx, c.Reader, ca.Trusted)
 	if err != nil {
 		return
 	}
 	var certs []Certificate
-	for _, cs := range byCluster {
+	for cluster, cs := range byCluster {
 		certs = append(certs, cs...)
+		if newest, ok := Newest(cs); ok {
+			ch <- prometheus.MustNewConstMetric(agentNotAfterDesc, prometheus.GaugeValue, float64(newest.NotAfter.Unix()), cluster)
+		}
 	}
 	for _, u := range ByCA(ca.Cert, ca.Trusted[1:], certs, now) {
 		ch <- prometheus.MustNewConstMetric(caValidDesc, prometheus.GaugeValue, float64(u.Valid), u.ID, u.Role)

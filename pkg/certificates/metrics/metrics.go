@@ -1,6 +1,7 @@
-// Package metrics defines the Prometheus metrics of the add-on's certificate handling. They are
+// Package metrics defines the Prometheus counters of the add-on's certificate handling. They are
 // registered with controller-runtime's registry, which the manager serves on its metrics
-// address.
+// address. The gauges that describe the fleet are computed at scrape time
+// (pkg/certificates/issued.Collector), so that every replica reports them right.
 package metrics
 
 import (
@@ -31,18 +32,8 @@ var (
 		Namespace: namespace, Name: "csr_sign_failed_total",
 		Help: "Approved CertificateSigningRequests the signer refused to sign (marked Failed), by reason.",
 	}, []string{"reason"})
-	// AgentCertificateNotAfter is the expiry of the last certificate issued to each cluster.
-	AgentCertificateNotAfter = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "agent_certificate_not_after_seconds",
-		Help: "Expiry (Unix seconds) of the last agent client certificate issued for each cluster.",
-	}, []string{"cluster"})
-	// CANotAfter is the expiry of the signing CA.
-	CANotAfter = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "ca_not_after_seconds",
-		Help: "Expiry (Unix seconds) of the CA that signs agent certificates; 0 while no valid CA is loaded.",
-	})
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(CSRsApproved, CSRsDenied, CSRsSigned, CSRsFailed, AgentCertificateNotAfter, CANotAfter)
+	ctrlmetrics.Registry.MustRegister(CSRsApproved, CSRsDenied, CSRsSigned, CSRsFailed)
 }

@@ -116,7 +116,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	notAfter := cert.NotAfter
 	metrics.CSRsSigned.Inc()
-	metrics.AgentCertificateNotAfter.WithLabelValues(cluster).Set(float64(notAfter.Unix()))
 	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster, "notAfter", notAfter.UTC().Format(time.RFC3339))
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
 		cluster, notAfter.UTC().Format(time.RFC3339))

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"open-cluster-management.io/addon-framework/pkg/utils"
@@ -28,6 +29,8 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
@@ -78,6 +81,23 @@ type Row struct {
 	Config string
 	// Revoked is the revocation reason, empty if not revoked.
 	Revoked string
+	// Running is what the hub can tell of the certificate the agent pod runs.
+	Running Running
+	// BundleApplied says the spoke applied a trust bundle that holds the signing CA.
+	BundleApplied bool
+}
+
+// Running is the certificate the agent pod runs, as far as the hub can tell: the one the spoke
+// holds (OCM's ClusterCertificateRotated condition) once the ManifestWork whose pod template
+// names it is applied and the add-on is Available. Until then the agent still runs an older
+// one, most likely the previous certificate issued to it.
+type Running struct {
+	// NotAfter is the expiry of the certificate it runs, or of the previous one while Known is
+	// false; zero if unknown.
+	NotAfter time.Time
+	Known    bool
+	// RenewalPending: the spoke holds a certificate the delivered pod template does not name yet.
+	RenewalPending bool
 }
 
 // Run prints the table to out.
@@ -103,7 +123,7 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(out)
-	return PrintCAs(out, cas)
+	return PrintCAs(out, cas, BundlePending(rows))
 }
 
 // Collect reads each cluster's status from the hub: its ManagedClusterAddOn, with the record of
@@ -135,11 +155,15 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		if cond := meta.FindStatusCondition(a.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable); cond != nil {
 			row.Available = string(cond.Status)
 		}
-		mode, image, err := delivered(ctx, c, a.Namespace)
+		ws, err := delivered(ctx, c, a.Namespace)
 		if err != nil {
 			return nil, nil, err
 		}
-		row.Mode, row.Image, row.Config = mode, image, configState(&a)
+		row.Mode, row.Image, row.Config = ws.mode, ws.image, configState(&a)
+		row.Running = running(&a, ws, recorded, row.Available == string(metav1.ConditionTrue))
+		if len(cas) > 0 {
+			row.BundleApplied = ws.applied && bundleHolds(ws.bundle, cas[0])
+		}
 		rows = append(rows, row)
 	}
 	// Revoked clusters lose their add-on; list them all the same.
@@ -217,8 +241,23 @@ func readCASecret(ctx context.Context, c client.Client, ref string) (*x509.Certi
 	return signing[0], trusted, nil
 }
 
-// PrintCAs writes the CA table, with what an operator rolling a CA over may do next.
-func PrintCAs(out io.Writer, cas []issued.CAUsage) error {
+// BundlePending lists the clusters with the add-on whose spoke has not applied a trust bundle
+// holding the signing CA.
+func BundlePending(rows []Row) []string {
+	var out []string
+	for _, r := range rows {
+		if r.Available != "-" && !r.BundleApplied { // "-": revoked, no add-on
+			out = append(out, r.Cluster)
+		}
+	}
+	return out
+}
+
+// PrintCAs writes the CA table, with what an operator rolling a CA over may do next. A CA kept
+// for trust may leave only once it signs no valid certificate and every cluster in
+// bundlePending has applied a trust bundle with the signing CA: until then those agents could
+// not verify a principal certificate from it.
+func PrintCAs(out io.Writer, cas []issued.CAUsage, bundlePending []string) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CA\tROLE\tVALID CERTIFICATES\tLAST EXPIRES\tNOTE")
 	for _, r := range cas {
@@ -227,6 +266,9 @@ func PrintCAs(out io.Writer, cas []issued.CAUsage) error {
 			last = r.LastExpiry.UTC().Format(time.RFC3339)
 		}
 		switch {
+		case r.Role == issued.RoleTrusted && r.Valid == 0 && len(bundlePending) > 0:
+			note = fmt.Sprintf("signs no valid certificate, but keep in %s: %d cluster(s) have not applied a trust bundle with the signing CA (%s)",
+				authority.TrustKey, len(bundlePending), strings.Join(bundlePending[:min(5, len(bundlePending))], ", "))
 		case r.Role == issued.RoleTrusted && r.Valid == 0:
 			note = "signs no valid certificate: may leave " + authority.TrustKey
 		case r.Role == issued.RoleTrusted:
@@ -239,15 +281,28 @@ func PrintCAs(out io.Writer, cas []issued.CAUsage) error {
 	return w.Flush()
 }
 
-// delivered reads the agent mode and image from the cluster's ManifestWork.
-func delivered(ctx context.Context, c client.Client, cluster string) (mode, image string, err error) {
+// workState is what the cluster's ManifestWork delivers, and whether the spoke applied it.
+type workState struct {
+	mode, image string
+	// certificate is the pod template's ClientCertificateAnnotation; bundle the CA Secret's ca.crt.
+	certificate string
+	bundle      []byte
+	// applied: the work agent reports this generation of the work applied.
+	applied bool
+}
+
+// delivered reads what the cluster's ManifestWork delivers.
+func delivered(ctx context.Context, c client.Client, cluster string) (workState, error) {
+	var ws workState
 	mw := &workv1.ManifestWork{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", "", nil
+			return ws, nil
 		}
-		return "", "", err
+		return ws, err
 	}
+	cond := meta.FindStatusCondition(mw.Status.Conditions, workv1.WorkApplied)
+	ws.applied = cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == mw.Generation
 	for _, m := range mw.Spec.Workload.Manifests {
 		var kind struct{ Kind string }
 		if json.Unmarshal(m.Raw, &kind) != nil {
@@ -257,37 +312,107 @@ func delivered(ctx context.Context, c client.Client, cluster string) (mode, imag
 		case "ConfigMap":
 			cm := &corev1.ConfigMap{}
 			if json.Unmarshal(m.Raw, cm) == nil && cm.Name == identity.ParamsConfigMapName {
-				mode = cm.Data["agent.mode"]
+				ws.mode = cm.Data["agent.mode"]
+			}
+		case "Secret":
+			sec := &corev1.Secret{}
+			if json.Unmarshal(m.Raw, sec) == nil && sec.Name == identity.CASecretName {
+				ws.bundle = sec.Data["ca.crt"]
 			}
 		case "Deployment":
 			d := &appsv1.Deployment{}
 			if json.Unmarshal(m.Raw, d) == nil && d.Name == identity.AgentName && len(d.Spec.Template.Spec.Containers) > 0 {
-				image = d.Spec.Template.Spec.Containers[0].Image
+				ws.image = d.Spec.Template.Spec.Containers[0].Image
+				ws.certificate = d.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
 			}
 		}
 	}
-	return mode, image, nil
+	return ws, nil
+}
+
+// running works out the certificate the agent pod runs (see Running).
+func running(a *addonv1beta1.ManagedClusterAddOn, ws workState, recorded []issued.Certificate, available bool) Running {
+	onSpoke := addon.CertificateOnSpoke(a)
+	if onSpoke == "" {
+		return Running{}
+	}
+	notAfter := spokeNotAfter(onSpoke)
+	r := Running{RenewalPending: ws.certificate != agentconfig.CertificateDigest(onSpoke)}
+	if !r.RenewalPending && ws.applied && available {
+		return Running{NotAfter: notAfter, Known: true}
+	}
+	// Not rolled yet: the agent still runs an earlier certificate, the last one issued before.
+	for _, c := range recorded {
+		if (notAfter.IsZero() || c.NotAfter.Before(notAfter)) && c.NotAfter.After(r.NotAfter) {
+			r.NotAfter = c.NotAfter
+		}
+	}
+	return r
+}
+
+// spokeNotAfter reads the expiry from OCM's "client certificate rotated starting from <t> to
+// <t>" message; zero if it does not parse.
+func spokeNotAfter(message string) time.Time {
+	_, to, ok := strings.Cut(message, " to ")
+	if !ok {
+		return time.Time{}
+	}
+	t, err := time.Parse("2006-01-02 15:04:05 -0700 MST", strings.TrimSpace(to))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// bundleHolds reports whether the PEM bundle holds ca.
+func bundleHolds(bundle []byte, ca *x509.Certificate) bool {
+	certs, err := authority.ParseCertificates(bundle)
+	if err != nil {
+		return false
+	}
+	for _, c := range certs {
+		if c.Equal(ca) {
+			return true
+		}
+	}
+	return false
 }
 
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tCA\tMODE\tIMAGE\tCONFIG\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tMODE\tIMAGE\tCONFIG\tREVOKED")
 	for _, r := range rows {
-		expires := "-"
-		if !r.CertNotAfter.IsZero() {
-			expires = fmt.Sprintf("%s (in %s)", r.CertNotAfter.UTC().Format(time.RFC3339), r.CertNotAfter.Sub(now).Round(time.Minute))
-			if !now.Before(r.CertNotAfter) {
-				expires = r.CertNotAfter.UTC().Format(time.RFC3339) + " (EXPIRED)"
-			}
+		expires := expiry(r.CertNotAfter, now)
+		runs := "-"
+		switch {
+		case r.Running.Known:
+			runs = expiry(r.Running.NotAfter, now)
+		case r.Running.RenewalPending && !r.Running.NotAfter.IsZero() && r.Running.NotAfter.Before(now.Add(time.Hour)):
+			runs = "RENEWAL NOT DELIVERED, running one expires " + expiry(r.Running.NotAfter, now)
+		case r.Running.RenewalPending:
+			runs = "unknown: renewal not delivered yet"
+		case !r.Running.NotAfter.IsZero():
+			runs = "unknown: rolling, previous expires " + expiry(r.Running.NotAfter, now)
 		}
 		revoked := "no"
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, orDash(r.CA), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
 	}
 	return w.Flush()
+}
+
+// expiry prints t relative to now, "-" if zero.
+func expiry(t, now time.Time) string {
+	switch {
+	case t.IsZero():
+		return "-"
+	case !now.Before(t):
+		return t.UTC().Format(time.RFC3339) + " (EXPIRED)"
+	}
+	return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Minute))
 }
 
 func orDash(s string) string {

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 )
 
@@ -48,7 +49,7 @@ func TestPrintCAs(t *testing.T) {
 		{ID: "bbbbbbbbbbbbbbbb", Role: "trusted", Valid: 1, LastExpiry: last},
 		{ID: "cccccccccccccccc", Role: "trusted"},
 		{ID: "dddddddddddddddd", Valid: 2, LastExpiry: last},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -56,6 +57,47 @@ func TestPrintCAs(t *testing.T) {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("line %d %q lacks %q", i, lines[i], want)
 		}
+	}
+	// A cluster that has not applied a bundle with the signing CA keeps the old CA in.
+	out.Reset()
+	if err := PrintCAs(out, []issued.CAUsage{{ID: "cccccccccccccccc", Role: "trusted"}}, []string{"c7"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.Contains(got, "may leave") || !strings.Contains(got, "1 cluster(s) have not applied a trust bundle with the signing CA (c7)") {
+		t.Errorf("with a bundle pending:\n%s", got)
+	}
+}
+
+func TestRunning(t *testing.T) {
+	// As OCM's registration agent writes it.
+	msg := "client certificate rotated starting from 2026-12-01 09:55:00 +0000 UTC to 2026-12-08 10:00:00 +0000 UTC"
+	onSpoke := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
+	previous := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	a := &addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{{
+		Type: "ClusterCertificateRotated", Status: metav1.ConditionTrue, Reason: "ClientCertificateUpdated", Message: msg}}}}
+	recorded := []issued.Certificate{{NotAfter: previous}, {NotAfter: onSpoke}}
+	delivered := workState{certificate: agentconfig.CertificateDigest(msg), applied: true}
+	if r := running(a, delivered, recorded, true); !r.Known || !r.NotAfter.Equal(onSpoke) {
+		t.Errorf("rolled out and Available: %+v, want the spoke's certificate", r)
+	}
+	if r := running(a, workState{certificate: "0123456789abcdef", applied: true}, recorded, true); r.Known || !r.RenewalPending || !r.NotAfter.Equal(previous) {
+		t.Errorf("renewal not in the work: %+v, want pending and the previous certificate", r)
+	}
+	if r := running(a, workState{certificate: delivered.certificate}, recorded, true); r.Known || r.RenewalPending {
+		t.Errorf("work not applied: %+v, want unknown, not pending", r)
+	}
+	out := &bytes.Buffer{}
+	now := previous.Add(-10 * time.Minute)
+	must(t, Print(out, []Row{{Cluster: "c1", Running: running(a, workState{applied: true}, recorded, true)}}, now))
+	if !strings.Contains(out.String(), "RENEWAL NOT DELIVERED, running one expires 2026-12-02T12:00:00Z") {
+		t.Errorf("a running certificate about to expire before its renewal is not flagged:\n%s", out)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
