@@ -204,4 +204,3 @@ func stillRevoked(t *testing.T, ctx context.Context, e *harness.Env, cluster str
 		t.Fatalf("the revoked cluster has a ManagedClusterAddOn again (%v)", err)
 	}
 }
-
