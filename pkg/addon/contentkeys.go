@@ -34,25 +34,7 @@ const (
 // digest is over the rendered content, so a manager whose templates render the same objects
 // rolls no pod.
 func requireOwnContent(objects []runtime.Object) error {
-	var deployment *appsv1.Deployment
-	var params *corev1.ConfigMap
-	var ca *corev1.Secret
-	for _, o := range objects {
-		switch v := o.(type) {
-		case *appsv1.Deployment:
-			if v.Name == identity.AgentName {
-				deployment = v
-			}
-		case *corev1.ConfigMap:
-			if v.Name == identity.ParamsConfigMapName {
-				params = v
-			}
-		case *corev1.Secret:
-			if v.Name == identity.CASecretName {
-				ca = v
-			}
-		}
-	}
+	deployment, params, ca := findAgentObjects(objects)
 	if deployment == nil || params == nil {
 		return fmt.Errorf("the rendered manifests lack Deployment %s or ConfigMap %s", identity.AgentName, identity.ParamsConfigMapName)
 	}
@@ -111,6 +93,28 @@ func requireOwnContent(objects []runtime.Object) error {
 	maps.DeleteFunc(ca.Data, func(k string, _ []byte) bool { return strings.HasPrefix(k, ContentKeyPrefix) })
 	ca.Data[ContentKeyPrefix+caDigest] = []byte(caDigest)
 	return nil
+}
+
+// findAgentObjects finds, among objects, the agent's Deployment, its argocd-agent-params ConfigMap
+// and its CA Secret; nil where one is missing.
+func findAgentObjects(objects []runtime.Object) (deployment *appsv1.Deployment, params *corev1.ConfigMap, ca *corev1.Secret) {
+	for _, o := range objects {
+		switch v := o.(type) {
+		case *appsv1.Deployment:
+			if v.Name == identity.AgentName {
+				deployment = v
+			}
+		case *corev1.ConfigMap:
+			if v.Name == identity.ParamsConfigMapName {
+				params = v
+			}
+		case *corev1.Secret:
+			if v.Name == identity.CASecretName {
+				ca = v
+			}
+		}
+	}
+	return deployment, params, ca
 }
 
 // contentDigest is the first 16 hex digits of the SHA-256 over data's keys and values in key

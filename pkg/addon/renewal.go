@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -38,20 +36,7 @@ func (g *guardedAddon) deliverRenewal(ctx context.Context, cluster *clusterv1.Ma
 	if err != nil || objects == nil {
 		return nil, err
 	}
-	var deployment *appsv1.Deployment
-	var caSecret *corev1.Secret
-	for _, o := range objects {
-		switch v := o.(type) {
-		case *appsv1.Deployment:
-			if v.Name == identity.AgentName {
-				deployment = v
-			}
-		case *corev1.Secret:
-			if v.Name == identity.CASecretName {
-				caSecret = v
-			}
-		}
-	}
+	deployment, _, caSecret := findAgentObjects(objects)
 	if deployment == nil {
 		return nil, fmt.Errorf("the ManifestWork of cluster %s has no Deployment %s", cluster.Name, identity.AgentName)
 	}

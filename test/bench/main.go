@@ -312,6 +312,7 @@ func measure(dir, bin string, n, csrs int, r rate, timeout time.Duration) result
 	start := time.Now()
 	mgr, err := proc.Start(ctx, "manager", dir, bin, "manager", "--kubeconfig="+kubeconfig,
 		"--ca-secret="+hubfixture.CANamespace+"/"+hubfixture.CAName, "--leader-election-namespace="+hubfixture.LeaderNamespace,
+		"--namespace="+hubfixture.LeaderNamespace,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		fmt.Sprintf("--kube-api-qps=%g", r.qps), fmt.Sprintf("--kube-api-burst=%d", r.burst))
 	if err != nil {

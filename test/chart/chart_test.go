@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,10 +112,13 @@ func TestDefaults(t *testing.T) {
 		key("Deployment", releaseNamespace, managerName),
 		key("ClusterRole", "", managerName),
 		key("ClusterRoleBinding", "", managerName),
+		key("ClusterRole", "", managerName+"-metrics-reader"),
 		key("Role", "argocd", managerName+"-ca-secret"),
 		key("RoleBinding", "argocd", managerName+"-ca-secret"),
 		key("Role", releaseNamespace, managerName+"-leader-election"),
 		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
+		key("Role", releaseNamespace, managerName+"-records"),
+		key("RoleBinding", releaseNamespace, managerName+"-records"),
 		key("ClusterManagementAddOn", "", addonName),
 		key("AddOnDeploymentConfig", releaseNamespace, addonName),
 		key("Placement", releaseNamespace, addonName),
@@ -161,9 +165,11 @@ func TestDefaults(t *testing.T) {
 			"--cert-lifetime=168h",
 			"--certificate-subject=cluster-name",
 			"--grpc-server-username=system:serviceaccount:open-cluster-management-hub:grpc-server-sa",
+			"--namespace=" + releaseNamespace,
 			"--leader-elect=true",
 			"--leader-election-namespace=" + releaseNamespace,
 			"--metrics-bind-address=:8080",
+			"--metrics-secure=true",
 			"--health-probe-bind-address=:8081",
 			"--kube-api-qps=50",
 			"--kube-api-burst=100",
@@ -196,7 +202,7 @@ func TestDefaults(t *testing.T) {
 
 	t.Run("RBAC", func(t *testing.T) {
 		clusterRole := convert[rbacv1.ClusterRole](t, rendered.get(t, "ClusterRole", "", managerName))
-		expectPermissions(t, "ClusterRole", clusterRole.Rules, managerClusterPermissions())
+		expectPermissions(t, "ClusterRole", clusterRole.Rules, managerClusterPermissions(true))
 		caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-ca-secret"))
 		expectPermissions(t, "CA secret Role", caRole.Rules, permissions(
 			rule{"", "secrets", "argocd-agent-ca", []string{"get", "list", "watch"}},
@@ -293,6 +299,7 @@ func TestCustomValues(t *testing.T) {
 		"placement.rolloutStrategy.type":                          "Progressive",
 		"placement.rolloutStrategy.progressive.maxConcurrency":    "25%",
 		"admissionPolicy.protectedLabels[0]":                      "gitops",
+		"metrics.secure":                                          "false",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -304,10 +311,14 @@ func TestCustomValues(t *testing.T) {
 		key("Deployment", namespace, managerName),
 		key("ClusterRole", "", managerName),
 		key("ClusterRoleBinding", "", managerName),
+		// Rendered without metrics.secure too: binding it ahead of turning that on is harmless.
+		key("ClusterRole", "", managerName+"-metrics-reader"),
 		key("Role", "hub-ca", managerName+"-ca-secret"),
 		key("RoleBinding", "hub-ca", managerName+"-ca-secret"),
 		key("Role", namespace, managerName+"-leader-election"),
 		key("RoleBinding", namespace, managerName+"-leader-election"),
+		key("Role", namespace, managerName+"-records"),
+		key("RoleBinding", namespace, managerName+"-records"),
 		key("ClusterManagementAddOn", "", addonName),
 		key("AddOnDeploymentConfig", namespace, "agents"),
 		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
@@ -331,15 +342,20 @@ func TestCustomValues(t *testing.T) {
 		"--cert-lifetime=24h",
 		"--certificate-subject=ocm",
 		"--grpc-server-username=",
+		"--namespace=" + namespace,
 		"--leader-elect=true",
 		"--leader-election-namespace=" + namespace,
 		"--metrics-bind-address=:8080",
+		"--metrics-secure=false",
 		"--health-probe-bind-address=:8081",
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--v=4",
 	})
 
+	// Plain HTTP metrics: no TokenReviews or SubjectAccessReviews for the manager.
+	clusterRole := convert[rbacv1.ClusterRole](t, rendered.get(t, "ClusterRole", "", managerName))
+	expectPermissions(t, "ClusterRole", clusterRole.Rules, managerClusterPermissions(false))
 	caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "hub-ca", managerName+"-ca-secret"))
 	expectPermissions(t, "CA secret Role", caRole.Rules, permissions(
 		rule{"", "secrets", "principal-ca", []string{"get", "list", "watch"}},
@@ -566,11 +582,12 @@ func permissionsOf(policy []rbacv1.PolicyRule) map[string]bool {
 	return permissions(rules...)
 }
 
-// managerClusterPermissions is everything the manager may do cluster-wide.
-func managerClusterPermissions() map[string]bool {
+// managerClusterPermissions is everything the manager may do cluster-wide; with metricsSecure,
+// also what controller-runtime's metrics filter needs to check a scraper's token and access.
+func managerClusterPermissions(metricsSecure bool) map[string]bool {
 	const addonGroup = "addon.open-cluster-management.io"
 	read := []string{"get", "list", "watch"}
-	return permissions(
+	perms := permissions(
 		rule{"certificates.k8s.io", "certificatesigningrequests", "", read},
 		rule{"certificates.k8s.io", "certificatesigningrequests/approval", "", []string{"update"}},
 		rule{"certificates.k8s.io", "certificatesigningrequests/status", "", []string{"update"}},
@@ -587,6 +604,13 @@ func managerClusterPermissions() map[string]bool {
 		rule{"", "events", "", []string{"create", "patch", "update"}},
 		rule{"events.k8s.io", "events", "", []string{"create", "patch", "update"}},
 	)
+	if metricsSecure {
+		maps.Copy(perms, permissions(
+			rule{"authentication.k8s.io", "tokenreviews", "", []string{"create"}},
+			rule{"authorization.k8s.io", "subjectaccessreviews", "", []string{"create"}},
+		))
+	}
+	return perms
 }
 
 func expectPermissions(t *testing.T, what string, policy []rbacv1.PolicyRule, want map[string]bool) {
@@ -604,10 +628,20 @@ func expectPermissions(t *testing.T, what string, policy []rbacv1.PolicyRule, wa
 	}
 }
 
-// checkRBACIsLeastPrivilege checks every Role and ClusterRole of a render: no wildcard, no
-// non-resource URLs, and secrets only in the one Role limited to the CA secret.
+// checkRBACIsLeastPrivilege checks every Role and ClusterRole of a render: no wildcard,
+// non-resource URLs only in the metrics-reader ClusterRole, which grants get /metrics and nothing
+// else and which the chart binds to no one, and secrets only in the one Role limited to the CA
+// secret.
 func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretName string) {
 	t.Helper()
+	metricsReader := key("ClusterRole", "", managerName+"-metrics-reader")
+	reader := convert[rbacv1.ClusterRole](t, rendered.get(t, "ClusterRole", "", managerName+"-metrics-reader"))
+	expectEqual(t, string(metricsReader)+" rules", reader.Rules, []rbacv1.PolicyRule{
+		{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
+	})
+	if reader.AggregationRule != nil {
+		t.Errorf("%s aggregates other roles: %+v", metricsReader, reader.AggregationRule)
+	}
 	for k, obj := range rendered {
 		var rules []rbacv1.PolicyRule
 		switch obj.GetKind() {
@@ -615,6 +649,11 @@ func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretN
 			rules = convert[rbacv1.ClusterRole](t, obj).Rules
 		case "Role":
 			rules = convert[rbacv1.Role](t, obj).Rules
+		case "ClusterRoleBinding", "RoleBinding":
+			if ref, _, _ := unstructured.NestedString(obj.Object, "roleRef", "name"); ref == managerName+"-metrics-reader" {
+				t.Errorf("%s binds %s: the chart must leave that to the user", k, metricsReader)
+			}
+			continue
 		default:
 			continue
 		}
@@ -624,7 +663,7 @@ func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretN
 					t.Errorf("%s: rule %+v has a wildcard", k, r)
 				}
 			}
-			if len(r.NonResourceURLs) > 0 {
+			if len(r.NonResourceURLs) > 0 && k != metricsReader {
 				t.Errorf("%s: rule %+v grants non-resource URLs", k, r)
 			}
 			if slices.Contains(r.Resources, "secrets") &&

@@ -6,26 +6,34 @@ package chartinstall
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -37,6 +45,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
@@ -69,10 +78,14 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	}
 	var deployment *appsv1.Deployment
+	metricsReader := ""
 	for _, o := range objs {
 		if o.GetKind() == "Deployment" {
 			deployment = &appsv1.Deployment{}
 			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
+		}
+		if o.GetKind() == "ClusterRole" && strings.HasSuffix(o.GetName(), "-metrics-reader") {
+			metricsReader = o.GetName()
 		}
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatalf("installing %s %s: %v", o.GetKind(), o.GetName(), err)
@@ -80,6 +93,9 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	}
 	if deployment == nil {
 		t.Fatal("chart has no Deployment")
+	}
+	if metricsReader == "" {
+		t.Fatal("chart has no metrics-reader ClusterRole")
 	}
 	podSpec := deployment.Spec.Template.Spec
 	saUser := fmt.Sprintf("system:serviceaccount:%s:%s", releaseNamespace, podSpec.ServiceAccountName)
@@ -99,7 +115,14 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
 	o := optionsFromArgs(t, podSpec.Containers[0].Args)
 	o.RestConfig = asSA
-	o.MetricsBindAddress, o.HealthProbeBindAddress = "0", "0"
+	// Metrics as the chart serves them (secure), on a free loopback port instead of :8080.
+	if !o.MetricsSecure {
+		t.Fatal("the chart serves metrics without --metrics-secure")
+	}
+	ports, err := proc.FreePorts(1)
+	must(t, err)
+	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	o.MetricsBindAddress, o.HealthProbeBindAddress = metricsAddr, "0"
 	// POD_NAMESPACE is what the chart sets; the leader lease lives in the release namespace.
 	if o.LeaderElectionNamespace != releaseNamespace || !o.LeaderElect {
 		t.Fatalf("chart runs leader election in %q (enabled=%v), want %q", o.LeaderElectionNamespace, o.LeaderElect, releaseNamespace)
@@ -156,15 +179,13 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
 		return err == nil && len(got.Status.Certificate) > 0, err
 	})
-	// The chart's identity may keep the record of what it issued on the add-on.
-	poll.Until(t, 30*time.Second, "issued certificate recorded on the ManagedClusterAddOn", func(ctx context.Context) (bool, error) {
-		mca := &addonv1beta1.ManagedClusterAddOn{}
-		if err := c.Get(ctx, types.NamespacedName{Namespace: "c1", Name: identity.AddonName}, mca); err != nil {
-			return false, err
-		}
-		certs, err := issued.Read(mca)
-		return len(certs) == 1 && certs[0].CA == authority.ID(caCerts[0]), err
-	})
+	// The chart's identity keeps the record of what it issued, in the release namespace, and it
+	// was there before the certificate reached the CSR.
+	record := &corev1.ConfigMap{}
+	must(t, c.Get(ctx, types.NamespacedName{Namespace: releaseNamespace, Name: issued.RecordName("c1")}, record))
+	if certs, err := issued.ReadRecord(record); err != nil || len(certs) != 1 || certs[0].CA != authority.ID(caCerts[0]) {
+		t.Fatalf("record of c1: %+v, %v; want the one certificate issued", certs, err)
+	}
 	bad, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: "", Signer: ""})
 	must(t, err)
 	bad.Labels[clusterv1.ClusterNameLabelKey] = "c1"
@@ -188,9 +209,14 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		testAdmissionPolicy(t, env, c)
 	})
 
-	// No broader than needed: what the manager's identity must not do.
 	kube, err := kubernetes.NewForConfig(env.Config)
 	must(t, err)
+	// After the CSRs above, so the add-on's counters have samples to show.
+	t.Run("metrics served only to tokens allowed to get /metrics", func(t *testing.T) {
+		testSecureMetrics(t, kube, metricsAddr, metricsReader)
+	})
+
+	// No broader than needed: what the manager's identity must not do.
 	forbidden := []authorizationv1.ResourceAttributes{
 		{Verb: "get", Resource: "secrets", Namespace: "argocd", Name: "argocd-secret"},
 		{Verb: "list", Resource: "secrets", Namespace: "argocd"},
@@ -222,6 +248,97 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		must(t, err)
 		if sar.Status.Allowed {
 			t.Errorf("the chart lets the manager %s %s/%s %q in %q", attrs.Verb, attrs.Group, attrs.Resource, attrs.Name, attrs.Namespace)
+		}
+	}
+}
+
+// testSecureMetrics proves the chart's secure metrics endpoint on the real API server: the
+// manager, with the chart's identity, has each scraper's bearer token reviewed (TokenReview) and
+// its access to get /metrics checked (SubjectAccessReview), and the chart's metrics-reader
+// ClusterRole is what a scraper needs.
+func testSecureMetrics(t *testing.T, kube kubernetes.Interface, addr, readerRole string) {
+	ctx := context.Background()
+	url := "https://" + addr + "/metrics"
+	// The manager serves a self-signed certificate (no --metrics-cert-dir): this test proves the
+	// authentication and authorization, not the certificate, so it does not verify it.
+	httpClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer httpClient.CloseIdleConnections()
+	get := func(token string) (int, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, "", err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), err
+	}
+	token := func(name string) string {
+		t.Helper()
+		_, err := kube.CoreV1().ServiceAccounts(releaseNamespace).Create(ctx,
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		must(t, err)
+		tr, err := kube.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(ctx, name,
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}, metav1.CreateOptions{})
+		must(t, err)
+		return tr.Status.Token
+	}
+	stranger, prometheus := token("stranger"), token("prometheus")
+	_, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-metrics-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus", Namespace: releaseNamespace}},
+	}, metav1.CreateOptions{})
+	must(t, err)
+	// The filter caches a denial for 30 s: ask only once the API server's RBAC has the binding.
+	poll.Until(t, 30*time.Second, "the metrics-reader binding in effect", func(ctx context.Context) (bool, error) {
+		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:                  "system:serviceaccount:" + releaseNamespace + ":prometheus",
+			Groups:                []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"},
+			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Verb: "get", Path: "/metrics"},
+		}}, metav1.CreateOptions{})
+		return err == nil && sar.Status.Allowed, err
+	})
+
+	poll.Until(t, 30*time.Second, "metrics endpoint up, refusing a request without a token (401)", func(context.Context) (bool, error) {
+		code, body, err := get("")
+		if err == nil && code != http.StatusUnauthorized {
+			return false, fmt.Errorf("status %d: %s", code, body)
+		}
+		return err == nil, err
+	})
+	// controller-runtime's filter answers 500 ("Authentication failed") when the TokenReview
+	// reports an error, as it does for a malformed token: refused all the same.
+	if code, body, err := get("not-a-token"); err != nil || (code != http.StatusUnauthorized && code != http.StatusInternalServerError) || strings.Contains(body, "argocd_agent_addon_") {
+		t.Errorf("a token the API server did not issue: status %d (%v), want 401 or 500 without metrics: %.300s", code, err, body)
+	}
+	for _, tc := range []struct {
+		name, token string
+		want        int
+	}{
+		{"a ServiceAccount without the metrics-reader role", stranger, http.StatusForbidden},
+		{"a ServiceAccount bound to the metrics-reader role", prometheus, http.StatusOK},
+	} {
+		code, body, err := get(tc.token)
+		if err != nil || code != tc.want {
+			t.Errorf("%s: status %d (%v), want %d: %.300s", tc.name, code, err, tc.want, body)
+			continue
+		}
+		if code == http.StatusOK && !strings.Contains(body, "argocd_agent_addon_") {
+			t.Errorf("%s: the metrics have no argocd_agent_addon_ series: %.1000s", tc.name, body)
+		}
+	}
+	// No plain HTTP on the port either: Go's TLS server answers it with 400.
+	if resp, err := httpClient.Get("http://" + addr + "/metrics"); err == nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP to the secure metrics port: status %d", resp.StatusCode)
 		}
 	}
 }

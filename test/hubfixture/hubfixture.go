@@ -76,6 +76,7 @@ func ManagerOptions(cfg *rest.Config) *manager.Options {
 	o.RestConfig = cfg
 	o.CASecret = CANamespace + "/" + CAName
 	o.LeaderElectionNamespace = LeaderNamespace
+	o.Namespace = LeaderNamespace
 	o.MetricsBindAddress = "0"
 	o.HealthProbeBindAddress = "0"
 	return o

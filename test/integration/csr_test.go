@@ -82,6 +82,20 @@ func getCSR(ctx context.Context, name string) (*certificatesv1.CertificateSignin
 	return csr, env.Client.Get(ctx, types.NamespacedName{Name: name}, csr)
 }
 
+// waitDenied waits for CSR name to be denied and returns the condition.
+func waitDenied(t *testing.T, name string) *certificatesv1.CertificateSigningRequestCondition {
+	t.Helper()
+	var c *certificatesv1.CertificateSigningRequestCondition
+	poll.Until(t, 30*time.Second, "CSR "+name+" denied", func(ctx context.Context) (bool, error) {
+		csr, err := getCSR(ctx, name)
+		if err == nil {
+			c = condition(csr, certificatesv1.CertificateDenied)
+		}
+		return c != nil, err
+	})
+	return c
+}
+
 func condition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
 	for i := range csr.Status.Conditions {
 		if csr.Status.Conditions[i].Type == t {

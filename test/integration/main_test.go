@@ -81,6 +81,7 @@ func startManager(ctx context.Context) error {
 	_ = l.Close()
 	o := hubfixture.ManagerOptions(env.Config)
 	o.MetricsBindAddress = metricsAddr
+	o.MetricsSecure = false // the tests scrape plain HTTP; test/chartinstall proves the secure endpoint
 	if err := o.Validate(); err != nil {
 		return err
 	}

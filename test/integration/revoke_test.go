@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -81,30 +80,18 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	}
 
 	// No new certificate while revoked.
-	denied := fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})
-	poll.Until(t, 30*time.Second, "CSR of a revoked cluster denied", func(ctx context.Context) (bool, error) {
-		csr, err := getCSR(ctx, denied)
-		c := (*certificatesv1.CertificateSigningRequestCondition)(nil)
-		if err == nil {
-			c = condition(csr, certificatesv1.CertificateDenied)
-		}
-		return c != nil && c.Reason == string(policy.ReasonRevoked) && strings.Contains(c.Message, "public repository"), err
-	})
+	if c := waitDenied(t, fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})); c.Reason != string(policy.ReasonRevoked) || !strings.Contains(c.Message, "public repository") {
+		t.Fatalf("CSR of a revoked cluster denied %s (%s), want Revoked with the reason", c.Reason, c.Message)
+	}
 	// The label is only the Placement's input: with it gone (a hub without the chart's admission
 	// policy), the list still decides, for signing and for delivery.
 	mc = &clusterv1.ManagedCluster{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
 	delete(mc.Labels, identity.RevokedLabel)
 	must(t, env.Client.Update(ctx, mc))
-	stillDenied := fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})
-	poll.Until(t, 30*time.Second, "CSR of a revoked cluster without the label denied", func(ctx context.Context) (bool, error) {
-		csr, err := getCSR(ctx, stillDenied)
-		c := (*certificatesv1.CertificateSigningRequestCondition)(nil)
-		if err == nil {
-			c = condition(csr, certificatesv1.CertificateDenied)
-		}
-		return c != nil && c.Reason == string(policy.ReasonRevoked), err
-	})
+	if c := waitDenied(t, fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})); c.Reason != string(policy.ReasonRevoked) {
+		t.Fatalf("CSR of a revoked cluster without the label denied %s (%s), want Revoked", c.Reason, c.Message)
+	}
 	must(t, hubfixture.SetVariable(ctx, env.Client, types.NamespacedName{Namespace: hubfixture.ConfigNamespace, Name: "compromised-cfg"}, "logLevel", "debug"))
 	poll.Until(t, 30*time.Second, "nothing rendered for the revoked cluster", func(ctx context.Context) (bool, error) {
 		c, err := addonCondition(ctx, "compromised", "ManifestApplied")

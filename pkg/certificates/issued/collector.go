@@ -5,9 +5,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
 var (
@@ -62,10 +64,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
+	// Per cluster only where the add-on is: a revoked or removed cluster's record outlives it.
+	addons := &addonv1beta1.ManagedClusterAddOnList{}
+	if err := c.Reader.List(ctx, addons); err != nil {
+		return
+	}
+	installed := map[string]bool{}
+	for _, a := range addons.Items {
+		installed[a.Namespace] = a.Name == identity.AddonName || installed[a.Namespace]
+	}
 	var certs []Certificate
 	for cluster, cs := range byCluster {
 		certs = append(certs, cs...)
-		if newest, ok := Newest(cs); ok {
+		if newest, ok := Newest(cs); ok && installed[cluster] {
 			ch <- prometheus.MustNewConstMetric(agentNotAfterDesc, prometheus.GaugeValue, float64(newest.NotAfter.Unix()), cluster)
 		}
 	}

@@ -1,10 +1,14 @@
-// Package issued keeps, on each cluster's ManagedClusterAddOn, a record of the certificates the
-// signer issued to its agent that have not expired: fingerprint, signing CA and expiry.
+// Package issued keeps a record of the certificates the signer issued to each cluster's agent
+// that have not expired: fingerprint, signing CA and expiry. The record of a cluster is a
+// ConfigMap in the manager's namespace (RecordName), written before the certificate is put on
+// its CSR, so that no certificate leaves the hub unrecorded, even if the manager crashes in
+// between (the record then holds a certificate nobody received, which is harmless).
 //
 // CSRs are no record: kube-controller-manager deletes them an hour after they are signed, while
-// an agent certificate lives for days. This record is what `revoke` blocklists, what `status`
+// an agent certificate lives for days. The record is what `revoke` blocklists, what `status`
 // shows, and what tells an operator when a CA that was rolled over signs nothing valid any more
-// and may leave the trust bundles.
+// and may leave the trust bundles. It lives in the manager's namespace, where no managed cluster
+// may write, and outlives the cluster's ManagedClusterAddOn, which OCM deletes on revocation.
 package issued
 
 import (
@@ -20,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -28,8 +34,18 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// Annotation holds the record on the ManagedClusterAddOn, as a JSON list.
+// Annotation held the record on the ManagedClusterAddOn, as a JSON list, before the record moved
+// to RecordName; it is still read, so certificates recorded there are not forgotten.
 const Annotation = "argocd-agent-addon.open-cluster-management.io/issued-certificates"
+
+// RecordLabel marks the record ConfigMaps; its value is the cluster's name.
+const RecordLabel = "argocd-agent-addon.open-cluster-management.io/issued-certificates-of"
+
+// recordKey is the ConfigMap key of the JSON list.
+const recordKey = "certificates"
+
+// RecordName is the name of cluster's record ConfigMap.
+func RecordName(cluster string) string { return "argocd-agent-issued-" + cluster }
 
 // MaxRecords bounds the record. OCM renews at 75-80 % of a certificate's life, so about two
 // certificates per cluster are unexpired at a time; more means requests were replayed or a CA
@@ -101,14 +117,41 @@ func ParseCertificate(data []byte) (*x509.Certificate, error) {
 	return x509.ParseCertificate(block.Bytes)
 }
 
-// Record adds cert to the record on cluster's ManagedClusterAddOn, unless it is there already.
-// A record that cannot be read is started afresh rather than left to block every later one.
-func Record(ctx context.Context, c client.Client, cluster string, cert Certificate, now time.Time) error {
-	mca := &addonv1beta1.ManagedClusterAddOn{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+// ReadRecord returns the record a ConfigMap holds, oldest first.
+func ReadRecord(cm *corev1.ConfigMap) ([]Certificate, error) {
+	raw, ok := cm.Data[recordKey]
+	if !ok {
+		return nil, nil
+	}
+	var certs []Certificate
+	if err := json.Unmarshal([]byte(raw), &certs); err != nil {
+		return nil, fmt.Errorf("record %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	return certs, nil
+}
+
+// Record adds cert to cluster's record in namespace, unless it is there already, creating the
+// ConfigMap if needed. A record that cannot be read is started afresh rather than left to block
+// every later one.
+func Record(ctx context.Context, c client.Client, namespace, cluster string, cert Certificate, now time.Time) error {
+	cm := &corev1.ConfigMap{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: RecordName(cluster)}, cm)
+	if apierrors.IsNotFound(err) {
+		raw, err := json.Marshal(Add(nil, cert, now))
+		if err != nil {
+			return err
+		}
+		cm = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(cluster), Labels: map[string]string{
+				RecordLabel: cluster, addonv1beta1.AddonLabelKey: identity.AddonName}},
+			Data: map[string]string{recordKey: string(raw)},
+		}
+		return c.Create(ctx, cm)
+	}
+	if err != nil {
 		return err
 	}
-	certs, _ := Read(mca)
+	certs, _ := ReadRecord(cm)
 	if slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
 		return nil
 	}
@@ -116,10 +159,9 @@ func Record(ctx context.Context, c client.Client, cluster string, cert Certifica
 	if err != nil {
 		return err
 	}
-	patch := client.MergeFrom(mca.DeepCopy())
-	if mca.Annotations == nil {
-		mca.Annotations = map[string]string{}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
 	}
-	mca.Annotations[Annotation] = string(raw)
-	return c.Patch(ctx, mca, patch)
+	cm.Data[recordKey] = string(raw)
+	return c.Update(ctx, cm) // optimistic: a conflict fails the signing, which is retried
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,12 +16,36 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// OnHub returns, by cluster, the certificates issued to its agent as the hub knows them: the
-// record on its ManagedClusterAddOn, plus the certificates of the CSRs of the add-on's signer
-// the hub still has (the record is written seconds after issuing), attributed to whichever of
-// cas signed them.
+// OnHub returns, by cluster, the certificates issued to its agent as the hub knows them: its
+// record (and what an earlier version recorded on its ManagedClusterAddOn), plus the
+// certificates of the CSRs of the add-on's signer the hub still has, attributed to whichever of
+// cas signed them. Records are found by label, in every namespace reader sees: the manager's
+// cache holds its own namespace only.
 func OnHub(ctx context.Context, reader client.Reader, cas []*x509.Certificate) (map[string][]Certificate, error) {
 	out := map[string][]Certificate{}
+	add := func(cluster string, cert Certificate) {
+		if !slices.ContainsFunc(out[cluster], func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
+			out[cluster] = append(out[cluster], cert)
+		}
+	}
+	records := &corev1.ConfigMapList{}
+	if err := reader.List(ctx, records, client.HasLabels{RecordLabel}); err != nil {
+		return nil, fmt.Errorf("listing the records of issued certificates: %w", err)
+	}
+	for i := range records.Items {
+		cm := &records.Items[i]
+		cluster := cm.Labels[RecordLabel]
+		if cm.Name != RecordName(cluster) {
+			continue
+		}
+		certs, err := ReadRecord(cm)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range certs {
+			add(cluster, c)
+		}
+	}
 	addons := &addonv1beta1.ManagedClusterAddOnList{}
 	if err := reader.List(ctx, addons); err != nil {
 		return nil, fmt.Errorf("listing ManagedClusterAddOns: %w", err)
@@ -31,7 +56,9 @@ func OnHub(ctx context.Context, reader client.Reader, cas []*x509.Certificate) (
 			if err != nil {
 				return nil, err
 			}
-			out[a.Namespace] = recorded
+			for _, c := range recorded {
+				add(a.Namespace, c)
+			}
 		}
 	}
 	csrs := &certificatesv1.CertificateSigningRequestList{}
@@ -44,10 +71,7 @@ func OnHub(ctx context.Context, reader client.Reader, cas []*x509.Certificate) (
 		if csr.Spec.SignerName != identity.SignerName || cluster == "" || err != nil {
 			continue
 		}
-		fp := Fingerprint(cert.Raw)
-		if !slices.ContainsFunc(out[cluster], func(c Certificate) bool { return c.Fingerprint == fp }) {
-			out[cluster] = append(out[cluster], Of(cert, Issuer(cert, cas)))
-		}
+		add(cluster, Of(cert, Issuer(cert, cas)))
 	}
 	return out, nil
 }

@@ -32,6 +32,7 @@ import (
 const (
 	ReasonSigned        = "Signed"
 	ReasonCAUnavailable = "CAUnavailable"
+	ReasonNotRecorded   = "CertificateNotRecorded"
 )
 
 // caRetry is how often a CSR waiting for a usable CA is retried, besides the CA secret watch.
@@ -43,7 +44,9 @@ type Reconciler struct {
 	CA       certificates.CASource
 	Policy   policy.Policy
 	Lifetime time.Duration
-	Recorder events.EventRecorder
+	// RecordNamespace is where the record of issued certificates lives (pkg/certificates/issued).
+	RecordNamespace string
+	Recorder        events.EventRecorder
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -103,16 +106,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	cert, err := issued.ParseCertificate(certPEM)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
+	// record that `revoke` blocklists from, at worst it records one that was never handed out.
+	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, issued.Of(cert, ca.ID()), now); err != nil {
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
+		return ctrl.Result{}, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
+	}
 	csr.Status.Certificate = certPEM
 	if err := r.Client.Status().Update(ctx, csr); err != nil {
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{Requeue: true}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("storing the certificate of CSR %s: %w", csr.Name, err)
-	}
-	cert, err := issued.ParseCertificate(certPEM)
-	if err != nil {
-		return ctrl.Result{}, err
 	}
 	notAfter := cert.NotAfter
 	metrics.CSRsSigned.Inc()

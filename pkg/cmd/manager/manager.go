@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
@@ -28,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
@@ -66,10 +71,19 @@ type Options struct {
 	GRPCServerUsername      string
 	LeaderElect             bool
 	LeaderElectionNamespace string
-	MetricsBindAddress      string
-	HealthProbeBindAddress  string
-	KubeAPIQPS              float32
-	KubeAPIBurst            int
+	// Namespace is where the manager runs and keeps the record of the certificates it issued.
+	Namespace              string
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	KubeAPIQPS             float32
+	KubeAPIBurst           int
+
+	// MetricsSecure serves metrics over HTTPS, only to callers the hub API server authenticates
+	// (TokenReview) and authorizes for get on /metrics (SubjectAccessReview).
+	MetricsSecure bool
+	// MetricsCertDir holds the metrics serving certificate (tls.crt, tls.key); empty means a
+	// self-signed certificate generated at start (see the flag's help for the one exception).
+	MetricsCertDir string
 
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
@@ -78,12 +92,14 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
+		Namespace:              os.Getenv("POD_NAMESPACE"),
 		CASecret:               DefaultCASecret,
 		CertLifetime:           DefaultCertLifetime,
 		CertificateSubject:     string(identity.SubjectClusterName),
 		GRPCServerUsername:     DefaultGRPCServerUsername,
 		LeaderElect:            true,
 		MetricsBindAddress:     ":8080",
+		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
 		// client-go's own default (5/10) throttles a fleet-wide rollout to a crawl; see
 		// docs/operations.md#sizing for what test/bench measured.
@@ -123,9 +139,15 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.GRPCServerUsername, "grpc-server-username", o.GRPCServerUsername,
 		"Username of OCM's gRPC registration server, whose CSRs name the real requester in the open-cluster-management.io/csr-user annotation. Empty trusts that annotation from nobody.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run controllers only while holding the leader lease, so replicas can stand by.")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace,
+		"Namespace the manager runs in (default $POD_NAMESPACE); it keeps the record of the certificates it issued there, one ConfigMap per cluster, which `revoke` blocklists from.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
 		"Namespace of the leader lease; empty means the namespace the manager runs in.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure,
+		"Serve metrics over HTTPS, only to scrapers sending a bearer token whose identity may get the non-resource URL /metrics (checked with TokenReview and SubjectAccessReview on the hub API server). false serves plain HTTP to anyone who can reach the port.")
+	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", o.MetricsCertDir,
+		"Directory with the metrics serving certificate and key (tls.crt, tls.key; reloaded when they change), for scrapers that verify it. Empty means a self-signed certificate generated in memory at start (unless controller-runtime's default directory, $TMPDIR/k8s-metrics-server/serving-certs, holds both files). Needs --metrics-secure.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Requests the manager may send to the hub API server in a burst above --kube-api-qps.")
@@ -134,6 +156,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Validate checks the options and says which flag is wrong.
 func (o *Options) Validate() error {
 	var errs []error
+	if len(validation.IsDNS1123Label(o.Namespace)) > 0 {
+		errs = append(errs, fmt.Errorf("--namespace %q: want the namespace the manager runs in (or set $POD_NAMESPACE)", o.Namespace))
+	}
 	if _, err := o.caSecretKey(); err != nil {
 		errs = append(errs, err)
 	}
@@ -149,6 +174,17 @@ func (o *Options) Validate() error {
 	if float32(o.KubeAPIBurst) < o.KubeAPIQPS {
 		errs = append(errs, fmt.Errorf("--kube-api-burst %d must be at least --kube-api-qps %g", o.KubeAPIBurst, o.KubeAPIQPS))
 	}
+	if o.MetricsCertDir != "" {
+		if !o.MetricsSecure {
+			errs = append(errs, errors.New("--metrics-cert-dir needs --metrics-secure"))
+		}
+		// controller-runtime would fall back to a self-signed certificate without a word.
+		for _, name := range []string{"tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(o.MetricsCertDir, name)); err != nil {
+				errs = append(errs, fmt.Errorf("--metrics-cert-dir: %w", err))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -158,6 +194,17 @@ func (o *Options) caSecretKey() (types.NamespacedName, error) {
 		return types.NamespacedName{}, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", o.CASecret)
 	}
 	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// metricsServerOptions serve metrics over HTTPS behind controller-runtime's authentication and
+// authorization filter, unless MetricsSecure is off.
+func (o *Options) metricsServerOptions() metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.MetricsBindAddress, SecureServing: o.MetricsSecure}
+	if o.MetricsSecure {
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.CertDir = o.MetricsCertDir
+	}
+	return opts
 }
 
 // Run runs the manager until ctx ends. Options must be valid.
@@ -189,9 +236,14 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	recordsRequirement, err := labels.NewRequirement(issued.RecordLabel, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	recordsSelector := labels.NewSelector().Add(*recordsRequirement)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                       o.metricsServerOptions(),
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              leaderElectionID,
@@ -201,6 +253,11 @@ func (o *Options) Run(ctx context.Context) error {
 		// reads bypass the cache and go to the API server.
 		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// The records of issued certificates, in the manager's namespace (pkg/certificates/issued).
+			&corev1.ConfigMap{}: {
+				Namespaces: map[string]cache.Config{o.Namespace: {}},
+				Label:      recordsSelector,
+			},
 			// Only the CA secret: the manager may read no other secret.
 			&corev1.Secret{}: {
 				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
@@ -261,10 +318,8 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, Recorder: recorder}).SetupWithManager(mgr); err != nil {
-		return err
-	}
-	if err := (&issued.Recorder{Client: mgr.GetClient(), CA: ca, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, RecordNamespace: o.Namespace,
+		Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	// Replace, not add: a process may run the manager more than once (tests).

@@ -2,6 +2,8 @@ package manager
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +12,11 @@ import (
 )
 
 func TestOptions(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "argocd-agent-addon") // as the chart's Deployment sets it
 	o := NewOptions()
+	if o.Namespace != "argocd-agent-addon" {
+		t.Fatalf("namespace %q, want $POD_NAMESPACE", o.Namespace)
+	}
 	if err := o.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
@@ -35,6 +41,7 @@ func TestOptions(t *testing.T) {
 		"zero QPS":                    {func(o *Options) { o.KubeAPIQPS = 0 }, "--kube-api-qps"},
 		"NaN QPS":                     {func(o *Options) { o.KubeAPIQPS = float32(math.NaN()) }, "--kube-api-qps"},
 		"burst below QPS":             {func(o *Options) { o.KubeAPIBurst = 10 }, "--kube-api-burst"},
+		"no namespace":                {func(o *Options) { o.Namespace = "" }, "--namespace"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()
@@ -44,4 +51,64 @@ func TestOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMetricsOptions(t *testing.T) {
+	o := NewOptions()
+	if !o.MetricsSecure || o.MetricsCertDir != "" {
+		t.Fatalf("metrics default to secure=%v cert-dir=%q, want secure with a self-signed certificate", o.MetricsSecure, o.MetricsCertDir)
+	}
+	secure := o.metricsServerOptions()
+	if !secure.SecureServing || secure.FilterProvider == nil || secure.BindAddress != ":8080" || secure.CertDir != "" {
+		t.Fatalf("default metrics server options %+v, want HTTPS on :8080 behind the authentication and authorization filter", secure)
+	}
+
+	fs := pflag.NewFlagSet("manager", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--metrics-secure=false", "--metrics-bind-address=127.0.0.1:9090"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := metricsErr(o.Validate()); err != nil {
+		t.Fatal(err)
+	}
+	plain := o.metricsServerOptions()
+	if plain.SecureServing || plain.FilterProvider != nil || plain.BindAddress != "127.0.0.1:9090" {
+		t.Fatalf("--metrics-secure=false gives %+v, want plain HTTP without a filter", plain)
+	}
+
+	// A certificate directory must hold the certificate and key: controller-runtime would serve
+	// a self-signed certificate instead without saying so.
+	dir := t.TempDir()
+	o = NewOptions()
+	fs = pflag.NewFlagSet("manager", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--metrics-cert-dir=" + dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir") {
+		t.Fatalf("an empty --metrics-cert-dir validates: %v", err)
+	}
+	for _, name := range []string{"tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := metricsErr(o.Validate()); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.metricsServerOptions().CertDir; got != dir {
+		t.Fatalf("cert dir %q, want %q", got, dir)
+	}
+	o.MetricsSecure = false
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir needs --metrics-secure") {
+		t.Fatalf("--metrics-cert-dir without --metrics-secure validates: %v", err)
+	}
+}
+
+// metricsErr is err if it is about a metrics flag: the other flags have their own test.
+func metricsErr(err error) error {
+	if err != nil && strings.Contains(err.Error(), "--metrics") {
+		return err
+	}
+	return nil
 }

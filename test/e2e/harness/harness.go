@@ -352,7 +352,9 @@ func (e *Env) StartManager(ctx context.Context) error {
 	e.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	e.Manager, err = proc.Start(ctx, "manager", e.opts.Dir, e.ManagerBin, "manager",
 		"--kubeconfig", e.HubKubeconfig, "--ca-secret", ArgoCDNamespace+"/"+CASecretName,
-		"--leader-election-namespace", AddonNamespace, "--metrics-bind-address", e.MetricsAddr,
+		"--leader-election-namespace", AddonNamespace, "--namespace", AddonNamespace, "--metrics-bind-address", e.MetricsAddr,
+		// The tests scrape plain HTTP; test/chartinstall proves the secure endpoint.
+		"--metrics-secure=false",
 		"--health-probe-bind-address", "0", "--cert-lifetime", e.opts.CertLifetime.String(),
 		"--certificate-subject", e.opts.CertificateSubject, "-v", "2")
 	if err != nil {
