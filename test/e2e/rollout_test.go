@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -173,4 +176,95 @@ func configApplied(ctx context.Context, e *harness.Env, cluster string) (bool, e
 		return c != nil && c.Status == metav1.ConditionFalse, nil
 	}
 	return false, nil
+}
+
+// A Progressive rollout that has not reached a cluster holds its configuration back, and must
+// not hold back its certificate: with a one-hour soak after the first cluster, the second one
+// stays on the old configuration while its agent rolls onto each renewed certificate before the
+// previous one expires.
+func TestRenewalsWhileTheRolloutIsPaused(t *testing.T) {
+	const renewals = 2
+	clusters := []string{"soak1", "soak2"}
+	ctx, e := start(t, harness.Options{Clusters: clusters, CertLifetime: 2 * time.Minute})
+	c := e.Hub.Client
+	agents := map[string]*harness.RunningAgent{}
+	for _, cl := range clusters {
+		must(t, e.SetEnabled(ctx, cl, true))
+		a, err := e.StartAgent(ctx, cl)
+		must(t, err)
+		agents[cl] = a
+	}
+	for _, cl := range clusters {
+		waitAvailable(t, e, cl, metav1.ConditionTrue)
+	}
+	// Only now: OCM paces a cluster's first install by the rollout strategy too.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cma := &addonv1beta1.ClusterManagementAddOn{}
+		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
+			return err
+		}
+		cma.Spec.InstallStrategy.Placements[0].RolloutStrategy = clusterv1alpha1.RolloutStrategy{
+			Type: clusterv1alpha1.Progressive,
+			Progressive: &clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1),
+				RolloutConfig: clusterv1alpha1.RolloutConfig{MinSuccessTime: metav1.Duration{Duration: time.Hour}}},
+		}
+		return c.Update(ctx, cma)
+	}))
+
+	setFleetVariable(t, ctx, e, agentconfig.VarLogLevel, "debug")
+	var paused string
+	poll.Until(t, 2*time.Minute, "one cluster on the new log level, the other held by the soak", func(ctx context.Context) (bool, error) {
+		var on []string
+		for _, cl := range clusters {
+			level, err := workLogLevel(ctx, e, cl)
+			if err != nil {
+				return false, err
+			}
+			if level == "debug" {
+				on = append(on, cl)
+			}
+		}
+		if len(on) == 2 {
+			t.Fatal("both clusters got the new configuration: the rollout did not pause")
+		}
+		if len(on) == 1 {
+			paused = clusters[0]
+			if on[0] == clusters[0] {
+				paused = clusters[1]
+			}
+		}
+		return len(on) == 1, nil
+	})
+	t.Logf("rollout paused before %s", paused)
+
+	a := agents[paused]
+	var serials []string
+	var lastNotAfter time.Time
+	poll.Until(t, 6*time.Minute, fmt.Sprintf("%d renewals used by %s's agent during the pause", renewals, paused), func(ctx context.Context) (bool, error) {
+		cert := parseCert(t, a.Delivered().ClientCertPEM)
+		if serial := cert.SerialNumber.String(); len(serials) == 0 || serials[len(serials)-1] != serial {
+			if len(serials) > 0 && !time.Now().Before(lastNotAfter) {
+				t.Errorf("the agent switched to certificate %s only after the previous one expired at %s", serial, lastNotAfter)
+			}
+			serials, lastNotAfter = append(serials, serial), cert.NotAfter
+			t.Logf("%s: agent runs with certificate %s (until %s), log level %s", paused, serial, cert.NotAfter.Format(time.TimeOnly), a.Delivered().LogLevel)
+		}
+		if level := a.Delivered().LogLevel; level != "info" {
+			t.Fatalf("the paused cluster's agent runs log level %q: the rollout's new configuration reached it", level)
+		}
+		if level, err := workLogLevel(ctx, e, paused); err != nil || level != "info" {
+			return false, fmt.Errorf("paused cluster's work on log level %q (%v)", level, err)
+		}
+		names, err := e.Principal.ConnectedAgents(ctx)
+		return len(serials) > renewals && err == nil && slices.Contains(names, paused), err
+	})
+	logs, _ := filepath.Glob(filepath.Join(e.Dir(), "agent-"+paused, "agent-"+paused+"-*.log"))
+	for _, f := range append(logs, filepath.Join(e.Dir(), "principal", "principal.log")) {
+		data, err := os.ReadFile(f)
+		must(t, err)
+		if n := strings.Count(string(data), "expired certificate"); n > 0 {
+			t.Errorf("%s: %d connection failures on an expired certificate", f, n)
+		}
+	}
+	t.Logf("%s: %d renewals delivered while the rollout held its configuration, 0 expired-certificate failures", paused, len(serials)-1)
 }
