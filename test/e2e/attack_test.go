@@ -94,7 +94,7 @@ func addonAttacks(cluster string) []attack {
 		}},
 		{"patch the status of its ManagedClusterAddOn", func(ctx context.Context, c client.Client) error {
 			return c.Status().Patch(ctx, mca(), client.RawPatch(types.MergePatchType,
-				[]byte(`{"status":{"registrations":[{"signerName":"`+identity.SignerName+`","subject":{"user":"`+cluster+`"}}]}}`)))
+				[]byte(`{"status":{"registrations":[{"type":"CustomSigner","customSigner":{"signerName":"`+identity.SignerName+`","subject":{"user":"`+cluster+`"}}}]}}`)))
 		}},
 		{"lift its revocation on the ClusterManagementAddOn", func(ctx context.Context, c client.Client) error {
 			cma := &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName}}
