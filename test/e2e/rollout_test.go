@@ -37,28 +37,8 @@ import (
 func TestProgressiveRolloutAndRollback(t *testing.T) {
 	clusters := []string{"wave1", "wave2"}
 	ctx, e := start(t, harness.Options{Clusters: clusters})
-	c := e.Hub.Client
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cma := &addonv1beta1.ClusterManagementAddOn{}
-		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
-			return err
-		}
-		cma.Spec.InstallStrategy.Placements[0].RolloutStrategy = clusterv1alpha1.RolloutStrategy{
-			Type:        clusterv1alpha1.Progressive,
-			Progressive: &clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1)},
-		}
-		return c.Update(ctx, cma)
-	}))
-	agents := map[string]*harness.RunningAgent{}
-	for _, cl := range clusters {
-		must(t, e.SetEnabled(ctx, cl, true))
-		a, err := e.StartAgent(ctx, cl)
-		must(t, err)
-		agents[cl] = a
-	}
-	for _, cl := range clusters {
-		waitAvailable(t, e, cl, metav1.ConditionTrue)
-	}
+	setRollout(t, ctx, e, clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1)})
+	agents := enrolAll(t, ctx, e, clusters)
 
 	var lastConfig string
 	for _, level := range []string{"debug", "info"} { // upgrade, then roll back
@@ -130,6 +110,37 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 	}
 }
 
+// setRollout makes the add-on's Placement roll config changes out progressively.
+func setRollout(t *testing.T, ctx context.Context, e *harness.Env, progressive clusterv1alpha1.RolloutProgressive) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cma := &addonv1beta1.ClusterManagementAddOn{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
+			return err
+		}
+		cma.Spec.InstallStrategy.Placements[0].RolloutStrategy = clusterv1alpha1.RolloutStrategy{
+			Type: clusterv1alpha1.Progressive, Progressive: &progressive}
+		return e.Hub.Client.Update(ctx, cma)
+	}))
+}
+
+// enrolAll labels clusters for the Placement, starts their agents and waits until each add-on
+// is Available.
+func enrolAll(t *testing.T, ctx context.Context, e *harness.Env, clusters []string) map[string]*harness.RunningAgent {
+	t.Helper()
+	agents := map[string]*harness.RunningAgent{}
+	for _, cl := range clusters {
+		must(t, e.SetEnabled(ctx, cl, true))
+		a, err := e.StartAgent(ctx, cl)
+		must(t, err)
+		agents[cl] = a
+	}
+	for _, cl := range clusters {
+		waitAvailable(t, e, cl, metav1.ConditionTrue)
+	}
+	return agents
+}
+
 // setFleetVariable sets one customized variable of the chart's fleet-wide AddOnDeploymentConfig.
 func setFleetVariable(t *testing.T, ctx context.Context, e *harness.Env, name, value string) {
 	t.Helper()
@@ -186,30 +197,10 @@ func TestRenewalsWhileTheRolloutIsPaused(t *testing.T) {
 	const renewals = 2
 	clusters := []string{"soak1", "soak2"}
 	ctx, e := start(t, harness.Options{Clusters: clusters, CertLifetime: 2 * time.Minute})
-	c := e.Hub.Client
-	agents := map[string]*harness.RunningAgent{}
-	for _, cl := range clusters {
-		must(t, e.SetEnabled(ctx, cl, true))
-		a, err := e.StartAgent(ctx, cl)
-		must(t, err)
-		agents[cl] = a
-	}
-	for _, cl := range clusters {
-		waitAvailable(t, e, cl, metav1.ConditionTrue)
-	}
+	agents := enrolAll(t, ctx, e, clusters)
 	// Only now: OCM paces a cluster's first install by the rollout strategy too.
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cma := &addonv1beta1.ClusterManagementAddOn{}
-		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
-			return err
-		}
-		cma.Spec.InstallStrategy.Placements[0].RolloutStrategy = clusterv1alpha1.RolloutStrategy{
-			Type: clusterv1alpha1.Progressive,
-			Progressive: &clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1),
-				RolloutConfig: clusterv1alpha1.RolloutConfig{MinSuccessTime: metav1.Duration{Duration: time.Hour}}},
-		}
-		return c.Update(ctx, cma)
-	}))
+	setRollout(t, ctx, e, clusterv1alpha1.RolloutProgressive{MaxConcurrency: intstr.FromInt32(1),
+		RolloutConfig: clusterv1alpha1.RolloutConfig{MinSuccessTime: metav1.Duration{Duration: time.Hour}}})
 
 	setFleetVariable(t, ctx, e, agentconfig.VarLogLevel, "debug")
 	var paused string
