@@ -45,8 +45,12 @@ vet:
 unit:
 	go test -count=1 ./pkg/... ./cmd/...
 
+# The e2e package runs several real OCM hubs and fleets one after another (about 11 minutes
+# warm): past go test's default 10-minute timeout per package.
+TEST_TIMEOUT ?= 30m
+
 test: vet tools
-	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 ./...
+	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz-ci
 
 fuzz-ci:
