@@ -1,9 +1,5 @@
-# argocd-agent-addon
-#
-#   make test    unit, fuzz (short), integration, chart and RBAC tests on a real kube-apiserver
-#   make build   the binary in bin/
-#   make fuzz    the fuzz targets for longer (FUZZTIME=5m)
-#   make bench   fleet delivery and CSR signing on a real kube-apiserver, with baselines (BENCH_ARGS=-h)
+# argocd-agent-addon. `make help` lists the targets, from the `## ` comment after each name;
+# test/README.md says what each test package runs and which target runs it.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -27,51 +23,82 @@ FUZZTIME    ?= 5m
 FUZZMINIMIZETIME_CI ?= 1s
 BENCH_ARGS ?=
 
-.PHONY: all build test unit fuzz fuzz-ci bench tools vet image clean demo
+# staticcheck from the Go module proxy, which serves explicit versions only (not @latest), built
+# once into the tools cache of hack/test-tools.sh.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK := $(or $(ARGOCD_AGENT_ADDON_TOOLS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/argocd-agent-addon/tools)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench tools vet image image-push clean demo
 
 all: build
 
-build:
+help: ## this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## the binary, bin/argocd-agent-addon
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/argocd-agent-addon ./cmd/argocd-agent-addon
 
-# Builds kube-apiserver, etcd and helm from Go modules once; cached outside the repository.
-tools:
+tools: ## build or install the test tools once (hack/test-tools.sh; cached outside the repository)
 	hack/test-tools.sh all >/dev/null
 
-vet:
+vet: ## go vet, and gofmt on every Go file
 	go vet ./...
 	@test -z "$$(gofmt -l cmd pkg manifests test)" || { echo "gofmt needed:"; gofmt -l cmd pkg manifests test; exit 1; }
 
-unit:
+# staticcheck's default checks, SA1019 (use of a deprecated API) among them.
+lint: $(STATICCHECK) ## staticcheck, deprecated APIs included
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(@D) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+unit: ## unit tests of pkg/ and cmd/: no tools, seconds
 	go test -count=1 ./pkg/... ./cmd/...
 
 # The e2e package runs several real OCM hubs and fleets one after another (about 11 minutes
 # warm): past go test's default 10-minute timeout per package.
 TEST_TIMEOUT ?= 30m
 
-test: vet tools
+integration: tools ## the test/ packages but e2e: real kube-apiserver, chart, RBAC, argocd-agent, bench
+	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) $$(go list ./test/... | grep -v /test/e2e)
+
+e2e: tools ## end to end on real OCM, the chart and argocd-agent (test/e2e, about 11 minutes)
+	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/...
+
+test: vet lint tools ## everything: vet, lint, every Go test (unit, integration, e2e), each fuzz target briefly
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz-ci
 
-fuzz-ci:
-	@for t in $(FUZZ_TARGETS); do IFS=: read -r pkg fn execs <<< "$$t"; budget="$(FUZZ_BUDGET)"; budget=$${budget:-$$execs}; \
-		echo "fuzz $$fn ($$pkg) for $$budget"; \
-		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $$budget -fuzzminimizetime $(FUZZMINIMIZETIME_CI) $$pkg; done
+fuzz-ci: ## each fuzz target for its count of executions (FUZZ_TARGETS), as make test does
+	FUZZ_BUDGET=$(FUZZ_BUDGET) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME_CI) hack/fuzz.sh $(FUZZ_TARGETS)
 
-fuzz:
+fuzz: ## each fuzz target for longer (FUZZTIME=5m)
 	$(MAKE) fuzz-ci FUZZ_BUDGET=$(FUZZTIME) FUZZMINIMIZETIME_CI=60s
 
-bench: tools
+bench: tools ## fleet rollout and CSR signing on a real kube-apiserver, against baselines (BENCH_ARGS=-h)
 	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench $(BENCH_ARGS)
 
-image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+# The manager image for every platform in IMAGE_PLATFORMS, from static binaries, with no Docker
+# daemon (hack/image): an OCI image layout in $(IMAGE_OCI). `docker load` or `ctr images import`
+# take one platform from `go run ./hack/image build --archive`; a release pushes the layout.
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_OCI       ?= _output/image
+image: ## the manager image, every platform, as an OCI layout in _output/image (IMAGE=, IMAGE_PLATFORMS=)
+	@bins=(); for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; out=bin/$${os}_$${arch}/argocd-agent-addon; \
+		echo "building $$out"; GOOS=$$os GOARCH=$$arch CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/argocd-agent-addon; \
+		bins+=(--binary "$$p=$$out"); done; \
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+		go run ./hack/image build --kind manager "$${bins[@]}" --tag $(IMAGE) --version $(VERSION) --revision $(COMMIT) --oci $(IMAGE_OCI)
+	@echo "$(IMAGE) ($(IMAGE_PLATFORMS)) written to $(IMAGE_OCI)"
 
-clean:
-	rm -rf bin
+image-push: image ## push the manager image to its registry (IMAGE=registry/name:tag; credentials from docker login)
+	go run ./hack/image push --oci $(IMAGE_OCI) --tag $(IMAGE)
+
+clean: ## remove bin/ and _output/
+	rm -rf bin _output
 
 # A local hub with simulated clusters, the principal and agents; Ctrl-C stops it (CLUSTERS=3 for more).
 CLUSTERS ?= 2
-demo: tools
+demo: tools ## a local hub with clusters, the principal and agents (CLUSTERS=3); Ctrl-C stops it
 	go build -o bin/demo ./test/e2e/demo
 	eval "$$(hack/test-tools.sh print-env)"; exec bin/demo --clusters $(CLUSTERS)

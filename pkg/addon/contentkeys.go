@@ -41,7 +41,7 @@ func requireOwnContent(objects []runtime.Object) error {
 	spec := &deployment.Spec.Template.Spec
 	agent := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
 	if agent < 0 {
-		return fmt.Errorf("Deployment %s has no container %s", identity.AgentName, identity.AgentName)
+		return fmt.Errorf("the Deployment %s has no container %s", identity.AgentName, identity.AgentName)
 	}
 
 	paramsDigest := contentDigest(params.Data)
@@ -85,7 +85,7 @@ func requireOwnContent(objects []runtime.Object) error {
 		mounted = true
 	}
 	if !mounted {
-		return fmt.Errorf("Deployment %s mounts no volume of Secret %s", identity.AgentName, ca.Name)
+		return fmt.Errorf("the Deployment %s mounts no volume of Secret %s", identity.AgentName, ca.Name)
 	}
 	if ca.Data == nil {
 		ca.Data = map[string][]byte{}

@@ -1,5 +1,6 @@
 // Package certificates holds what the add-on's CSR approver and signer share: which CSRs are
-// theirs, the state a CSR is in, and the cluster it claims to come from.
+// theirs, the state a CSR is in, the cluster it claims to come from, the checks both make, and
+// how both write a decision and wait for a usable CA (status.go).
 //
 // The approver (pkg/certificates/approver) approves or denies every pending CSR for the
 // add-on's signer; the signer (pkg/certificates/signer) issues certificates for approved ones,

@@ -28,6 +28,14 @@ the Argo CD agent principal trusts.`,
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	root.PersistentFlags().AddGoFlagSet(klogFlags)
+	// As kubectl does, help lists -v only: the other klog flags are rarely wanted, and listed
+	// first they bury the command's own. They still work.
+	klogFlags.VisitAll(func(f *flag.Flag) {
+		if f.Name != "v" {
+			_ = root.PersistentFlags().MarkHidden(f.Name)
+		}
+	})
+	root.PersistentFlags().Lookup("v").Usage = "Log verbosity: 0 is quiet, 2 shows controller activity, 4 and up is for debugging. klog's other flags (vmodule, logtostderr, ...) work too but are not listed."
 
 	root.AddCommand(manager.NewCommand(), render.NewCommand(), status.NewCommand(), version.NewCommand())
 	root.AddCommand(revoke.NewCommands()...)

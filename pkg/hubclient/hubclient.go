@@ -1,11 +1,16 @@
 // Package hubclient builds clients of the OCM hub for the add-on's commands: one scheme with
-// every type they read, and one way to load the hub kubeconfig.
+// every type they read, one way to load the hub kubeconfig, and the hub objects every command
+// names the same way (the CA secret).
 package hubclient
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,9 +31,31 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// Config loads the hub's rest config: the kubeconfig file if given, else $KUBECONFIG, the
-// default kubeconfig, or the in-cluster configuration.
-func Config(kubeconfig string) (*rest.Config, error) {
+// DefaultCASecret is the hub secret (NAMESPACE/NAME) of the CA the principal trusts, where
+// `argocd-agentctl pki init` creates it.
+const DefaultCASecret = "argocd/argocd-agent-ca"
+
+// CASecretKey parses a --ca-secret value, NAMESPACE/NAME.
+func CASecretKey(ref string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return types.NamespacedName{}, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", ref)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// AddKubeconfigFlag binds --kubeconfig, what Config loads, to kubeconfig.
+func AddKubeconfigFlag(fs *pflag.FlagSet, kubeconfig *string) {
+	fs.StringVar(kubeconfig, "kubeconfig", *kubeconfig,
+		"Kubeconfig of the hub; empty means $KUBECONFIG, else ~/.kube/config, else the in-cluster configuration.")
+}
+
+// Config returns the hub's rest config: a copy of cfg if set (tests), else the kubeconfig file
+// if given, else $KUBECONFIG, the default kubeconfig, or the in-cluster configuration.
+func Config(kubeconfig string, cfg *rest.Config) (*rest.Config, error) {
+	if cfg != nil {
+		return rest.CopyConfig(cfg), nil
+	}
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
 		&clientcmd.ConfigOverrides{})
@@ -39,13 +66,11 @@ func Config(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// New returns a client of the hub: cfg if set, else the config Config(kubeconfig) loads.
+// New returns a client of the hub, from the config Config returns.
 func New(kubeconfig string, cfg *rest.Config) (client.Client, error) {
-	if cfg == nil {
-		var err error
-		if cfg, err = Config(kubeconfig); err != nil {
-			return nil, err
-		}
+	cfg, err := Config(kubeconfig, cfg)
+	if err != nil {
+		return nil, err
 	}
 	scheme, err := Scheme()
 	if err != nil {

@@ -30,7 +30,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -43,6 +42,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
@@ -319,9 +319,9 @@ func measure(dir, bin string, n, csrs int, r rate, timeout time.Duration) result
 		res.setupEr = err
 		return res
 	}
-	res.deliverErr = waitFor(timeout, func(ctx context.Context) (bool, error) {
+	res.deliverErr = poll.Wait(context.Background(), pollEvery, timeout, func(ctx context.Context) (bool, error) {
 		if exited, err := mgr.Exited(); exited {
-			return false, fatal{fmt.Errorf("manager exited (%v):\n%s", err, mgr.Log())}
+			return false, poll.Stop(fmt.Errorf("manager exited (%v):\n%s", err, mgr.Log()))
 		}
 		n, err := countWorks(ctx, c)
 		return n >= len(clusters), err
@@ -411,26 +411,8 @@ func parallel(items []string, workers int, f func(string) error) error {
 	return first
 }
 
-// fatal is a condition error that ends the wait; other errors are retried.
-type fatal struct{ error }
-
-func waitFor(timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, err := cond(ctx)
-		if errors.As(err, new(fatal)) {
-			return false, err
-		}
-		if err != nil {
-			last = err
-		}
-		return ok, nil
-	})
-	if err != nil && last != nil {
-		return fmt.Errorf("%w (last error: %v)", err, last)
-	}
-	return err
-}
+// pollEvery is how often the bench checks what it waits for: the resolution of what it times.
+const pollEvery = 100 * time.Millisecond
 
 // apiRequests is the number of requests the API server has served, lists and watches aside
 // (the bench's own polling lists), from its apiserver_request_total metric.
@@ -553,7 +535,7 @@ func fileAndWait(ctx context.Context, env *testenv.Env, hub *hubfixture.Hub, nam
 		}
 		return time.Since(start), nil
 	}
-	err = waitFor(timeout, func(ctx context.Context) (bool, error) {
+	err = poll.Wait(context.Background(), pollEvery, timeout, func(ctx context.Context) (bool, error) {
 		list := &certificatesv1.CertificateSigningRequestList{}
 		if err := c.List(ctx, list); err != nil {
 			return false, err

@@ -225,6 +225,7 @@ func TestDefaults(t *testing.T) {
 		if cma.Spec.AddOnMeta.DisplayName == "" || cma.Spec.AddOnMeta.Description == "" {
 			t.Errorf("addOnMeta %+v, want a display name and a description", cma.Spec.AddOnMeta)
 		}
+		//lint:ignore SA1019 the chart writes v1alpha1, which every OCM hub serves; OCM converts it to v1beta1 defaultConfigs.
 		expectEqual(t, "supportedConfigs", cma.Spec.SupportedConfigs, deploymentConfigSupport(addonName, releaseNamespace))
 		expectEqual(t, "installStrategy", cma.Spec.InstallStrategy, addonv1alpha1.InstallStrategy{
 			Type: addonv1alpha1.AddonInstallStrategyPlacements,
@@ -363,6 +364,7 @@ func TestCustomValues(t *testing.T) {
 	checkBinding(t, rendered.get(t, "RoleBinding", "hub-ca", managerName+"-ca-secret"), "Role", managerName+"-ca-secret", namespace)
 
 	cma := convert[addonv1alpha1.ClusterManagementAddOn](t, rendered.get(t, "ClusterManagementAddOn", "", addonName))
+	//lint:ignore SA1019 as above: the chart writes v1alpha1 supportedConfigs.
 	expectEqual(t, "supportedConfigs", cma.Spec.SupportedConfigs, deploymentConfigSupport("agents", namespace))
 	expectEqual(t, "installStrategy", cma.Spec.InstallStrategy, addonv1alpha1.InstallStrategy{
 		Type: addonv1alpha1.AddonInstallStrategyPlacements,

@@ -324,13 +324,13 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	name := fileCSR(t, ocmcsr.AgentUsername("recheck"), ocmcsr.Request{Cluster: "recheck"})
 	// Without a CA the add-on decides nothing; approve it as any holder of the approve right
 	// could, which is what the signer must not trust blindly.
-	waitForEvent(t, name, approver.ReasonCAUnavailable)
+	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	csr, err := getCSR(ctx, name)
 	must(t, err)
 	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByAnotherApprover", LastUpdateTime: metav1.Now()})
 	must(t, env.Client.SubResource("approval").Update(ctx, csr))
-	waitForEvent(t, name, signer.ReasonCAUnavailable)
+	waitForEventOf(t, name, certificates.ReasonCAUnavailable, "Sign")
 	cluster := &clusterv1.ManagedCluster{}
 	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "recheck"}, cluster))
 	cluster.Spec.HubAcceptsClient = false
@@ -364,7 +364,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 		}
 	}()
 	name := fileCSR(t, ocmcsr.AgentUsername("noca"), ocmcsr.Request{Cluster: "noca"})
-	waitForEvent(t, name, approver.ReasonCAUnavailable)
+	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	time.Sleep(2 * time.Second)
 	if csr, _ := getCSR(ctx, name); !certificates.Pending(csr) || len(csr.Status.Certificate) > 0 {
 		t.Fatalf("decided or signed without a CA secret: %+v", csr.Status.Conditions)
@@ -397,13 +397,20 @@ func TestSigningWaitsForCA(t *testing.T) {
 
 func waitForEvent(t *testing.T, csrName, reason string) {
 	t.Helper()
-	poll.Until(t, 30*time.Second, "event "+reason+" for CSR "+csrName, func(ctx context.Context) (bool, error) {
+	waitForEventOf(t, csrName, reason, "")
+}
+
+// waitForEventOf waits for an event of reason whose action is action, any if empty: the approver
+// ("Approve", "Deny") and the signer ("Sign") share some reasons.
+func waitForEventOf(t *testing.T, csrName, reason, action string) {
+	t.Helper()
+	poll.Until(t, 30*time.Second, "event "+reason+" "+action+" for CSR "+csrName, func(ctx context.Context) (bool, error) {
 		events := &eventsv1.EventList{}
 		if err := env.Client.List(ctx, events); err != nil {
 			return false, err
 		}
 		for _, e := range events.Items {
-			if e.Regarding.Kind == "CertificateSigningRequest" && e.Regarding.Name == csrName && e.Reason == reason {
+			if e.Regarding.Kind == "CertificateSigningRequest" && e.Regarding.Name == csrName && e.Reason == reason && (action == "" || e.Action == action) {
 				return true, nil
 			}
 		}

@@ -3,6 +3,8 @@ package poll
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,14 +16,38 @@ import (
 // condition on a live system is often briefly unreadable.
 func Until(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
+	if err := Wait(context.Background(), 200*time.Millisecond, timeout, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Wait is Until for code that is not a test (test/bench): it polls cond every interval and
+// returns an error after timeout, with the last error cond returned. Errors do not stop the
+// polling, except one cond wraps with Stop, which Wait returns at once.
+func Wait(ctx context.Context, interval, timeout time.Duration, cond func(ctx context.Context) (bool, error)) error {
 	var last error
-	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, err := cond(ctx)
+		if errors.As(err, new(stop)) {
+			return false, err
+		}
 		if err != nil {
 			last = err
 		}
 		return ok, nil
-	}); err != nil {
-		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, new(stop)):
+		return err
 	}
+	return fmt.Errorf("not within %s (last error: %v)", timeout, last)
 }
+
+// Stop makes Wait return err at once: the condition can no longer come true.
+func Stop(err error) error { return stop{err} }
+
+type stop struct{ error }
+
+func (s stop) Unwrap() error { return s.error }

@@ -6,12 +6,9 @@ package approver
 import (
 	"context"
 	"fmt"
-	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,19 +25,14 @@ import (
 // ReasonApproved is the reason of the Approved condition the approver sets.
 const ReasonApproved = "ArgoCDAgentAddonApproved"
 
-// ReasonCAUnavailable is the event reason when no usable CA says which subject is expected.
-const ReasonCAUnavailable = "CAUnavailable"
-
-// caRetry is how often a CSR waiting for a usable CA is retried.
-const caRetry = time.Minute
-
 // Reconciler approves or denies CSRs.
 type Reconciler struct {
 	Client client.Client
 	// CA is the signing CA, whose ID the subject of a request must name.
-	CA       certificates.CASource
-	Policy   policy.Policy
-	Recorder events.EventRecorder
+	CA     certificates.CASource
+	Policy policy.Policy
+	// Events records the decisions as events on the CSRs.
+	Events events.EventRecorder
 }
 
 // SetupWithManager watches CSRs for the add-on's signer, and CSRs labelled for the add-on that
@@ -69,9 +61,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if certificates.ForOurSigner(csr) {
 		ca, err := r.CA.Get(ctx)
 		if err != nil {
-			logger.Error(err, "Cannot decide: no usable CA", "csr", csr.Name)
-			r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Approve", "waiting for a usable CA: %v", err)
-			return ctrl.Result{RequeueAfter: caRetry}, nil
+			return certificates.WaitForCA(ctx, r.Events, csr, "Approve", err), nil
 		}
 		caID = ca.ID()
 	}
@@ -82,34 +72,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if rej != nil && rej.Reason == policy.ReasonWrongSigner {
 		// Labelled for this add-on but for another signer: not ours to approve or deny.
 		logger.Info("Ignoring CSR labelled for the add-on with another signer", "csr", csr.Name, "signer", csr.Spec.SignerName)
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Approve", "not approved by argocd-agent-addon: %s", rej.Message)
+		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Approve", "not approved by argocd-agent-addon: %s", rej.Message)
 		return ctrl.Result{}, nil
 	}
-	cond := certificatesv1.CertificateSigningRequestCondition{
-		Status:         corev1.ConditionTrue,
-		LastUpdateTime: metav1.Now(),
+	cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
+	decision, reason, msg := certificatesv1.CertificateApproved, ReasonApproved, fmt.Sprintf("request from cluster %q matches its agent's registration", cluster)
+	if rej != nil {
+		decision, reason, msg = certificatesv1.CertificateDenied, string(rej.Reason), rej.Message
+	}
+	if res, ok, err := certificates.SetCondition(ctx, r.Client.SubResource("approval"), csr, decision, reason, msg); !ok {
+		return res, err
 	}
 	if rej != nil {
-		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateDenied, string(rej.Reason), rej.Message
-	} else {
-		cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateApproved, ReasonApproved,
-			fmt.Sprintf("request from cluster %q matches its agent's registration", csr.Labels[clusterv1.ClusterNameLabelKey])
-	}
-	csr.Status.Conditions = append(csr.Status.Conditions, cond)
-	if err := r.Client.SubResource("approval").Update(ctx, csr); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("updating approval of CSR %s: %w", csr.Name, err)
-	}
-	if rej != nil {
-		metrics.CSRsDenied.WithLabelValues(string(rej.Reason)).Inc()
-		logger.Info("Denied CSR", "csr", csr.Name, "reason", rej.Reason, "message", rej.Message, "requester", csr.Spec.Username)
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Deny", "denied: %s", rej.Message)
+		metrics.CSRsDenied.WithLabelValues(reason).Inc()
+		logger.Info("Denied CSR", "csr", csr.Name, "reason", reason, "message", msg, "requester", csr.Spec.Username)
+		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, reason, "Deny", "denied: %s", msg)
 		return ctrl.Result{}, nil
 	}
 	metrics.CSRsApproved.Inc()
-	logger.Info("Approved CSR", "csr", csr.Name, "cluster", csr.Labels[clusterv1.ClusterNameLabelKey])
-	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonApproved, "Approve", cond.Message)
+	logger.Info("Approved CSR", "csr", csr.Name, "cluster", cluster)
+	r.Events.Eventf(csr, nil, corev1.EventTypeNormal, reason, "Approve", msg)
 	return ctrl.Result{}, nil
 }

@@ -54,23 +54,23 @@ const MaxRecords = 16
 
 // Certificate is one issued certificate.
 type Certificate struct {
-	// Fingerprint is the SHA-256 of the certificate's DER in the form argocd-agent's TLS
-	// blocklist keys it: 64 upper-case hex digits.
+	// Fingerprint is the certificate's BlocklistKey.
 	Fingerprint string `json:"sha256"`
 	// CA is the ID of the CA that signed it (authority.ID).
 	CA       string    `json:"ca"`
 	NotAfter time.Time `json:"notAfter"`
 }
 
-// Fingerprint is the SHA-256 of der as argocd-agent's TLS blocklist keys it.
-func Fingerprint(der []byte) string {
+// BlocklistKey is the SHA-256 of a certificate's DER as argocd-agent's TLS blocklist keys it:
+// 64 upper-case hex digits, unlike authority.Fingerprint's lower-case ones.
+func BlocklistKey(der []byte) string {
 	sum := sha256.Sum256(der)
 	return strings.ToUpper(hex.EncodeToString(sum[:]))
 }
 
 // Of describes cert, signed by the CA with ID caID.
 func Of(cert *x509.Certificate, caID string) Certificate {
-	return Certificate{Fingerprint: Fingerprint(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC()}
+	return Certificate{Fingerprint: BlocklistKey(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC()}
 }
 
 // Read returns the record on obj, oldest first; none if it has no record.

@@ -13,10 +13,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
-func TestFingerprintIsTheBlocklistForm(t *testing.T) {
+func TestBlocklistKey(t *testing.T) {
 	// argocd-agent's TLS blocklist keys: SHA-256 of the DER, 64 upper-case hex digits, no
 	// separators (ConfigMap keys cannot hold colons).
-	if fp := issued.Fingerprint([]byte("der")); !regexp.MustCompile(`^[0-9A-F]{64}$`).MatchString(fp) {
+	if fp := issued.BlocklistKey([]byte("der")); !regexp.MustCompile(`^[0-9A-F]{64}$`).MatchString(fp) {
 		t.Fatalf("fingerprint %q", fp)
 	}
 }

@@ -1,7 +1,7 @@
-// Package metrics defines the Prometheus counters of the add-on's certificate handling. They are
-// registered with controller-runtime's registry, which the manager serves on its metrics
-// address. The gauges that describe the fleet are computed at scrape time
-// (pkg/certificates/issued.Collector), so that every replica reports them right.
+// Package metrics holds every Prometheus metric of the add-on's certificate handling: the
+// counters the approver and the signer increment, registered with controller-runtime's registry,
+// which the manager serves on its metrics address, and the gauges that describe the fleet,
+// computed at scrape time from the hub (Collector), so that every replica reports them right.
 package metrics
 
 import (

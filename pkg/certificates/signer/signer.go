@@ -11,8 +11,6 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -28,15 +26,11 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 )
 
-// Event reasons.
+// Event reasons; a CSR waiting for a usable CA gets certificates.ReasonCAUnavailable.
 const (
-	ReasonSigned        = "Signed"
-	ReasonCAUnavailable = "CAUnavailable"
-	ReasonNotRecorded   = "CertificateNotRecorded"
+	ReasonSigned      = "Signed"
+	ReasonNotRecorded = "CertificateNotRecorded"
 )
-
-// caRetry is how often a CSR waiting for a usable CA is retried, besides the CA secret watch.
-const caRetry = time.Minute
 
 // Reconciler signs approved CSRs.
 type Reconciler struct {
@@ -46,7 +40,8 @@ type Reconciler struct {
 	Lifetime time.Duration
 	// RecordNamespace is where the record of issued certificates lives (pkg/certificates/issued).
 	RecordNamespace string
-	Recorder        events.EventRecorder
+	// Events records what is signed or refused as events on the CSRs.
+	Events events.EventRecorder
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -79,9 +74,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	ca, err := r.CA.Get(ctx)
 	if err != nil {
-		logger.Error(err, "Cannot sign: no usable CA", "csr", csr.Name)
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonCAUnavailable, "Sign", "waiting for a usable CA: %v", err)
-		return ctrl.Result{RequeueAfter: caRetry}, nil
+		return certificates.WaitForCA(ctx, r.Events, csr, "Sign", err), nil
 	}
 	x509req, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID())
 	if err != nil {
@@ -113,37 +106,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
 	// record that `revoke` blocklists from, at worst it records one that was never handed out.
 	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, issued.Of(cert, ca.ID()), now); err != nil {
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
+		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
 		return ctrl.Result{}, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
 	}
 	csr.Status.Certificate = certPEM
-	if err := r.Client.Status().Update(ctx, csr); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("storing the certificate of CSR %s: %w", csr.Name, err)
+	if res, ok, err := certificates.UpdateStatus(ctx, r.Client.Status(), csr); !ok {
+		return res, err
 	}
 	notAfter := cert.NotAfter
 	metrics.CSRsSigned.Inc()
 	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster, "notAfter", notAfter.UTC().Format(time.RFC3339))
-	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
+	r.Events.Eventf(csr, nil, corev1.EventTypeNormal, ReasonSigned, "Sign", "issued a client certificate for cluster %q valid until %s",
 		cluster, notAfter.UTC().Format(time.RFC3339))
 	return ctrl.Result{}, nil
 }
 
 func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rej *policy.Rejection) (ctrl.Result, error) {
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue,
-		Reason: string(rej.Reason), Message: rej.Message, LastUpdateTime: metav1.Now(),
-	})
-	if err := r.Client.Status().Update(ctx, csr); err != nil {
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("marking CSR %s failed: %w", csr.Name, err)
+	if res, ok, err := certificates.SetCondition(ctx, r.Client.Status(), csr, certificatesv1.CertificateFailed, string(rej.Reason), rej.Message); !ok {
+		return res, err
 	}
 	metrics.CSRsFailed.WithLabelValues(string(rej.Reason)).Inc()
 	log.FromContext(ctx).Info("Refused to sign approved CSR", "csr", csr.Name, "reason", rej.Reason, "message", rej.Message)
-	r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Sign", "not signed: %s", rej.Message)
+	r.Events.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Sign", "not signed: %s", rej.Message)
 	return ctrl.Result{}, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,10 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"open-cluster-management.io/addon-framework/pkg/addonmanager"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -39,6 +36,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
@@ -48,7 +46,6 @@ import (
 
 // Defaults.
 const (
-	DefaultCASecret = "argocd/argocd-agent-ca"
 	// DefaultCertLifetime is a week: OCM renews when 20-25 % is left, so a hub outage of up to
 	// ~1.4 days never lets a certificate lapse, while a stolen key is good for a week at most.
 	DefaultCertLifetime = 7 * 24 * time.Hour
@@ -93,7 +90,7 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		Namespace:              os.Getenv("POD_NAMESPACE"),
-		CASecret:               DefaultCASecret,
+		CASecret:               hubclient.DefaultCASecret,
 		CertLifetime:           DefaultCertLifetime,
 		CertificateSubject:     string(identity.SubjectClusterName),
 		GRPCServerUsername:     DefaultGRPCServerUsername,
@@ -128,7 +125,7 @@ func NewCommand() *cobra.Command {
 
 // AddFlags binds the options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means in-cluster configuration.")
+	hubclient.AddKubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret,
 		"NAMESPACE/NAME of the kubernetes.io/tls secret holding the CA (tls.crt, tls.key) the principal trusts; agent certificates are signed with it.")
 	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime,
@@ -140,7 +137,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Username of OCM's gRPC registration server, whose CSRs name the real requester in the open-cluster-management.io/csr-user annotation. Empty trusts that annotation from nobody.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run controllers only while holding the leader lease, so replicas can stand by.")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace,
-		"Namespace the manager runs in (default $POD_NAMESPACE); it keeps the record of the certificates it issued there, one ConfigMap per cluster, which `revoke` blocklists from.")
+		"Namespace the manager runs in (default $POD_NAMESPACE); it keeps the record of the certificates it issued there, one ConfigMap per cluster, which the revoke command blocklists from.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
 		"Namespace of the leader lease; empty means the namespace the manager runs in.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -159,7 +156,7 @@ func (o *Options) Validate() error {
 	if len(validation.IsDNS1123Label(o.Namespace)) > 0 {
 		errs = append(errs, fmt.Errorf("--namespace %q: want the namespace the manager runs in (or set $POD_NAMESPACE)", o.Namespace))
 	}
-	if _, err := o.caSecretKey(); err != nil {
+	if _, err := hubclient.CASecretKey(o.CASecret); err != nil {
 		errs = append(errs, err)
 	}
 	if o.CertLifetime < MinCertLifetime || o.CertLifetime > MaxCertLifetime {
@@ -188,14 +185,6 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (o *Options) caSecretKey() (types.NamespacedName, error) {
-	ns, name, ok := strings.Cut(o.CASecret, "/")
-	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
-		return types.NamespacedName{}, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", o.CASecret)
-	}
-	return types.NamespacedName{Namespace: ns, Name: name}, nil
-}
-
 // metricsServerOptions serve metrics over HTTPS behind controller-runtime's authentication and
 // authorization filter, unless MetricsSecure is off.
 func (o *Options) metricsServerOptions() metricsserver.Options {
@@ -213,18 +202,13 @@ func (o *Options) Run(ctx context.Context) error {
 	ctrl.SetLogger(klog.NewKlogr())
 	logger.Info("Starting", "version", version.String())
 
-	var cfg *rest.Config
-	if o.RestConfig != nil {
-		cfg = rest.CopyConfig(o.RestConfig)
-	} else {
-		var err error
-		if cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig); err != nil {
-			return fmt.Errorf("loading hub kubeconfig: %w", err)
-		}
+	cfg, err := hubclient.Config(o.Kubeconfig, o.RestConfig)
+	if err != nil {
+		return err
 	}
 	// Every client below (controller-runtime's and addon-framework's) is built from cfg.
 	cfg.QPS, cfg.Burst = o.KubeAPIQPS, o.KubeAPIBurst
-	caKey, err := o.caSecretKey()
+	caKey, err := hubclient.CASecretKey(o.CASecret)
 	if err != nil {
 		return err
 	}
@@ -315,15 +299,15 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 
 	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername, MaxLifetime: o.CertLifetime}
-	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Events: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, RecordNamespace: o.Namespace,
-		Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		Events: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	// Replace, not add: a process may run the manager more than once (tests).
-	collector := &issued.Collector{Reader: mgr.GetClient(), CA: ca}
+	collector := &metrics.Collector{Reader: mgr.GetClient(), CA: ca}
 	ctrlmetrics.Registry.Unregister(collector)
 	if err := ctrlmetrics.Registry.Register(collector); err != nil {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)

@@ -55,7 +55,7 @@ func NewCommands() []*cobra.Command {
 		},
 	}
 	o.AddFlags(revoke.Flags())
-	revoke.Flags().StringVar(&o.Reason, "reason", o.Reason, "Why the agent is revoked (required); recorded on the ManagedCluster.")
+	revoke.Flags().StringVar(&o.Reason, "reason", o.Reason, "Why the agent is revoked (required); recorded in the revocation list, which status shows.")
 	unrevoke := &cobra.Command{
 		Use:   "unrevoke CLUSTER",
 		Short: "Let a revoked cluster's agent get certificates and the add-on again",
@@ -70,7 +70,7 @@ func NewCommands() []*cobra.Command {
 
 // AddFlags binds the shared options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means $KUBECONFIG or in-cluster.")
+	hubclient.AddKubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.PrincipalNamespace, "principal-namespace", o.PrincipalNamespace, "Namespace of the principal and its TLS blocklist ConfigMap.")
 }
 
@@ -95,9 +95,8 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 		return err
 	}
 	now := o.now().UTC().Truncate(time.Second)
-	// The record of issued certificates lives on the ManagedClusterAddOn, which OCM deletes once
-	// the cluster is revoked: read it before, and again after, so that a certificate signed in
-	// between is not missed.
+	// The certificates the hub knows of (the record and the CSRs still there), read before and
+	// again after the revocation, so that a certificate signed in between is not missed.
 	before, err := issuedCertificates(ctx, c, cluster)
 	if err != nil {
 		return err

@@ -49,7 +49,7 @@ type Options struct {
 
 // NewCommand returns the status command.
 func NewCommand() *cobra.Command {
-	o := &Options{CASecret: "argocd/argocd-agent-ca"}
+	o := &Options{CASecret: hubclient.DefaultCASecret}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show, per cluster, the add-on's availability, certificate expiry and CA, agent mode and image; and per CA, its valid certificates",
@@ -64,7 +64,7 @@ func NewCommand() *cobra.Command {
 
 // AddFlags binds the options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig of the hub; empty means $KUBECONFIG or in-cluster.")
+	hubclient.AddKubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Hub CA secret (NAMESPACE/NAME), to tell the signing CA from those kept for trust.")
 }
 
@@ -222,12 +222,12 @@ func configState(a *addonv1beta1.ManagedClusterAddOn) string {
 
 // readCASecret returns the signing CA (first certificate of tls.crt) and those of ca.crt.
 func readCASecret(ctx context.Context, c client.Client, ref string) (*x509.Certificate, []*x509.Certificate, error) {
-	namespace, name, ok := strings.Cut(ref, "/")
-	if !ok {
-		return nil, nil, fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", ref)
+	key, err := hubclient.CASecretKey(ref)
+	if err != nil {
+		return nil, nil, err
 	}
 	secret := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
+	if err := c.Get(ctx, key, secret); err != nil {
 		return nil, nil, fmt.Errorf("reading the CA secret %s: %w", ref, err)
 	}
 	signing, err := authority.ParseCertificates(secret.Data[authority.CertKey])

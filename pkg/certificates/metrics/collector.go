@@ -1,4 +1,4 @@
-package issued
+package metrics
 
 import (
 	"context"
@@ -9,26 +9,27 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
 var (
-	caValidDesc = prometheus.NewDesc("argocd_agent_addon_ca_valid_certificates",
+	caValidDesc = prometheus.NewDesc(namespace+"_ca_valid_certificates",
 		"Unexpired agent certificates signed by each CA (on record or in a CSR still on the hub), by its role in the CA secret (signing, trusted, or empty when it holds it no more). A trusted CA at 0 may leave ca.crt.",
 		[]string{"ca", "role"}, nil)
-	agentNotAfterDesc = prometheus.NewDesc("argocd_agent_addon_agent_certificate_not_after_seconds",
+	agentNotAfterDesc = prometheus.NewDesc(namespace+"_agent_certificate_not_after_seconds",
 		"Expiry (Unix seconds) of the newest agent client certificate issued for each cluster (on record or in a CSR still on the hub).",
 		[]string{"cluster"}, nil)
-	caNotAfterDesc = prometheus.NewDesc("argocd_agent_addon_ca_not_after_seconds",
+	caNotAfterDesc = prometheus.NewDesc(namespace+"_ca_not_after_seconds",
 		"Expiry (Unix seconds) of the CA that signs agent certificates; 0 while the CA secret holds no usable CA.",
 		nil, nil)
 )
 
 // Collector exports, at each scrape, the gauges that describe the fleet's certificates,
 // computed from the hub as the manager's cache holds it: the signing CA's expiry, each cluster's
-// newest certificate, and ByCA over the certificates on the hub (OnHub), what `status` prints.
-// Computed rather than set by a controller, they are the same on every replica, the standby
-// ones included, and right from the first scrape after a restart.
+// newest certificate, and issued.ByCA over the certificates on the hub (issued.OnHub), what
+// `status` prints. Computed rather than set by a controller, they are the same on every
+// replica, the standby ones included, and right from the first scrape after a restart.
 type Collector struct {
 	// Reader is the manager's cached client: a scrape costs no API call.
 	Reader client.Reader
@@ -60,7 +61,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(caNotAfterDesc, prometheus.GaugeValue, float64(ca.Cert.NotAfter.Unix()))
-	byCluster, err := OnHub(ctx, c.Reader, ca.Trusted)
+	byCluster, err := issued.OnHub(ctx, c.Reader, ca.Trusted)
 	if err != nil {
 		return
 	}
@@ -73,14 +74,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range addons.Items {
 		installed[a.Namespace] = a.Name == identity.AddonName || installed[a.Namespace]
 	}
-	var certs []Certificate
+	var certs []issued.Certificate
 	for cluster, cs := range byCluster {
 		certs = append(certs, cs...)
-		if newest, ok := Newest(cs); ok && installed[cluster] {
+		if newest, ok := issued.Newest(cs); ok && installed[cluster] {
 			ch <- prometheus.MustNewConstMetric(agentNotAfterDesc, prometheus.GaugeValue, float64(newest.NotAfter.Unix()), cluster)
 		}
 	}
-	for _, u := range ByCA(ca.Cert, ca.Trusted[1:], certs, now) {
+	for _, u := range issued.ByCA(ca.Cert, ca.Trusted[1:], certs, now) {
 		ch <- prometheus.MustNewConstMetric(caValidDesc, prometheus.GaugeValue, float64(u.Valid), u.ID, u.Role)
 	}
 }
