@@ -3,11 +3,12 @@
 # no binary downloads work where this project is developed and tested. Built binaries are cached
 # outside the repository, keyed by version, so a rerun costs a version check.
 #
-# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|ocm-local|print-env]
+# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|ocm-local|node|print-env]
 #   all (default)  build what is missing, then print the environment (like print-env)
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
 #   argocd-agent   build argocd-agent (principal and agent in one binary) only
+#   node           build kube-scheduler, kubelet and the test images; install containerd, runc, CNI plugins
 #   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM and ARGOCD_AGENT_BIN
 #
 # Versions are pinned here, in one place. The wrapper modules under hack/tools/ carry their go.sum.
@@ -26,7 +27,8 @@ CACHE=${ARGOCD_AGENT_ADDON_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/argocd-agent-a
 KUBE_DIR=$CACHE/kube-apiserver-$KUBE_VERSION
 ETCD_DIR=$CACHE/etcd-$ETCD_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
-ARGOCD_AGENT_DIR=$CACHE/argocd-agent-$ARGOCD_AGENT_VERSION
+# Static (CGO_ENABLED=0), as upstream builds it: its image has no C library.
+ARGOCD_AGENT_DIR=$CACHE/argocd-agent-$ARGOCD_AGENT_VERSION-static
 ASSETS=$CACHE/envtest-$KUBE_VERSION-etcd-$ETCD_VERSION
 
 log() { echo "test-tools: $*" >&2; }
@@ -68,6 +70,39 @@ build_kube_controller_manager() {
 	mv "$KUBE_DIR/kube-controller-manager.tmp" "$KUBE_DIR/kube-controller-manager"
 }
 
+# kube-scheduler and kubelet make each test cluster a real node (test/node): pods run from the
+# images we build, under the ServiceAccounts and RBAC we deliver.
+build_kube_component() {
+	local name=$1 minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	if have "$KUBE_DIR/$name" "$KUBE_VERSION" --version; then return; fi
+	log "building $name $KUBE_VERSION (cold: 1-8 min after kube-apiserver)"
+	mkdir -p "$KUBE_DIR"
+	(cd "$ROOT/hack/tools/kube-apiserver" &&
+		go build -trimpath -o "$KUBE_DIR/$name.tmp" \
+			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+			"k8s.io/kubernetes/cmd/$name")
+	mv "$KUBE_DIR/$name.tmp" "$KUBE_DIR/$name"
+}
+
+# containerd, runc and the CNI plugins run the nodes' pods. Debian's packages are the only source
+# here; CI runs as root on Debian. Only the binaries are used: each node starts its own containerd
+# with its own config, root and socket, and nothing starts the system service.
+ensure_node_packages() {
+	local missing=()
+	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+	command -v runc >/dev/null 2>&1 || missing+=(runc)
+	[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+	command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+	[[ ${#missing[@]} -eq 0 ]] && return
+	log "installing ${missing[*]} (Debian packages)"
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+		log "${missing[*]} missing: install them (e.g. apt-get install ${missing[*]})"
+		return 1
+	fi
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") >&2
+}
+
 build_etcd() {
 	if have "$ETCD_DIR/etcd" "${ETCD_VERSION#v}" --version; then return; fi
 	log "building etcd $ETCD_VERSION (cold: ~2 min)"
@@ -103,7 +138,7 @@ build_argocd_agent() {
 	# go.sum of the wrapper module is complete; GONOSUMDB only matters if it ever is not
 	# (golang.stackrox.io/grpc-http1 is replaced by its GitHub repository, unknown to sum.golang.org).
 	(cd "$ROOT/hack/tools/argocd-agent" &&
-		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 \
+		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 CGO_ENABLED=0 \
 			go build -trimpath -o "$ARGOCD_AGENT_DIR/argocd-agent.tmp" \
 			-ldflags "-s -w -X github.com/argoproj-labs/argocd-agent/internal/version.version=$version -X github.com/argoproj-labs/argocd-agent/internal/version.gitRevision=$ARGOCD_AGENT_VERSION" \
 			github.com/argoproj-labs/argocd-agent/cmd/argocd-agent)
@@ -140,6 +175,31 @@ build_ocm_local() {
 	mv "$dir/ocm-local.tmp" "$dir/ocm-local"
 }
 
+# Images the test nodes run, built by hack/image (no Docker daemon) and imported into each node's
+# containerd: the pause (sandbox) image and argocd-agent under upstream's reference, from the
+# static binary above. Keyed by hack/image's sources, which define them.
+images_dir() {
+	local sum
+	sum=$(cd "$ROOT" && cat $(find hack/image -name '*.go' ! -name '*_test.go' | sort) | sha256sum | cut -c1-12)
+	echo "$CACHE/images-$ARGOCD_AGENT_VERSION-$sum"
+}
+
+build_test_images() {
+	local dir arch
+	dir=$(images_dir)
+	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar ]]; then return; fi
+	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION)"
+	mkdir -p "$dir"
+	arch=$(go env GOARCH)
+	(cd "$ROOT" && go build -o "$dir/image" ./hack/image &&
+		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/pause" ./hack/image/pause)
+	"$dir/image" build --kind pause --binary "linux/$arch=$dir/pause" --tag registry.test.local/pause:1 --archive "$dir/pause.tar.tmp"
+	"$dir/image" build --kind argocd-agent --binary "linux/$arch=$ARGOCD_AGENT_DIR/argocd-agent" \
+		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_VERSION" --version "$ARGOCD_AGENT_VERSION" --archive "$dir/argocd-agent.tar.tmp"
+	mv "$dir/pause.tar.tmp" "$dir/pause.tar"
+	mv "$dir/argocd-agent.tar.tmp" "$dir/argocd-agent.tar"
+}
+
 link_assets() {
 	mkdir -p "$ASSETS"
 	ln -sf "$KUBE_DIR/kube-apiserver" "$ASSETS/kube-apiserver"
@@ -152,6 +212,10 @@ print_env() {
 	echo "export ARGOCD_AGENT_BIN=$ARGOCD_AGENT_DIR/argocd-agent"
 	echo "export OCM_LOCAL_BIN=$(ocm_local_dir)/ocm-local"
 	echo "export KUBE_CONTROLLER_MANAGER_BIN=$KUBE_DIR/kube-controller-manager"
+	echo "export KUBE_SCHEDULER_BIN=$KUBE_DIR/kube-scheduler"
+	echo "export KUBELET_BIN=$KUBE_DIR/kubelet"
+	echo "export PAUSE_IMAGE_ARCHIVE=$(images_dir)/pause.tar"
+	echo "export ARGOCD_AGENT_IMAGE_ARCHIVE=$(images_dir)/argocd-agent.tar"
 }
 
 case ${1:-all} in
@@ -160,7 +224,11 @@ all)
 	build_helm
 	build_kube_apiserver
 	build_kube_controller_manager
+	build_kube_component kube-scheduler
+	build_kube_component kubelet
+	ensure_node_packages
 	build_argocd_agent
+	build_test_images
 	build_ocm_local
 	ensure_redis
 	link_assets
@@ -174,9 +242,16 @@ envtest)
 helm) build_helm ;;
 argocd-agent) build_argocd_agent ;;
 ocm-local) build_ocm_local ;;
+node)
+	build_kube_component kube-scheduler
+	build_kube_component kubelet
+	ensure_node_packages
+	build_argocd_agent
+	build_test_images
+	;;
 print-env) print_env ;;
 *)
-	echo "usage: $0 [all|envtest|helm|argocd-agent|ocm-local|print-env]" >&2
+	echo "usage: $0 [all|envtest|helm|argocd-agent|ocm-local|node|print-env]" >&2
 	exit 2
 	;;
 esac

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
@@ -107,7 +108,7 @@ func TestPrincipalAgentMTLS(t *testing.T) {
 	})
 	t.Logf("principal serving on %s after %s", principal.Addr(), time.Since(start).Round(time.Millisecond))
 
-	clientCert, clientKey, err := IssueCert(caCert, caKey, CertRequest{CommonName: "cluster1", Client: true})
+	clientCert, clientKey, err := testca.IssueCert(caCert, caKey, testca.CertRequest{CommonName: "cluster1", Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestPrincipalAgentMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rogueCert, rogueKey, err := IssueCert(otherCACert, otherCAKey, CertRequest{CommonName: "cluster2", Client: true})
+	rogueCert, rogueKey, err := testca.IssueCert(otherCACert, otherCAKey, testca.CertRequest{CommonName: "cluster2", Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,21 +238,13 @@ func TestPrincipalAgentMTLS(t *testing.T) {
 	}
 }
 
+// waitFor is poll.Until for a check that says why it does not hold yet.
 func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	var last error
-	for {
-		if last = check(); last == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not reached within %s: %v", what, timeout, last)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	poll.Until(t, timeout, what, func(context.Context) (bool, error) {
+		err := check()
+		return err == nil, err
+	})
 }
 
 func TestConnectedFromLog(t *testing.T) {

@@ -116,7 +116,7 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 			}
 		}
 		var err error
-		certPEM, keyPEM, err = IssueCert(caPEM, caKey, CertRequest{
+		certPEM, keyPEM, err = testca.IssueCert(caPEM, caKey, testca.CertRequest{
 			CommonName: "argocd-agent-principal", DNSNames: []string{"localhost"},
 			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true,
 		})

@@ -185,7 +185,7 @@ func TestCARollover(t *testing.T) {
 		caCert, caKey []byte
 		accept        bool
 	}{{e.CACertPEM, e.CAKeyPEM, false}, {newCertPEM, newKeyPEM, true}} {
-		certPEM, keyPEM, err := argocd.IssueCert(c.caCert, c.caKey, argocd.CertRequest{CommonName: cluster, Client: true})
+		certPEM, keyPEM, err := testca.IssueCert(c.caCert, c.caKey, testca.CertRequest{CommonName: cluster, Client: true})
 		must(t, err)
 		err = argocd.ProbeMTLS(ctx, e.Principal.Addr(), newCertPEM, certPEM, keyPEM)
 		if accepted := err == nil; accepted != c.accept {

@@ -150,7 +150,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
 		otherCA, otherKey, err := testca.New("another-ca", time.Hour)
 		must(t, err)
-		cert, key, err := argocd.IssueCert(otherCA, otherKey, argocd.CertRequest{CommonName: "cluster1", Client: true})
+		cert, key, err := testca.IssueCert(otherCA, otherKey, testca.CertRequest{CommonName: "cluster1", Client: true})
 		must(t, err)
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, cert, key); err == nil {
 			t.Fatal("the principal accepted a certificate from another CA")

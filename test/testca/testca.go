@@ -3,13 +3,17 @@
 package testca
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
+	"net"
 	"time"
 )
 
@@ -37,4 +41,96 @@ func New(commonName string, lifetime time.Duration) (certPEM, keyPEM []byte, err
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// CertRequest describes a certificate IssueCert makes.
+type CertRequest struct {
+	CommonName   string
+	Organization []string
+	DNSNames     []string
+	IPAddresses  []net.IP
+	// Client and Server set the ExtKeyUsage clientAuth and serverAuth (the principal requires
+	// clientAuth on agent certificates).
+	Client, Server bool
+	// Lifetime defaults to 24 h; the certificate is valid from a minute ago.
+	Lifetime time.Duration
+}
+
+// IssueCert signs a new ECDSA P-256 key with the CA (PEM certificate and PEM key: PKCS#8, PKCS#1
+// or SEC 1) and returns the PEM certificate and PKCS#8 PEM key.
+func IssueCert(caCertPEM, caKeyPEM []byte, req CertRequest) (certPEM, keyPEM []byte, err error) {
+	caCert, err := parseCert(caCertPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	caKey, err := parseKey(caKeyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return nil, nil, err
+	}
+	lifetime := req.Lifetime
+	if lifetime == 0 {
+		lifetime = 24 * time.Hour
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization},
+		DNSNames:     req.DNSNames,
+		IPAddresses:  req.IPAddresses,
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(lifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	if req.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	if req.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+func parseCert(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+func parseKey(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("unsupported key type %T", k)
+		}
+		return s, nil
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("cannot parse %s key", block.Type)
 }

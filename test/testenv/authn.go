@@ -34,7 +34,12 @@ func (a *fileCAAuthn) Configure(_ string, args *envtest.Arguments) error {
 	return nil
 }
 
+// Start makes the CA; it may run early, before envtest calls it, so that certificates the API
+// server itself reads at start-up can be signed by it.
 func (a *fileCAAuthn) Start() error {
+	if a.key != nil {
+		return nil
+	}
 	var err error
 	if a.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return err

@@ -6,9 +6,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +36,8 @@ type Env struct {
 	Config *rest.Config
 	Client client.Client
 	Scheme *runtime.Scheme
+	// Node holds what nodes need, if Options.Node was set.
+	Node *NodeFiles
 }
 
 // Options select what StartWith installs and how clients authenticate.
@@ -44,6 +48,8 @@ type Options struct {
 	// process can sign client certificates the server trusts, as kube-controller-manager does
 	// for kube-apiserver-client CSRs. envtest's own CA key stays in memory.
 	ClientCADir string
+	// Node, if set, lets real nodes join (see NodeNetwork); it needs ClientCADir.
+	Node *NodeNetwork
 }
 
 // Start starts kube-apiserver and etcd with the OCM CRDs the add-on uses. KUBEBUILDER_ASSETS
@@ -77,21 +83,47 @@ func StartWith(o Options) (*Env, error) {
 		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: o.CRDs, Scheme: scheme},
 		ControlPlaneStopTimeout: 30 * time.Second,
 	}
+	var nodeFiles *NodeFiles
 	if o.ClientCADir != "" {
 		api := &envtest.APIServer{}
-		api.SecureServing.Authn = &fileCAAuthn{dir: o.ClientCADir}
+		authn := &fileCAAuthn{dir: o.ClientCADir}
+		api.SecureServing.Authn = authn
 		env.ControlPlane.APIServer = api
+		if o.Node != nil {
+			if nodeFiles, err = configureForNodes(api, o.ClientCADir, o.Node); err != nil {
+				return nil, err
+			}
+			if err := authn.Start(); err != nil {
+				return nil, err
+			}
+			if err := issueKubeletClient(o.ClientCADir); err != nil {
+				return nil, err
+			}
+		}
+	} else if o.Node != nil {
+		return nil, errors.New("testenv: Options.Node needs ClientCADir")
 	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
+	}
+	if nodeFiles != nil {
+		u, err := url.Parse(cfg.Host)
+		if err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+		if nodeFiles.Port, err = strconv.Atoi(u.Port()); err != nil {
+			_ = env.Stop()
+			return nil, fmt.Errorf("API server port of %s: %w", cfg.Host, err)
+		}
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
-	return &Env{env: env, Config: cfg, Client: c, Scheme: scheme}, nil
+	return &Env{env: env, Config: cfg, Client: c, Scheme: scheme, Node: nodeFiles}, nil
 }
 
 // Stop stops the API server and etcd.
