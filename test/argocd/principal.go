@@ -42,7 +42,7 @@ type PrincipalOptions struct {
 	ClientCAPEM    []byte
 	ClientCASecret string
 	// ServerCertPEM and ServerKeyPEM are the principal's server certificate and key. When empty,
-	// one is issued for 127.0.0.1 and localhost by ServerCACertPEM/ServerCAKeyPEM, or by a new CA
+	// one is issued for 127.0.0.1, localhost and ListenHost by ServerCACertPEM/ServerCAKeyPEM, or by a new CA
 	// when those are empty too (see Principal.ServerCAPEM).
 	ServerCertPEM, ServerKeyPEM     []byte
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -54,6 +54,9 @@ type PrincipalOptions struct {
 	// MatchSubject sets --client-cert-subject-match (the CN must equal the agent name).
 	MatchSubject bool
 
+	// ListenHost is the address the gRPC port is bound to and agents dial; default 127.0.0.1.
+	// Agents in pods need a host address they can route to (their 127.0.0.1 is their own).
+	ListenHost string
 	// ListenPort is the gRPC port; 0 picks a free one. A restarted principal keeps its port so
 	// agents reconnect to the address they were given.
 	ListenPort int
@@ -103,7 +106,14 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
-	p := &Principal{host: "127.0.0.1"}
+	p := &Principal{host: opts.ListenHost}
+	if p.host == "" {
+		p.host = "127.0.0.1"
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if ip := net.ParseIP(p.host); ip != nil && !ip.IsLoopback() {
+		ips = append(ips, ip)
+	}
 
 	// Server certificate.
 	certPEM, keyPEM, caPEM := opts.ServerCertPEM, opts.ServerKeyPEM, opts.ServerCACertPEM
@@ -118,7 +128,7 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		var err error
 		certPEM, keyPEM, err = testca.IssueCert(caPEM, caKey, testca.CertRequest{
 			CommonName: "argocd-agent-principal", DNSNames: []string{"localhost"},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true,
+			IPAddresses: ips, Server: true,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("issuing the principal server certificate: %w", err)
@@ -200,7 +210,7 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 	return p, nil
 }
 
-// Addr is the gRPC address agents dial (127.0.0.1:port).
+// Addr is the gRPC address agents dial (ListenHost:port).
 func (p *Principal) Addr() string { return net.JoinHostPort(p.host, strconv.Itoa(p.port)) }
 
 // Host and Port are the parts of Addr.

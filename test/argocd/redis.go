@@ -17,10 +17,13 @@ import (
 // (Debian package redis-server: `apt-get install -y redis-server`).
 const RedisServerEnv = "REDIS_SERVER_BIN"
 
-// StartRedis starts a redis-server on a free loopback port, without persistence and without a
-// password, with dir as its working directory. It returns the address (127.0.0.1:port) and a stop
-// function (also called when ctx ends).
-func StartRedis(ctx context.Context, dir string) (addr string, stop func(), err error) {
+// StartRedis starts a redis-server on a free port of host (127.0.0.1 if empty), without
+// persistence and without a password, with dir as its working directory. It returns the address
+// (host:port) and a stop function (also called when ctx ends).
+func StartRedis(ctx context.Context, dir, host string) (addr string, stop func(), err error) {
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	bin, err := redisBinary()
 	if err != nil {
 		return "", nil, err
@@ -31,9 +34,9 @@ func StartRedis(ctx context.Context, dir string) (addr string, stop func(), err 
 		if err != nil {
 			return "", nil, err
 		}
-		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		addr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
 		p, err := proc.Start(ctx, "redis-"+strconv.Itoa(ports[0]), dir, bin,
-			"--bind", "127.0.0.1", "--port", strconv.Itoa(ports[0]),
+			"--bind", host, "--port", strconv.Itoa(ports[0]),
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning")
 		if err != nil {

@@ -56,27 +56,58 @@ func Render(helm string, releaseNamespace string, values map[string]string) ([]*
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"template", ReleaseName, dir, "--namespace", releaseNamespace}
-	// Sorted, so a failing render is reproducible from the command in the error.
+	stdout, err := runHelm(helm, append([]string{"template", ReleaseName, dir, "--namespace", releaseNamespace}, setFlags(values)...)...)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := parse(stdout)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the output of helm template: %w", err)
+	}
+	return objs, nil
+}
+
+// Install runs `helm install` of the chart as ReleaseName into namespace (created if missing) on
+// the cluster of kubeconfig, as a user installs it.
+func Install(helm, kubeconfig, namespace string, values map[string]string) error {
+	dir, err := Dir()
+	if err != nil {
+		return err
+	}
+	_, err = runHelm(helm, append([]string{"install", ReleaseName, dir, "--namespace", namespace, "--create-namespace",
+		"--kubeconfig", kubeconfig}, setFlags(values)...)...)
+	return err
+}
+
+// Uninstall runs `helm uninstall` of ReleaseName, waiting until its objects are deleted.
+func Uninstall(helm, kubeconfig, namespace string) error {
+	_, err := runHelm(helm, "uninstall", ReleaseName, "--namespace", namespace, "--kubeconfig", kubeconfig, "--wait", "--timeout", "2m")
+	return err
+}
+
+// setFlags are --set flags for values, sorted so that a failing command is reproducible from
+// the command in its error.
+func setFlags(values map[string]string) []string {
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var args []string
 	for _, k := range keys {
 		args = append(args, "--set", k+"="+values[k])
 	}
+	return args
+}
+
+func runHelm(helm string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(helm, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%s %s: %w: %s", helm, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	objs, err := parse(stdout.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("parsing the output of helm template: %w", err)
-	}
-	return objs, nil
+	return stdout.Bytes(), nil
 }
 
 // parse splits a multi-document YAML stream into objects, skipping documents that hold only

@@ -23,7 +23,6 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
@@ -115,7 +114,7 @@ func TestCARollover(t *testing.T) {
 
 	// The old CA still signs valid certificates: the metric says keep it.
 	oldValid := func(ctx context.Context) (float64, error) {
-		_, body, err := proc.HTTPGet(ctx, "http://"+e.MetricsAddr+"/metrics")
+		body, err := e.Metrics(ctx)
 		if err != nil {
 			return -1, err
 		}

@@ -2,9 +2,10 @@
 // controllers (v1.2.1), the add-on manager binary installed from its chart, and the real Argo
 // CD agent principal and agents (v0.9.0), each managed cluster with its own kube-apiserver.
 //
-// One stand-in: no kubelet runs, so the harness plays it for the agent Deployment only, marking
-// it ready exactly when the agent process's /healthz answers 200 (see harness.PlayKubelet). The
-// agent processes run with the settings and certificates the add-on delivered to each spoke.
+// Each managed cluster has a real node (package test/node): the agent runs as the pod of the
+// Deployment OCM's work agent applied, from upstream's image layout, under the ServiceAccount and
+// RBAC the add-on delivers, and the kubelet's readiness probe on its /healthz makes the add-on
+// Available. Stand-ins are listed in test/README.md.
 package e2e
 
 import (
@@ -13,7 +14,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
@@ -45,7 +47,9 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
 
@@ -88,7 +92,7 @@ func TestEndToEnd(t *testing.T) {
 	for _, c := range clusters {
 		must(t, e.SetEnabled(ctx, c, true))
 	}
-	agents := map[string]*harness.RunningAgent{}
+	agents := map[string]*harness.Agent{}
 	for _, c := range clusters {
 		a, err := e.StartAgent(ctx, c)
 		must(t, err)
@@ -236,7 +240,6 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("removing the label removes the add-on and everything it put on the spoke", func(t *testing.T) {
-		e.StopAgent("cluster2")
 		must(t, e.SetEnabled(ctx, "cluster2", false))
 		poll.Until(t, 90*time.Second, "ManagedClusterAddOn of cluster2 deleted", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
@@ -275,6 +278,12 @@ func TestEndToEnd(t *testing.T) {
 				return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 			})
 		}
+		// And the agent's pod with its Deployment: the node stopped it.
+		poll.Until(t, 90*time.Second, "agent pod gone from cluster2", func(ctx context.Context) (bool, error) {
+			pods := &corev1.PodList{}
+			err := spoke.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": identity.AgentName})
+			return err == nil && len(pods.Items) == 0, err
+		})
 		// Argo CD's namespace is orphaned, never deleted, with the add-on.
 		nsObj := &corev1.Namespace{}
 		must(t, spoke.Get(ctx, types.NamespacedName{Name: ns}, nsObj))
@@ -283,6 +292,68 @@ func TestEndToEnd(t *testing.T) {
 		}
 		// cluster1 is untouched.
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
+	})
+
+	t.Run("helm uninstall removes the agents and leaves nothing of ours on the hub", func(t *testing.T) {
+		must(t, e.UninstallChart(ctx))
+		hub := e.Hub.Client
+		spoke := e.Spokes["cluster1"].API.Client
+		poll.Until(t, 2*time.Minute, "cluster1's agent Deployment and pod gone", func(ctx context.Context) (bool, error) {
+			pods := &corev1.PodList{}
+			if err := spoke.List(ctx, pods, client.InNamespace(identity.DefaultInstallNamespace), client.MatchingLabels{"app.kubernetes.io/name": identity.AgentName}); err != nil {
+				return false, err
+			}
+			err := spoke.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: identity.AgentName}, &appsv1.Deployment{})
+			return apierrors.IsNotFound(err) && len(pods.Items) == 0, client.IgnoreNotFound(err)
+		})
+		release := client.MatchingLabels{"app.kubernetes.io/instance": chart.ReleaseName}
+		left := func(ctx context.Context) ([]string, error) {
+			var names []string
+			lists := map[string]client.ObjectList{
+				"ClusterManagementAddOn": &addonv1beta1.ClusterManagementAddOnList{}, "ManagedClusterAddOn": &addonv1beta1.ManagedClusterAddOnList{},
+				"ManifestWork": &workv1.ManifestWorkList{}, "ClusterRole": &rbacv1.ClusterRoleList{}, "ClusterRoleBinding": &rbacv1.ClusterRoleBindingList{},
+				"ValidatingAdmissionPolicy": &admissionregistrationv1.ValidatingAdmissionPolicyList{}, "Pod": &corev1.PodList{},
+				"ConfigMap (issued-certificate record)": &corev1.ConfigMapList{},
+			}
+			for kind, list := range lists {
+				var opts []client.ListOption
+				switch kind {
+				case "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy":
+					opts = append(opts, release)
+				case "Pod":
+					opts = append(opts, client.InNamespace(harness.AddonNamespace))
+				case "ConfigMap (issued-certificate record)":
+					opts = append(opts, client.HasLabels{issued.RecordLabel})
+				case "ManifestWork":
+					opts = append(opts, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName})
+				}
+				if err := hub.List(ctx, list, opts...); err != nil {
+					return nil, err
+				}
+				items, err := meta.ExtractList(list)
+				if err != nil {
+					return nil, err
+				}
+				for _, item := range items {
+					o, _ := meta.Accessor(item)
+					if kind == "ClusterManagementAddOn" && o.GetName() != identity.AddonName {
+						continue
+					}
+					names = append(names, kind+" "+o.GetNamespace()+"/"+o.GetName())
+				}
+			}
+			return names, nil
+		}
+		var remaining []string
+		poll.Until(t, 2*time.Minute, "nothing of the add-on left on the hub", func(ctx context.Context) (bool, error) {
+			var err error
+			remaining, err = left(ctx)
+			if len(remaining) > 0 {
+				err = fmt.Errorf("left: %v", remaining)
+			}
+			return err == nil, err
+		})
+		t.Log("helm uninstall: agents removed, and no ClusterManagementAddOn, ManagedClusterAddOn, ManifestWork, record, RBAC, admission policy or pod of the add-on left on the hub")
 	})
 }
 
@@ -399,7 +470,10 @@ func TestCertificateRotation(t *testing.T) {
 		t.Errorf("%d rolls for %d renewals, want one per renewal", rolls, renewals)
 	}
 	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
-	logs, _ := filepath.Glob(filepath.Join(e.Dir(), "agent-rotate", "agent-rotate-*.log"))
+	var logs []string
+	for _, p := range a.Pods() {
+		logs = append(logs, p.Log)
+	}
 	logs = append(logs, filepath.Join(e.Dir(), "principal", "principal.log"))
 	for _, f := range logs {
 		data, err := os.ReadFile(f)
@@ -408,7 +482,7 @@ func TestCertificateRotation(t *testing.T) {
 			t.Errorf("%s: %d connection failures on an expired certificate", f, n)
 		}
 	}
-	t.Logf("%d certificates, %d agent processes, 0 expired-certificate failures", len(serials), len(logs)-1)
+	t.Logf("%d certificates, %d agent pods, 0 expired-certificate failures", len(serials), len(logs)-1)
 	// All of it on the configuration the cluster had: the invalid value reached nothing.
 	if port := a.Delivered().Port; port != goodPort {
 		t.Errorf("the agent runs with port %d after the renewals, want the last good %d", port, goodPort)

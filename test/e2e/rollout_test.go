@@ -126,9 +126,9 @@ func setRollout(t *testing.T, ctx context.Context, e *harness.Env, progressive c
 
 // enrolAll labels clusters for the Placement, starts their agents and waits until each add-on
 // is Available.
-func enrolAll(t *testing.T, ctx context.Context, e *harness.Env, clusters []string) map[string]*harness.RunningAgent {
+func enrolAll(t *testing.T, ctx context.Context, e *harness.Env, clusters []string) map[string]*harness.Agent {
 	t.Helper()
-	agents := map[string]*harness.RunningAgent{}
+	agents := map[string]*harness.Agent{}
 	for _, cl := range clusters {
 		must(t, e.SetEnabled(ctx, cl, true))
 		a, err := e.StartAgent(ctx, cl)

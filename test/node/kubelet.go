@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -35,6 +36,8 @@ func (c *Cluster) kubeletConfig(dir, clientCA string) map[string]any {
 		"readOnlyPort":                0,
 		"healthzPort":                 0,
 		"registerNode":                true,
+		"clusterDNS":                  []string{c.slot.gateway()},
+		"clusterDomain":               strings.TrimSuffix(clusterDomain, "."),
 		"podCIDR":                     c.slot.podCIDR(),
 		"podLogsDir":                  filepath.Join(dir, "pod-logs"),
 		"volumePluginDir":             filepath.Join(dir, "volume-plugins"),

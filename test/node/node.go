@@ -7,9 +7,9 @@
 // KUBE_CONTROLLER_MANAGER_BIN, PAUSE_IMAGE_ARCHIVE) and Debian's containerd, runc and CNI
 // plugins. The API server must be started with testenv.Options.Node.
 //
-// Not real: there is no kube-proxy and no cluster DNS. The kubernetes Service's ClusterIP is
-// routed to the API server by an iptables DNAT rule of the node's own (RouteService adds others);
-// pods resolve names with the host's resolv.conf.
+// Not real: there is no kube-proxy and no CoreDNS. The kubernetes Service's ClusterIP is routed
+// to the API server by an iptables DNAT rule of the node's own (RouteService adds others), and a
+// small DNS server (see clusterDNS) answers <service>.<namespace>.svc.cluster.local.
 package node
 
 import (
@@ -76,6 +76,7 @@ type Cluster struct {
 	containerd       *proc.Process
 	kubelet          *proc.Process
 	controllers      []*proc.Process
+	dns              *clusterDNS
 }
 
 // Start brings up the node and its controllers and waits until the node is Ready and schedulable.
@@ -118,6 +119,14 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	// Pods reach the API server as in-cluster clients do, on the kubernetes Service.
 	if err := c.slot.addNAT(files.KubernetesServiceIP.String(), 443, fmt.Sprintf("%s:%d", files.AdvertiseAddress, files.Port)); err != nil {
 		return nil, err
+	}
+	// The bridge exists before its first pod (the CNI plugin takes it as it finds it) so that
+	// the cluster DNS can listen on its gateway address.
+	if err := c.slot.makeBridge(); err != nil {
+		return nil, err
+	}
+	if c.dns, err = startClusterDNS(ctx, c.slot.gateway()+":53", o.API.Client); err != nil {
+		return nil, fmt.Errorf("cluster DNS: %w", err)
 	}
 	if err := c.startControllers(ctx, bins["KUBE_CONTROLLER_MANAGER_BIN"], bins["KUBE_SCHEDULER_BIN"]); err != nil {
 		return nil, err
@@ -236,8 +245,11 @@ func (c *Cluster) RouteService(clusterIP string, port int, addr string) error {
 	return c.slot.addNAT(clusterIP, port, addr)
 }
 
-// PodCIDR is the node's pod subnet; Gateway the host's address on the node's bridge.
+// PodCIDR is the node's pod subnet.
 func (c *Cluster) PodCIDR() string { return c.slot.podCIDR() }
+
+// DNSAddr is the address of the cluster DNS the node's pods use.
+func (c *Cluster) DNSAddr() string { return c.slot.gateway() + ":53" }
 
 // Stop deletes every pod so that the kubelet stops its containers and releases their network
 // (CNI DEL), then stops the node and its controllers and removes everything they left on the
@@ -259,6 +271,9 @@ func (c *Cluster) Stop() {
 	}
 	if c.containerd != nil {
 		c.containerd.Stop()
+	}
+	if c.dns != nil {
+		c.dns.stop()
 	}
 	if err := c.slot.cleanUp(c.dir); err != nil {
 		c.nodeLogf("cleaning up: %v", err)

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -73,6 +74,21 @@ func TestPodsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, c, ns, "held", 60*time.Second)
+
+	// Pods resolve Services by name through the node's cluster DNS, as their resolv.conf says.
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	mustCreate(t, cl.Create(ctx, svc))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", c.DNSAddr())
+	}}
+	addrs, err := r.LookupHost(ctx, "web.work.svc.cluster.local")
+	if err != nil || len(addrs) != 1 || addrs[0] != svc.Spec.ClusterIP {
+		t.Errorf("web.work.svc.cluster.local = %v (%v), want the ClusterIP %s", addrs, err, svc.Spec.ClusterIP)
+	}
+	if addrs, err := r.LookupHost(ctx, "absent.work.svc.cluster.local"); err == nil {
+		t.Errorf("absent.work.svc.cluster.local = %v, want not found", addrs)
+	}
 }
 
 func startCluster(ctx context.Context, t *testing.T, name string) *node.Cluster {

@@ -76,6 +76,17 @@ func (s *slot) cleanUp(dir string) error {
 	return errors.Join(errs...)
 }
 
+// makeBridge creates the node's bridge with the gateway address, up.
+func (s *slot) makeBridge() error {
+	if err := run("ip", "link", "add", "name", s.bridge(), "type", "bridge"); err != nil {
+		return err
+	}
+	if err := run("ip", "addr", "add", s.gateway()+"/24", "dev", s.bridge()); err != nil {
+		return err
+	}
+	return run("ip", "link", "set", s.bridge(), "up")
+}
+
 // cgroupHierarchies are the cgroup v1 hierarchies mounted under /sys/fs/cgroup ("unified" is
 // the v2 hierarchy of a hybrid host, which the cgroupfs driver does not manage).
 func cgroupHierarchies() ([]string, error) {

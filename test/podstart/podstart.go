@@ -1,6 +1,8 @@
 // Package podstart applies kubelet's rules for whether a pod can start from the ConfigMaps and
-// Secrets it references, so tests that play the kubelet (no kubelet runs in them) start an agent
-// only when a real kubelet would, and from the same objects.
+// Secrets it references, for unit and integration tests that run no node: they check that the
+// agent's pod template can start only from the objects rendered with it. It is a model of the
+// kubelet, checked against a real one (kubelet_test.go runs every case on a node); the e2e tests
+// run the agent's pods on real nodes.
 package podstart
 
 import (
@@ -49,7 +51,19 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 			}
 		}
 	}
+	mounted := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			mounted[m.Name] = true
+		}
+		for _, d := range c.VolumeDevices {
+			mounted[d.Name] = true
+		}
+	}
 	for _, v := range spec.Volumes {
+		if !mounted[v.Name] {
+			continue // the kubelet mounts only the volumes a container mounts (checked in kubelet_test.go)
+		}
 		if s := v.Secret; s != nil {
 			if err := objs.secretKeys(s.SecretName, s.Optional, itemKeys(s.Items)...); err != nil {
 				return fmt.Errorf("volume %s: %w", v.Name, err)

@@ -225,8 +225,11 @@ func BuildAddon(dir string) (string, error) {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	bin := filepath.Join(dir, "argocd-agent-addon")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/argocd-agent-addon")
+	// Static, as `make build` and the image build it: the same binary runs as a process and in
+	// the image.
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/argocd-agent-addon")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building the manager: %v\n%s", err, out)
 	}

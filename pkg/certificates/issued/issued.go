@@ -132,8 +132,11 @@ func ReadRecord(cm *corev1.ConfigMap) ([]Certificate, error) {
 
 // Record adds cert to cluster's record in namespace, unless it is there already, creating the
 // ConfigMap if needed. A record that cannot be read is started afresh rather than left to block
-// every later one.
-func Record(ctx context.Context, c client.Client, namespace, cluster string, cert Certificate, now time.Time) error {
+// every later one. The record is owned by the add-on's ClusterManagementAddOn, so that the
+// garbage collector removes every record when the add-on is uninstalled (`helm uninstall`
+// deletes it), and only then: a revoked cluster's record must outlive its ManagedClusterAddOn.
+func Record(ctx context.Context, c client.Client, namespace, cluster string, cert Certificate, now time.Time, owner *addonv1beta1.ClusterManagementAddOn) error {
+	ref := metav1.OwnerReference{APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: owner.Name, UID: owner.UID}
 	cm := &corev1.ConfigMap{}
 	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: RecordName(cluster)}, cm)
 	if apierrors.IsNotFound(err) {
@@ -143,7 +146,8 @@ func Record(ctx context.Context, c client.Client, namespace, cluster string, cer
 		}
 		cm = &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(cluster), Labels: map[string]string{
-				RecordLabel: cluster, addonv1beta1.AddonLabelKey: identity.AddonName}},
+				RecordLabel: cluster, addonv1beta1.AddonLabelKey: identity.AddonName},
+				OwnerReferences: []metav1.OwnerReference{ref}},
 			Data: map[string]string{recordKey: string(raw)},
 		}
 		return c.Create(ctx, cm)
@@ -152,10 +156,17 @@ func Record(ctx context.Context, c client.Client, namespace, cluster string, cer
 		return err
 	}
 	certs, _ := ReadRecord(cm)
-	if slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
+	owned := slices.ContainsFunc(cm.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == owner.UID })
+	if owned && slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
 		return nil
 	}
-	raw, err := json.Marshal(Add(certs, cert, now))
+	if !owned { // a record written before records were owned
+		cm.OwnerReferences = append(cm.OwnerReferences, ref)
+	}
+	if !slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
+		certs = Add(certs, cert, now)
+	}
+	raw, err := json.Marshal(certs)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Event reasons; a CSR waiting for a usable CA gets certificates.ReasonCAUnavailable.
@@ -105,7 +106,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
 	// record that `revoke` blocklists from, at worst it records one that was never handed out.
-	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, issued.Of(cert, ca.ID()), now); err != nil {
+	cma, err := revocation.ClusterManagementAddOn(ctx, r.Client) // the records' owner
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, issued.Of(cert, ca.ID()), now, cma); err != nil {
 		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
 		return ctrl.Result{}, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
 	}

@@ -70,13 +70,10 @@ func run(n int, dir string) error {
 		return err
 	}
 	say("labelled %s %s=enabled: OCM installs the add-on there", clusters[0], harness.EnableLabel)
-	go e.RunAgents(ctx, time.Second, func(name string, err error) {
-		if err != nil {
-			say("could not start the agent of %s: %v", name, err)
-			return
-		}
-		say("%s: add-on applied, certificate issued, Argo CD agent started", name)
-	})
+	if _, err := e.StartAgent(ctx, clusters[0]); err != nil {
+		return err
+	}
+	say("%s: add-on applied, certificate issued, the Argo CD agent's pod runs on the cluster's node", clusters[0])
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		names, _ := e.Principal.ConnectedAgents(ctx)
 		mca := &addonv1beta1.ManagedClusterAddOn{}
@@ -120,9 +117,13 @@ The hub is up. Try:
 	fmt.Printf(`  kubectl label managedcluster %s %s-                # the add-on and its objects go away
   go run ./cmd/argocd-agent-addon render --cluster %s --config %s --ca %s
 
-Each cluster's own API server: %s/<cluster>.kubeconfig. Metrics: http://%s/metrics
+Each cluster has its own API server and a real node that runs its pods:
+  KUBECONFIG=%[6]s/<cluster>.kubeconfig kubectl get pods -A
+  KUBECONFIG=%[6]s/<cluster>.kubeconfig kubectl logs -n argocd deploy/argocd-agent-agent
+The manager runs as pod %[7]s in %[8]s on the hub's node:
+  KUBECONFIG=%[9]s kubectl get pods -n %[8]s
 Press Ctrl-C to stop everything.
-`, clusters[0], harness.EnableLabel, clusters[0], adcFile, caFile, dir, e.MetricsAddr)
+`, clusters[0], harness.EnableLabel, clusters[0], adcFile, caFile, dir, e.ManagerPod, harness.AddonNamespace, e.HubKubeconfig)
 	<-ctx.Done()
 	return nil
 }

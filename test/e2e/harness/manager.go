@@ -1,0 +1,164 @@
+package harness
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
+)
+
+// The manager image the tests build from this checkout, by the definition a release uses
+// (hack/image), under a name no registry serves: the node never pulls it.
+const (
+	managerImageRepository = "registry.test.local/argocd-agent-addon"
+	managerImageTag        = "e2e"
+	// metricsScraper is the ServiceAccount the tests scrape the manager's metrics as, bound to
+	// the chart's metrics-reader ClusterRole as a user binds Prometheus.
+	metricsScraper = "metrics-scraper"
+)
+
+// buildManagerImage builds the manager binary and its image for this machine's platform as a
+// docker-archive.
+func (e *Env) buildManagerImage() (string, error) {
+	bin, err := proc.BuildAddon(e.opts.Dir)
+	if err != nil {
+		return "", err
+	}
+	root, err := chart.Dir() // charts/argocd-agent-addon, in the checkout's root
+	if err != nil {
+		return "", err
+	}
+	root = filepath.Dir(filepath.Dir(root))
+	archive := filepath.Join(e.opts.Dir, "manager-image.tar")
+	goarch, err := exec.Command("go", "env", "GOARCH").Output()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "run", "./hack/image", "build", "--kind", "manager",
+		"--binary", "linux/"+strings.TrimSpace(string(goarch))+"="+bin,
+		"--tag", managerImageRepository+":"+managerImageTag, "--archive", archive)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the manager image: %w: %s", err, out)
+	}
+	return archive, nil
+}
+
+// waitManager waits until the chart's manager pod is Ready and holds the leader Lease, and
+// prepares scraping its metrics as a ServiceAccount bound to the chart's metrics-reader role.
+func (e *Env) waitManager(ctx context.Context) error {
+	c := e.Hub.Client
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if last = c.List(ctx, pods, client.InNamespace(AddonNamespace), client.MatchingLabels{"app.kubernetes.io/name": chart.ReleaseName}); last != nil {
+			return false, nil
+		}
+		leases := &coordinationv1.LeaseList{}
+		if last = c.List(ctx, leases, client.InNamespace(AddonNamespace)); last != nil {
+			return false, nil
+		}
+		for _, p := range pods.Items {
+			ready, why := node.PodReady(&p)
+			if !ready {
+				last = fmt.Errorf("manager pod %s: %s", p.Name, why)
+				continue
+			}
+			for _, l := range leases.Items {
+				if l.Spec.HolderIdentity != nil && strings.HasPrefix(*l.Spec.HolderIdentity, p.Name+"_") {
+					e.ManagerPod = p.Name
+					e.MetricsURL = fmt.Sprintf("https://%s:8080/metrics", p.Status.PodIP)
+					return true, nil
+				}
+			}
+			last = fmt.Errorf("manager pod %s Ready but holds no Lease in %s yet", p.Name, AddonNamespace)
+		}
+		if len(pods.Items) == 0 {
+			last = fmt.Errorf("no manager pod in %s yet", AddonNamespace)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("manager pod not Ready and leading within 2 minutes: %v", last)
+	}
+
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: AddonNamespace, Name: metricsScraper}}
+	if err := c.Create(ctx, sa); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: metricsScraper},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: chart.ReleaseName + "-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: AddonNamespace, Name: metricsScraper}},
+	}); err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(e.Hub.Config)
+	if err != nil {
+		return err
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(AddonNamespace).CreateToken(ctx, metricsScraper,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	e.token = tr.Status.Token
+	// The manager serves metrics with a self-signed certificate, as the chart deploys it.
+	e.metrics = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // self-signed test endpoint
+	_, err = e.Metrics(ctx)
+	return err
+}
+
+// UninstallChart runs `helm uninstall` of the add-on, as a user removes it. The tests' own
+// metrics ServiceAccount and its binding go first, so that nothing the harness added stays.
+func (e *Env) UninstallChart(ctx context.Context) error {
+	if err := client.IgnoreNotFound(e.Hub.Client.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: metricsScraper}})); err != nil {
+		return err
+	}
+	if err := client.IgnoreNotFound(e.Hub.Client.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: AddonNamespace, Name: metricsScraper}})); err != nil {
+		return err
+	}
+	return chart.Uninstall(e.helm, e.HubKubeconfig, AddonNamespace)
+}
+
+// Metrics scrapes the leading manager's metrics endpoint as a Prometheus with the chart's
+// metrics-reader role would.
+func (e *Env) Metrics(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.MetricsURL, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := e.metrics.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", e.MetricsURL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return string(body), nil
+}

@@ -1,0 +1,130 @@
+package podstart
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
+)
+
+// TestCheckAgreesWithKubelet runs every case of TestCheck as a pod on a real node: Check must
+// say "starts" exactly for the pods the kubelet starts. Unit and integration tests that run no
+// node rely on Check; this is what makes it a model of the kubelet rather than a guess.
+func TestCheckAgreesWithKubelet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("real nodes need root (containerd, kubelet)")
+	}
+	ctx := context.Background()
+	ip, err := node.HostIP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "podstart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	api, err := testenv.StartWith(testenv.Options{ClientCADir: dir + "/pki", Node: &testenv.NodeNetwork{AdvertiseAddress: ip, ServiceCIDR: "10.96.201.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Stop() })
+	n, err := node.Start(ctx, node.Options{Name: "podstart", Dir: dir, API: api, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+
+	const ns = "cases"
+	c := api.Client
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	objs := testObjects()
+	for name, cm := range objs.ConfigMaps {
+		cm.Namespace, cm.Name = ns, name
+		must(t, c.Create(ctx, cm))
+	}
+	for name, s := range objs.Secrets {
+		s.Namespace, s.Name = ns, name
+		must(t, c.Create(ctx, s))
+	}
+	poll.Until(t, 30*time.Second, "default ServiceAccount", func(ctx context.Context) (bool, error) {
+		return c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "default"}, &corev1.ServiceAccount{}) == nil, nil
+	})
+
+	var wg sync.WaitGroup
+	for i, tc := range testCases() {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("case-%d", i)}, Spec: *tc.spec.DeepCopy()}
+		for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+			for j := range cs {
+				cs[j].Image, cs[j].ImagePullPolicy = node.PauseImage, corev1.PullNever
+			}
+		}
+		// An init container of the pause image never exits: its start is the verdict.
+		must(t, c.Create(ctx, pod))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started, why := observe(ctx, c, pod)
+			if model := tc.want == ""; started != model {
+				t.Errorf("%s: the kubelet started it: %v (%s); Check says %v", tc.name, started, why, model)
+			} else {
+				t.Logf("%s: kubelet and Check agree: starts=%v (%s)", tc.name, started, why)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// observe waits for the kubelet's verdict on pod: started once a container runs; held once it
+// reports CreateContainerConfigError or a FailedMount event, or when nothing ran within 30 s.
+func observe(ctx context.Context, c client.Client, pod *corev1.Pod) (bool, string) {
+	var started bool
+	why := "nothing ran within 30 s"
+	_ = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p := &corev1.Pod{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), p); err != nil {
+			return false, nil
+		}
+		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			if cs.State.Running != nil {
+				started, why = true, "container "+cs.Name+" running"
+				return true, nil
+			}
+			if w := cs.State.Waiting; w != nil && w.Reason == "CreateContainerConfigError" {
+				why = w.Reason + ": " + w.Message
+				return true, nil
+			}
+		}
+		events := &corev1.EventList{}
+		if err := c.List(ctx, events, client.InNamespace(pod.Namespace)); err == nil {
+			for _, e := range events.Items {
+				if e.InvolvedObject.Name == pod.Name && e.Reason == "FailedMount" {
+					why = "FailedMount: " + strings.TrimSpace(e.Message)
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	return started, why
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
