@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -197,6 +198,22 @@ type guardedAddon struct {
 	ca       CA
 }
 
+// configResolved: OCM has set Configured=True, or set the condition at all while the status
+// already names a desired config (a rollout pending on a cluster that has run before). A new
+// cluster outside the current rollout batch gets Configured=False with no config yet.
+func configResolved(mca *addonv1beta1.ManagedClusterAddOn) bool {
+	c := meta.FindStatusCondition(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionConfigured)
+	if c == nil {
+		return false
+	}
+	if c.Status == metav1.ConditionTrue {
+		return true
+	}
+	return slices.ContainsFunc(mca.Status.ConfigReferences, func(r addonv1beta1.ConfigReference) bool {
+		return r.DesiredConfig != nil && r.DesiredConfig.SpecHash != ""
+	})
+}
+
 func (g *guardedAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
 	return g.inner.GetAgentAddonOptions()
 }
@@ -219,6 +236,17 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 		if r != nil {
 			return nil, fmt.Errorf("%w: cluster %s (%s); nothing is delivered to it until `argocd-agent-addon unrevoke %s`", ErrRevoked, cluster.Name, r.Reason, cluster.Name)
 		}
+	}
+	// OCM's addon-manager first resolves the add-on's configs into the ManagedClusterAddOn's
+	// status and sets its Configured condition. Before that (a new cluster), a render would
+	// read no config and report a valid fleet config as invalid, with a warning event, then
+	// retry with backoff. Deliver nothing yet instead: OCM's status update triggers the next
+	// render. A cluster a rollout has not reached (Configured=False) is rendered when it has a
+	// resolved config: the render holds that config and still delivers renewals (renewal.go),
+	// which addon-framework's ConfigCheckEnabled, skipping every Configured=False, would stop.
+	if !configResolved(addon) {
+		klog.InfoS("Waiting for OCM's addon-manager to resolve the add-on's configuration before rendering", "cluster", cluster.Name)
+		return nil, nil
 	}
 	objects, err = g.inner.Manifests(ctx, cluster, addon)
 	if err == nil {

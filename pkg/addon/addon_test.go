@@ -58,6 +58,8 @@ func (r *recordingReporter) Valid(context.Context, *addonv1beta1.ManagedClusterA
 
 func mcaFor(adc *addonv1beta1.AddOnDeploymentConfig) *addonv1beta1.ManagedClusterAddOn {
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
+	// As OCM's addon-manager leaves it once it has resolved the configs.
+	mca.Status.Conditions = []metav1.Condition{{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}
 	if adc != nil {
 		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
 			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource},
@@ -470,7 +472,7 @@ func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 	}
 	hash := func(conds ...metav1.Condition) string {
 		mca := mcaFor(adc)
-		mca.Status.Conditions = conds
+		mca.Status.Conditions = append(mca.Status.Conditions, conds...)
 		objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
 		if err != nil {
 			t.Fatal(err)
@@ -590,8 +592,8 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}
 	good := newADC(map[string]string{"principalAddress": "principal.example.com", "principalPort": "8443"}, nil)
 	rotated := func(mca *addonv1beta1.ManagedClusterAddOn, notAfter string) *addonv1beta1.ManagedClusterAddOn {
-		mca.Status.Conditions = []metav1.Condition{{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
-			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from x to " + notAfter}}
+		mca.Status.Conditions = append(mca.Status.Conditions, metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from x to " + notAfter})
 		return mca
 	}
 	// What the manager delivered with the good config: the cluster's ManifestWork.

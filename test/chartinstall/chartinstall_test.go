@@ -27,6 +27,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -457,6 +458,8 @@ func joinCluster(t *testing.T, c client.Client, name string) {
 			return false, err
 		}
 		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{ConfigGroupResource: gr, DesiredConfig: &addonv1beta1.ConfigSpecHash{ConfigReferent: ref}}}
+		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured,
+			Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured", Message: "Configurations configured"})
 		return c.Status().Update(ctx, mca) == nil, nil
 	})
 }

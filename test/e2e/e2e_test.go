@@ -26,6 +26,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -123,6 +124,20 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("ManagedClusterAddOn Available while connected", func(t *testing.T) {
 		for _, c := range clusters {
 			waitAvailable(t, e, c, metav1.ConditionTrue)
+		}
+	})
+
+	t.Run("a valid config is never reported invalid while OCM resolves it", func(t *testing.T) {
+		// The manager renders nothing before OCM's addon-manager sets Configured: a render
+		// before would find no config and report the valid fleet config invalid.
+		for _, c := range clusters {
+			events := &eventsv1.EventList{}
+			must(t, e.Hub.Client.List(ctx, events, client.InNamespace(c)))
+			for _, ev := range events.Items {
+				if ev.Reason == addon.ReasonInvalidAgentConfig {
+					t.Errorf("%s: %s event for a valid config: %s", c, ev.Reason, ev.Note)
+				}
+			}
 		}
 	})
 
@@ -468,6 +483,9 @@ func TestCertificateRotation(t *testing.T) {
 	// Once per renewal (the first certificate may itself roll the pod once, at install).
 	if rolls := a.Restarts() - rollsAtStart; rolls < renewals || rolls > renewals+1 {
 		t.Errorf("%d rolls for %d renewals, want one per renewal", rolls, renewals)
+	}
+	if n := a.ContainerRestarts(); n != 0 {
+		t.Errorf("the agent's container restarted %d times inside its pods: a crash, not a roll", n)
 	}
 	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
 	var logs []string

@@ -117,18 +117,21 @@ func (h *Hub) JoinCluster(ctx context.Context, name string, adc *addonv1beta1.Ad
 	if err := c.Create(ctx, mca); err != nil {
 		return err
 	}
-	if adc == nil {
-		return nil
-	}
-	// The add-on manager writes the same status concurrently: retry on conflicts.
+	// As OCM's addon-manager does: resolve the config into the status and say so with the
+	// Configured condition, before which the manager renders nothing. The add-on manager writes
+	// the same status concurrently: retry on conflicts.
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
 			return err
 		}
-		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
-			ConfigGroupResource: gr,
-			DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}},
-		}}
+		if adc != nil {
+			mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
+				ConfigGroupResource: gr,
+				DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}},
+			}}
+		}
+		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured,
+			Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured", Message: "Configurations configured"})
 		return c.Status().Update(ctx, mca)
 	})
 }

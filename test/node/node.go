@@ -109,8 +109,19 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	if err := c.slot.cleanUp(""); err != nil {
+	// A holder that died without cleaning up left its directory in the lock file.
+	if prev := c.slot.previousDir(); prev != "" && prev != dir {
+		if err := c.slot.cleanUp(prev); err != nil {
+			return nil, fmt.Errorf("removing what an earlier node of slot %d left: %w", c.slot.index, err)
+		}
+		if _, err := os.Stat(filepath.Join(prev, "containerd", "config.toml")); err == nil {
+			_ = os.RemoveAll(prev) // only a directory a node wrote
+		}
+	} else if err := c.slot.cleanUp(""); err != nil {
 		return nil, fmt.Errorf("removing what an earlier node of slot %d left: %w", c.slot.index, err)
+	}
+	if err := c.slot.claim(dir); err != nil {
+		return nil, err
 	}
 	if err := c.slot.makeCgroups(); err != nil {
 		return nil, err
@@ -142,7 +153,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := c.startKubelet(ctx, bins["KUBELET_BIN"]); err != nil {
 		return nil, err
 	}
-	if err := c.waitNodeReady(ctx, 90*time.Second); err != nil {
+	if err := c.waitNodeReady(ctx, 3*time.Minute); err != nil {
 		return nil, err
 	}
 	c.nodeLogf("node %s Ready (pods on %s, kubelet on port %d)", c.NodeName, c.slot.podCIDR(), c.slot.kubeletPort())
@@ -279,6 +290,7 @@ func (c *Cluster) Stop() {
 		c.nodeLogf("cleaning up: %v", err)
 	}
 	c.removeOutsidePaths()
+	_ = c.slot.claim("") // cleaned: nothing for the next holder to remove
 	c.slot.release()
 	c.slot = nil
 }

@@ -33,12 +33,12 @@ func TestPodsRun(t *testing.T) {
 	mustCreate(t, cl.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds"}, Data: map[string][]byte{"tls.crt": []byte("x")}}))
 	// The serviceaccount controller makes the namespace's default ServiceAccount, which pod
 	// admission requires.
-	poll.Until(t, 30*time.Second, "default ServiceAccount", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 2*time.Minute, "default ServiceAccount", func(ctx context.Context) (bool, error) {
 		return cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "default"}, &corev1.ServiceAccount{}) == nil, nil
 	})
 
 	mustCreate(t, cl.Create(ctx, restrictedPod(ns, "restricted", nil)))
-	waitReady(t, c, ns, "restricted", 60*time.Second)
+	waitReady(t, c, ns, "restricted", 3*time.Minute)
 	p := &corev1.Pod{}
 	if err := cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "restricted"}, p); err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestPodsRun(t *testing.T) {
 		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "params"}, Key: "mode"}}}})
 	mustCreate(t, cl.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "params"}, Data: map[string]string{"other": "x"}}))
 	mustCreate(t, cl.Create(ctx, held))
-	poll.Until(t, 60*time.Second, "held pod in CreateContainerConfigError", func(ctx context.Context) (bool, error) {
+	poll.Until(t, 3*time.Minute, "held pod in CreateContainerConfigError", func(ctx context.Context) (bool, error) {
 		p := &corev1.Pod{}
 		if err := cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "held"}, p); err != nil {
 			return false, err
@@ -73,7 +73,7 @@ func TestPodsRun(t *testing.T) {
 	if err := cl.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, c, ns, "held", 60*time.Second)
+	waitReady(t, c, ns, "held", 3*time.Minute)
 
 	// Pods resolve Services by name through the node's cluster DNS, as their resolv.conf says.
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},

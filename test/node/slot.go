@@ -47,6 +47,25 @@ func acquireSlot() (*slot, error) {
 
 func (s *slot) release() { _ = s.lock.Close() }
 
+// claim notes dir in the lock file: if this process dies without cleaning up, the next holder
+// of the slot reads it (previousDir) and removes the shims, mounts and files left there.
+func (s *slot) claim(dir string) error {
+	if err := s.lock.Truncate(0); err != nil {
+		return err
+	}
+	_, err := s.lock.WriteAt([]byte(dir), 0)
+	return err
+}
+
+// previousDir is the directory the last holder claimed, if any.
+func (s *slot) previousDir() string {
+	data, err := os.ReadFile(s.lock.Name())
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
 // Names and numbers of the slot. Pod subnets are 10.244.<index>.0/24; the bridge name fits
 // Linux's 15 characters.
 func (s *slot) podCIDR() string    { return fmt.Sprintf("10.244.%d.0/24", s.index) }
@@ -55,7 +74,9 @@ func (s *slot) bridge() string     { return fmt.Sprintf("aao-br%d", s.index) }
 func (s *slot) natChain() string   { return fmt.Sprintf("AAO-SVC-%d", s.index) }
 func (s *slot) network() string    { return fmt.Sprintf("aao-node%d", s.index) }
 func (s *slot) cgroupRoot() string { return fmt.Sprintf("/aao-node%d", s.index) }
-func (s *slot) kubeletPort() int   { return 20250 + s.index }
+
+// Below the range test/proc.FreePorts hands out (20000-32767), so no other test process takes it.
+func (s *slot) kubeletPort() int { return 11250 + s.index }
 
 // cleanUp removes what a node of this slot may have left: processes in its cgroups, mounts
 // under dir, its bridge, its iptables chain and its cgroups. Each step goes on when one fails,
@@ -87,16 +108,21 @@ func (s *slot) makeBridge() error {
 	return run("ip", "link", "set", s.bridge(), "up")
 }
 
-// cgroupHierarchies are the cgroup v1 hierarchies mounted under /sys/fs/cgroup ("unified" is
-// the v2 hierarchy of a hybrid host, which the cgroupfs driver does not manage).
-func cgroupHierarchies() ([]string, error) {
+// cgroupHierarchies are the cgroup v1 hierarchies mounted under /sys/fs/cgroup, plus, with
+// unified, the v2 hierarchy of a hybrid host, where runc also creates the pods' cgroups (the
+// kubelet's --cgroup-root need not exist there, but its children must be removed). The nodes
+// support cgroup v1 hosts only, as ../shared/reference/real-pods.md verified.
+func cgroupHierarchies(unified bool) ([]string, error) {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return nil, errors.New("this host has only cgroup v2: the test nodes support cgroup v1 (or hybrid) hosts")
+	}
 	entries, err := os.ReadDir("/sys/fs/cgroup")
 	if err != nil {
 		return nil, err
 	}
 	var dirs []string
 	for _, e := range entries {
-		if e.IsDir() && e.Name() != "unified" {
+		if e.IsDir() && (unified || e.Name() != "unified") {
 			dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.Name()))
 		}
 	}
@@ -107,7 +133,7 @@ func cgroupHierarchies() ([]string, error) {
 // --cgroup-root to exist, and a root of its own keeps it from reaping another node's pods as
 // orphans. A cpuset cgroup starts with no CPUs or memory nodes, so they are copied in.
 func (s *slot) makeCgroups() error {
-	dirs, err := cgroupHierarchies()
+	dirs, err := cgroupHierarchies(false)
 	if err != nil {
 		return err
 	}
@@ -134,7 +160,7 @@ func (s *slot) makeCgroups() error {
 // killCgroupProcesses kills what still runs in the slot's cgroups: containerd's shims and the
 // containers outlive containerd.
 func (s *slot) killCgroupProcesses() error {
-	dirs, err := cgroupHierarchies()
+	dirs, err := cgroupHierarchies(true)
 	if err != nil {
 		return err
 	}
@@ -159,6 +185,7 @@ func (s *slot) killCgroupProcesses() error {
 // killShims kills containerd's shims of the containerd under dir. They run in containerd's
 // cgroup, not the node's, and outlive it; the kubelet would have stopped them had it drained.
 func killShims(dir string) {
+	socket := filepath.Join(dir, "containerd", "containerd.sock") // startContainerd's
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		var pid int
@@ -170,7 +197,10 @@ func killShims(dir string) {
 			continue
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		if strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && strings.Contains(string(cmdline), dir+"/") {
+		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		if i := slices.Index(args, "-address"); i >= 0 && i+1 < len(args) && args[i+1] == socket {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -217,7 +247,7 @@ func restoreNAT(line string) error {
 
 // removeCgroups removes the slot's cgroups, deepest first (a cgroup with children cannot go).
 func (s *slot) removeCgroups() error {
-	dirs, err := cgroupHierarchies()
+	dirs, err := cgroupHierarchies(true)
 	if err != nil {
 		return err
 	}

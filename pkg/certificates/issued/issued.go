@@ -160,7 +160,10 @@ func Record(ctx context.Context, c client.Client, namespace, cluster string, cer
 	if owned && slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {
 		return nil
 	}
-	if !owned { // a record written before records were owned
+	if !owned { // written before records were owned, or owned by a ClusterManagementAddOn since recreated
+		cm.OwnerReferences = slices.DeleteFunc(cm.OwnerReferences, func(r metav1.OwnerReference) bool {
+			return r.Kind == ref.Kind && r.Name == ref.Name
+		})
 		cm.OwnerReferences = append(cm.OwnerReferences, ref)
 	}
 	if !slices.ContainsFunc(certs, func(c Certificate) bool { return c.Fingerprint == cert.Fingerprint }) {

@@ -80,7 +80,11 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		ctx = context.Background()
 	}
 	getter := &fileConfigGetter{}
-	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: o.Cluster}}
+	// As OCM's addon-manager leaves it once it has resolved the configs: the manager renders
+	// nothing before.
+	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: o.Cluster},
+		Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{{
+			Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}}}
 	if o.ConfigFile != "" {
 		adc, err := readConfig(o.ConfigFile)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,10 +33,11 @@ type Agent struct {
 
 	progress func(format string, args ...any)
 
-	mu   sync.Mutex
-	pods []AgentPod
-	seen map[types.UID]bool
-	held map[types.UID]string
+	mu       sync.Mutex
+	pods     []AgentPod
+	seen     map[types.UID]bool
+	held     map[types.UID]string
+	restarts map[types.UID]int32
 }
 
 // AgentPod is one pod the agent ran in.
@@ -65,7 +67,7 @@ func (e *Env) Agent(ctx context.Context, name string) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{name: name, spoke: s, dir: e.opts.Dir, logs: cs, progress: e.opts.progress,
-		seen: map[types.UID]bool{}, held: map[types.UID]string{}}
+		seen: map[types.UID]bool{}, held: map[types.UID]string{}, restarts: map[types.UID]int32{}}
 	go a.watch(ctx)
 	e.agents[name] = a
 	return a, nil
@@ -103,6 +105,28 @@ func (a *Agent) Restarts() int {
 	return max(len(a.pods)-1, 0)
 }
 
+// ContainerRestarts counts the kubelet's restarts of the agent's container, over every pod:
+// a crash (an expired certificate, say) restarts it inside its pod, which Restarts does not see.
+func (a *Agent) ContainerRestarts() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, r := range a.restarts {
+		n += int(r)
+	}
+	return n
+}
+
+func (a *Agent) noteRestarts(p *corev1.Pod) {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == identity.AgentName {
+			a.mu.Lock()
+			a.restarts[p.UID] = max(a.restarts[p.UID], cs.RestartCount)
+			a.mu.Unlock()
+		}
+	}
+}
+
 // Pods are the pods the agent ran in, oldest first.
 func (a *Agent) Pods() []AgentPod {
 	a.mu.Lock()
@@ -127,12 +151,19 @@ func (a *Agent) notePods(ctx context.Context) {
 		client.MatchingLabels{"app.kubernetes.io/name": identity.AgentName}); err != nil {
 		return
 	}
+	// In the order their containers started: a roll may start one pod while another ends.
+	slices.SortFunc(pods.Items, func(x, y corev1.Pod) int {
+		tx, _ := containerStarted(&x)
+		ty, _ := containerStarted(&y)
+		return tx.Compare(ty)
+	})
 	for _, p := range pods.Items {
+		a.noteRestarts(&p)
 		a.mu.Lock()
 		seen := a.seen[p.UID]
 		a.mu.Unlock()
-		if seen {
-			continue
+		if seen || p.DeletionTimestamp != nil {
+			continue // a pod being deleted is not what the agent runs in next
 		}
 		started, ok := containerStarted(&p)
 		if !ok {
