@@ -43,40 +43,16 @@ have() {
 	grep -q -- "$want" <<<"$out"
 }
 
-build_kube_apiserver() {
-	if have "$KUBE_DIR/kube-apiserver" "$KUBE_VERSION" --version; then return; fi
-	log "building kube-apiserver $KUBE_VERSION (cold: 10-30 min on 2 cores)"
-	mkdir -p "$KUBE_DIR"
-	(cd "$ROOT/hack/tools/kube-apiserver" &&
-		go build -trimpath -o "$KUBE_DIR/kube-apiserver.tmp" \
-			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.}" \
-			k8s.io/kubernetes/cmd/kube-apiserver)
-	mv "$KUBE_DIR/kube-apiserver.tmp" "$KUBE_DIR/kube-apiserver"
-}
-
-# The controller manager runs only its garbage collector and namespace controllers in the
-# end-to-end tests: without them, owner-reference cascades (a ManagedClusterAddOn's ManifestWork)
-# and foreground deletions never finish.
-build_kube_controller_manager() {
-	if have "$KUBE_DIR/kube-controller-manager" "$KUBE_VERSION" --version; then return; fi
-	log "building kube-controller-manager $KUBE_VERSION (cold: ~5 min after kube-apiserver)"
-	mkdir -p "$KUBE_DIR"
-	local minor=${KUBE_VERSION#v1.}
-	minor=${minor%%.*}
-	(cd "$ROOT/hack/tools/kube-apiserver" &&
-		go build -trimpath -o "$KUBE_DIR/kube-controller-manager.tmp" \
-			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-			k8s.io/kubernetes/cmd/kube-controller-manager)
-	mv "$KUBE_DIR/kube-controller-manager.tmp" "$KUBE_DIR/kube-controller-manager"
-}
-
-# kube-scheduler and kubelet make each test cluster a real node (test/node): pods run from the
-# images we build, under the ServiceAccounts and RBAC we deliver.
+# The Kubernetes components, all from the wrapper module hack/tools/kube-apiserver:
+# kube-apiserver for every test; for the nodes of test/node (pods run from the images we build,
+# under the ServiceAccounts and RBAC we deliver) kube-controller-manager, kube-scheduler and
+# kubelet. Stamped with the version, or they report v0.0.0-master. Cold: kube-apiserver 10-30
+# min on 2 cores, each other one 1-8 min after it.
 build_kube_component() {
 	local name=$1 minor=${KUBE_VERSION#v1.}
 	minor=${minor%%.*}
 	if have "$KUBE_DIR/$name" "$KUBE_VERSION" --version; then return; fi
-	log "building $name $KUBE_VERSION (cold: 1-8 min after kube-apiserver)"
+	log "building $name $KUBE_VERSION"
 	mkdir -p "$KUBE_DIR"
 	(cd "$ROOT/hack/tools/kube-apiserver" &&
 		go build -trimpath -o "$KUBE_DIR/$name.tmp" \
@@ -222,8 +198,8 @@ case ${1:-all} in
 all)
 	build_etcd
 	build_helm
-	build_kube_apiserver
-	build_kube_controller_manager
+	build_kube_component kube-apiserver
+	build_kube_component kube-controller-manager
 	build_kube_component kube-scheduler
 	build_kube_component kubelet
 	ensure_node_packages
@@ -236,7 +212,7 @@ all)
 	;;
 envtest)
 	build_etcd
-	build_kube_apiserver
+	build_kube_component kube-apiserver
 	link_assets
 	;;
 helm) build_helm ;;

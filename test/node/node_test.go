@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
 
 // TestPodsRun proves the node runs what the add-on delivers the way a cluster does: a pod with
@@ -25,7 +23,7 @@ import (
 // CreateContainerConfigError by the kubelet and started once the key appears.
 func TestPodsRun(t *testing.T) {
 	ctx := context.Background() // the processes outlive the test function: its Cleanup stops them
-	c := startCluster(ctx, t, "nodetest")
+	c := node.StartForTest(t, "nodetest", "10.96.200.0/24")
 
 	ns := "work"
 	cl := c.API.Client
@@ -89,38 +87,6 @@ func TestPodsRun(t *testing.T) {
 	if addrs, err := r.LookupHost(ctx, "absent.work.svc.cluster.local"); err == nil {
 		t.Errorf("absent.work.svc.cluster.local = %v, want not found", addrs)
 	}
-}
-
-func startCluster(ctx context.Context, t *testing.T, name string) *node.Cluster {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("real nodes need root (containerd, kubelet)")
-	}
-	ip, err := node.HostIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	api, err := testenv.StartWith(testenv.Options{ClientCADir: dir + "/pki", Node: &testenv.NodeNetwork{AdvertiseAddress: ip, ServiceCIDR: "10.96.200.0/24"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = api.Stop() })
-	c, err := node.Start(ctx, node.Options{Name: name, Dir: dir, API: api, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Logf("node files kept in %s", dir)
-		}
-	})
-	return c
 }
 
 func restrictedPod(ns, name string, env []corev1.EnvVar) *corev1.Pod {

@@ -3,7 +3,6 @@ package podstart
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,36 +16,15 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
 
 // TestCheckAgreesWithKubelet runs every case of TestCheck as a pod on a real node: Check must
 // say "starts" exactly for the pods the kubelet starts. Unit and integration tests that run no
 // node rely on Check; this is what makes it a model of the kubelet rather than a guess.
 func TestCheckAgreesWithKubelet(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("real nodes need root (containerd, kubelet)")
-	}
 	ctx := context.Background()
-	ip, err := node.HostIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "podstart")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	api, err := testenv.StartWith(testenv.Options{ClientCADir: dir + "/pki", Node: &testenv.NodeNetwork{AdvertiseAddress: ip, ServiceCIDR: "10.96.201.0/24"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = api.Stop() })
-	n, err := node.Start(ctx, node.Options{Name: "podstart", Dir: dir, API: api, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
+	n := node.StartForTest(t, "podstart", "10.96.201.0/24")
+	api := n.API
 
 	const ns = "cases"
 	c := api.Client

@@ -19,20 +19,28 @@ import (
 
 // New returns the PEM certificate and PKCS#8 key of a CA valid from an hour ago for lifetime.
 func New(commonName string, lifetime time.Duration) (certPEM, keyPEM []byte, err error) {
+	tmpl := &x509.Certificate{
+		Subject:   pkix.Name{CommonName: commonName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(lifetime),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	return sign(tmpl, nil, nil)
+}
+
+// sign gives tmpl a random serial and a new ECDSA P-256 key and signs it with parentKey as
+// parent, or self-signs it when parent is nil. It returns the PEM certificate and PKCS#8 key.
+func sign(tmpl, parent *x509.Certificate, parentKey crypto.Signer) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64)); err != nil {
 		return nil, nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: commonName},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(lifetime),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	if parent == nil {
+		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -67,26 +75,17 @@ func IssueCert(caCertPEM, caKeyPEM []byte, req CertRequest) (certPEM, keyPEM []b
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA key: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, nil, err
-	}
 	lifetime := req.Lifetime
 	if lifetime == 0 {
 		lifetime = 24 * time.Hour
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization},
-		DNSNames:     req.DNSNames,
-		IPAddresses:  req.IPAddresses,
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(lifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		Subject:     pkix.Name{CommonName: req.CommonName, Organization: req.Organization},
+		DNSNames:    req.DNSNames,
+		IPAddresses: req.IPAddresses,
+		NotBefore:   time.Now().Add(-time.Minute),
+		NotAfter:    time.Now().Add(lifetime),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
 	}
 	if req.Client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
@@ -94,16 +93,7 @@ func IssueCert(caCertPEM, caKeyPEM []byte, req CertRequest) (certPEM, keyPEM []b
 	if req.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+	return sign(tmpl, caCert, caKey)
 }
 
 func parseCert(data []byte) (*x509.Certificate, error) {
