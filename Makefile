@@ -62,7 +62,7 @@ TEST_TIMEOUT ?= 30m
 integration: tools ## the test/ packages but e2e: real kube-apiserver, chart, RBAC, argocd-agent, bench
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) $$(go list ./test/... | grep -v /test/e2e)
 
-e2e: tools ## end to end on real OCM, the chart and argocd-agent (test/e2e, about 11 minutes)
+e2e: tools ## end to end on real OCM and real nodes, the chart and argocd-agent (test/e2e, about 13 minutes)
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/...
 
 test: vet lint tools ## everything: vet, lint, every Go test (unit, integration, e2e), each fuzz target briefly
