@@ -46,19 +46,25 @@ have() {
 # The Kubernetes components, all from the wrapper module hack/tools/kube-apiserver:
 # kube-apiserver for every test; for the nodes of test/node (pods run from the images we build,
 # under the ServiceAccounts and RBAC we deliver) kube-controller-manager, kube-scheduler and
-# kubelet. Stamped with the version, or they report v0.0.0-master. Cold: kube-apiserver 10-30
-# min on 2 cores, each other one 1-8 min after it.
-build_kube_component() {
-	local name=$1 minor=${KUBE_VERSION#v1.}
+# kubelet. Stamped with the version, or they report v0.0.0-master. The missing ones are built by
+# one `go build`, so that one component's link overlaps the others' compiles. Cold: 20-30 min on
+# 2 cores for all four.
+build_kube_components() {
+	local name minor=${KUBE_VERSION#v1.} missing=() pkgs=()
 	minor=${minor%%.*}
-	if have "$KUBE_DIR/$name" "$KUBE_VERSION" --version; then return; fi
-	log "building $name $KUBE_VERSION"
-	mkdir -p "$KUBE_DIR"
+	for name in "$@"; do
+		have "$KUBE_DIR/$name" "$KUBE_VERSION" --version || missing+=("$name")
+	done
+	[[ ${#missing[@]} -eq 0 ]] && return
+	log "building ${missing[*]} $KUBE_VERSION"
+	for name in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+	rm -rf "$KUBE_DIR/tmp" && mkdir -p "$KUBE_DIR/tmp"
 	(cd "$ROOT/hack/tools/kube-apiserver" &&
-		go build -trimpath -o "$KUBE_DIR/$name.tmp" \
+		go build -trimpath -o "$KUBE_DIR/tmp/" \
 			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-			"k8s.io/kubernetes/cmd/$name")
-	mv "$KUBE_DIR/$name.tmp" "$KUBE_DIR/$name"
+			"${pkgs[@]}")
+	for name in "${missing[@]}"; do mv "$KUBE_DIR/tmp/$name" "$KUBE_DIR/$name"; done
+	rmdir "$KUBE_DIR/tmp"
 }
 
 # containerd, runc and the CNI plugins run the nodes' pods. Debian's packages are the only source
@@ -121,6 +127,21 @@ build_argocd_agent() {
 	mv "$ARGOCD_AGENT_DIR/argocd-agent.tmp" "$ARGOCD_AGENT_DIR/argocd-agent"
 }
 
+# Upstream's install manifests (install/kubernetes) of the same version, from its module: the
+# end-to-end tests install the principal from them as a user does.
+ARGOCD_AGENT_INSTALL_DIR=$ARGOCD_AGENT_DIR/install
+copy_argocd_agent_install() {
+	[[ -f $ARGOCD_AGENT_INSTALL_DIR/principal/kustomization.yaml ]] && return
+	local dir
+	dir=$(cd "$ROOT/hack/tools/argocd-agent" && go mod download -json "github.com/argoproj-labs/argocd-agent@$ARGOCD_AGENT_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[[ -d $dir/install/kubernetes/principal ]] || { log "no install/kubernetes in the argocd-agent module ($dir)"; return 1; }
+	rm -rf "$ARGOCD_AGENT_INSTALL_DIR.tmp" && mkdir -p "$ARGOCD_AGENT_DIR"
+	cp -r "$dir/install/kubernetes" "$ARGOCD_AGENT_INSTALL_DIR.tmp"
+	chmod -R u+w "$ARGOCD_AGENT_INSTALL_DIR.tmp"
+	mv "$ARGOCD_AGENT_INSTALL_DIR.tmp" "$ARGOCD_AGENT_INSTALL_DIR"
+}
+
 # redis-server backs the Argo CD agent principal and agents in the end-to-end tests. Debian's
 # package is the only source here; CI runs as root on Debian.
 ensure_redis() {
@@ -167,7 +188,7 @@ build_test_images() {
 	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION)"
 	mkdir -p "$dir"
 	arch=$(go env GOARCH)
-	(cd "$ROOT" && go build -o "$dir/image" ./hack/image &&
+	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$dir/image" ./hack/image &&
 		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/pause" ./hack/image/pause)
 	"$dir/image" build --kind pause --binary "linux/$arch=$dir/pause" --tag registry.test.local/pause:1 --archive "$dir/pause.tar.tmp"
 	"$dir/image" build --kind argocd-agent --binary "linux/$arch=$ARGOCD_AGENT_DIR/argocd-agent" \
@@ -186,6 +207,7 @@ print_env() {
 	echo "export KUBEBUILDER_ASSETS=$ASSETS"
 	echo "export HELM=$HELM_DIR/helm"
 	echo "export ARGOCD_AGENT_BIN=$ARGOCD_AGENT_DIR/argocd-agent"
+	echo "export ARGOCD_AGENT_INSTALL_DIR=$ARGOCD_AGENT_INSTALL_DIR"
 	echo "export OCM_LOCAL_BIN=$(ocm_local_dir)/ocm-local"
 	echo "export KUBE_CONTROLLER_MANAGER_BIN=$KUBE_DIR/kube-controller-manager"
 	echo "export KUBE_SCHEDULER_BIN=$KUBE_DIR/kube-scheduler"
@@ -194,35 +216,50 @@ print_env() {
 	echo "export ARGOCD_AGENT_IMAGE_ARCHIVE=$(images_dir)/argocd-agent.tar"
 }
 
-case ${1:-all} in
-all)
+# in_parallel FN...: runs each function in the background and fails if any failed. The builds
+# are CPU-bound, but each has serial stretches (module downloads, the linker, apt) that the other
+# fills: two at a time on 2 cores took minutes off a cold run.
+in_parallel() {
+	local pids=() fn pid failed=0
+	for fn in "$@"; do
+		$fn &
+		pids+=($!)
+	done
+	for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+	return $failed
+}
+
+kube_all() { build_kube_components kube-apiserver kube-controller-manager kube-scheduler kubelet; }
+rest_all() {
 	build_etcd
 	build_helm
-	build_kube_component kube-apiserver
-	build_kube_component kube-controller-manager
-	build_kube_component kube-scheduler
-	build_kube_component kubelet
 	ensure_node_packages
+	ensure_redis
 	build_argocd_agent
+	copy_argocd_agent_install
 	build_test_images
 	build_ocm_local
-	ensure_redis
+}
+
+case ${1:-all} in
+all)
+	in_parallel kube_all rest_all
 	link_assets
 	print_env
 	;;
 envtest)
 	build_etcd
-	build_kube_component kube-apiserver
+	build_kube_components kube-apiserver
 	link_assets
 	;;
 helm) build_helm ;;
-argocd-agent) build_argocd_agent ;;
+argocd-agent) build_argocd_agent && copy_argocd_agent_install ;;
 ocm-local) build_ocm_local ;;
 node)
-	build_kube_component kube-scheduler
-	build_kube_component kubelet
+	build_kube_components kube-controller-manager kube-scheduler kubelet
 	ensure_node_packages
 	build_argocd_agent
+	copy_argocd_agent_install
 	build_test_images
 	;;
 print-env) print_env ;;

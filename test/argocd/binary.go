@@ -1,11 +1,13 @@
-// Package argocd runs the real Argo CD agent (argoproj-labs/argocd-agent) principal and agent as
-// local processes on loopback, with file-based mTLS, plus what they need: a redis-server and the
-// Argo CD CRDs. End-to-end tests use it to prove that the certificates the add-on issues really
-// connect an agent to its principal.
+// Package argocd runs the real Argo CD agent (argoproj-labs/argocd-agent): the principal and agent
+// as local processes on loopback with file-based mTLS (Principal, Agent), or the principal as
+// upstream installs it, the pod of its own manifests on a test node (PrincipalPod); plus what
+// they need: a redis-server and the Argo CD CRDs. End-to-end tests use it to prove that the
+// certificates the add-on issues really connect an agent to its principal.
 //
 // The argocd-agent binary is built by hack/test-tools.sh (from the wrapper module
-// hack/tools/argocd-agent) and named by the environment variable ARGOCD_AGENT_BIN. redis-server
-// comes from Debian's redis-server package.
+// hack/tools/argocd-agent) and named by the environment variable ARGOCD_AGENT_BIN; upstream's
+// install manifests of the same version by ARGOCD_AGENT_INSTALL_DIR. redis-server comes from
+// Debian's redis-server package.
 package argocd
 
 import (

@@ -246,15 +246,11 @@ func (p *Principal) Stop() { p.proc.Stop() }
 // ConnectedAgentCount returns the gauge agent_connected_with_principal: the number of agents
 // with an open subscription stream. In v0.9.0 the gauge has no per-agent label.
 func (p *Principal) ConnectedAgentCount(ctx context.Context) (int, error) {
-	samples, err := p.metric(ctx, "agent_connected_with_principal")
+	samples, err := scrape(ctx, p.MetricsURL(), "agent_connected_with_principal")
 	if err != nil {
 		return 0, err
 	}
-	total := 0.0
-	for _, s := range samples {
-		total += s.Value
-	}
-	return int(total), nil
+	return connectedCount(samples), nil
 }
 
 // ConnectedAgents returns the names of the agents connected now, sorted. It uses the
@@ -263,14 +259,27 @@ func (p *Principal) ConnectedAgentCount(ctx context.Context) (int, error) {
 // the subscription stream" / "Closing EventStream", field client=<agent>), and the metric only
 // confirms that some agent is connected.
 func (p *Principal) ConnectedAgents(ctx context.Context) ([]string, error) {
-	samples, err := p.metric(ctx, "agent_connected_with_principal")
+	samples, err := scrape(ctx, p.MetricsURL(), "agent_connected_with_principal")
 	if err != nil {
 		return nil, err
 	}
-	names := map[string]bool{}
-	labelled, total := false, 0.0
+	return connectedAgents(samples, func() (string, error) { return p.Log(), nil })
+}
+
+func connectedCount(samples []metrictext.Sample) int {
+	total := 0.0
 	for _, s := range samples {
 		total += s.Value
+	}
+	return int(total)
+}
+
+// connectedAgents reads the agents' names from the gauge's labels, or from the log when the
+// gauge has none (v0.9.0).
+func connectedAgents(samples []metrictext.Sample, log func() (string, error)) ([]string, error) {
+	names := map[string]bool{}
+	labelled := false
+	for _, s := range samples {
 		for _, l := range []string{"agent", "agent_name", "client"} {
 			if name, ok := s.Labels[l]; ok {
 				labelled = true
@@ -281,10 +290,14 @@ func (p *Principal) ConnectedAgents(ctx context.Context) ([]string, error) {
 		}
 	}
 	if !labelled {
-		if total <= 0 {
+		if connectedCount(samples) <= 0 {
 			return nil, nil
 		}
-		names = connectedFromLog(p.Log())
+		text, err := log()
+		if err != nil {
+			return nil, err
+		}
+		names = connectedFromLog(text)
 	}
 	out := make([]string, 0, len(names))
 	for n := range names {
@@ -330,14 +343,14 @@ func connectedFromLog(log string) map[string]bool {
 	return names
 }
 
-// metric fetches MetricsURL and returns the samples of one metric.
-func (p *Principal) metric(ctx context.Context, name string) ([]metrictext.Sample, error) {
-	code, body, err := proc.HTTPGet(ctx, p.MetricsURL())
+// scrape fetches a Prometheus endpoint and returns the samples of one metric.
+func scrape(ctx context.Context, url, name string) ([]metrictext.Sample, error) {
+	code, body, err := proc.HTTPGet(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	if code != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %d", p.MetricsURL(), code)
+		return nil, fmt.Errorf("GET %s: %d", url, code)
 	}
 	return metrictext.Samples(body, name)
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -77,8 +75,7 @@ func TestCARollover(t *testing.T) {
 	}
 	restartPrincipal := func() {
 		t.Helper()
-		e.Principal.Stop()
-		must(t, e.StartPrincipal(ctx))
+		must(t, e.RestartPrincipal(ctx))
 	}
 	connected("agent connected with the first CA's certificate")
 	if got := parseCert(t, a.Delivered().ClientCertPEM); got.CheckSignatureFrom(oldCA) != nil {
@@ -163,12 +160,9 @@ func TestCARollover(t *testing.T) {
 	waitAvailable(t, e, cluster, metav1.ConditionTrue)
 
 	// Not one connection failed on trust or expiry during the rollover.
-	logs, _ := filepath.Glob(filepath.Join(e.Dir(), "agent-"+cluster, "agent-"+cluster+"-*.log"))
-	logs = append(logs, filepath.Join(e.Dir(), "principal", "principal.log"))
+	logs := podLogs(t, append(agentLogs(a), e.Principal.LogFiles()...))
 	failures := 0
-	for _, f := range logs {
-		data, err := os.ReadFile(f)
-		must(t, err)
+	for f, data := range logs {
 		for _, s := range tlsFailures {
 			if n := strings.Count(string(data), s); n > 0 {
 				failures += n

@@ -50,6 +50,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
@@ -208,7 +209,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("not Available while the principal is down, Available again after", func(t *testing.T) {
-		e.Principal.Stop()
+		must(t, e.StopPrincipal(ctx))
 		waitAvailable(t, e, "cluster1", metav1.ConditionFalse)
 		must(t, e.StartPrincipal(ctx))
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
@@ -391,6 +392,35 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// podLogs reads the streamed logs of pods (agents, the principal) for a check over their text,
+// and fails on one that was not really read: a check for what a log must not say passes on an
+// empty file.
+func podLogs(t *testing.T, files []string) map[string]string {
+	t.Helper()
+	if len(files) == 0 {
+		t.Fatal("no pod logs to check")
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		must(t, err)
+		if len(data) == 0 || strings.HasPrefix(string(data), node.LogReadFailure) {
+			t.Fatalf("%s: no log was read: %q", f, data)
+		}
+		out[f] = string(data)
+	}
+	return out
+}
+
+// agentLogs are the log files of every pod the agent ran in.
+func agentLogs(a *harness.Agent) []string {
+	var out []string
+	for _, p := range a.Pods() {
+		out = append(out, p.Log)
+	}
+	return out
+}
+
 // dumpLogs prints the tail of every process log of a failed run.
 func dumpLogs(t *testing.T, dir string) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
@@ -488,19 +518,13 @@ func TestCertificateRotation(t *testing.T) {
 		t.Errorf("the agent's container restarted %d times inside its pods: a crash, not a roll", n)
 	}
 	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
-	var logs []string
-	for _, p := range a.Pods() {
-		logs = append(logs, p.Log)
-	}
-	logs = append(logs, filepath.Join(e.Dir(), "principal", "principal.log"))
-	for _, f := range logs {
-		data, err := os.ReadFile(f)
-		must(t, err)
-		if n := strings.Count(string(data), "expired certificate"); n > 0 {
+	logs := podLogs(t, append(agentLogs(a), e.Principal.LogFiles()...))
+	for f, data := range logs {
+		if n := strings.Count(data, "expired certificate"); n > 0 {
 			t.Errorf("%s: %d connection failures on an expired certificate", f, n)
 		}
 	}
-	t.Logf("%d certificates, %d agent pods, 0 expired-certificate failures", len(serials), len(logs)-1)
+	t.Logf("%d certificates, %d agent pods, 0 expired-certificate failures", len(serials), len(a.Pods()))
 	// All of it on the configuration the cluster had: the invalid value reached nothing.
 	if port := a.Delivered().Port; port != goodPort {
 		t.Errorf("the agent runs with port %d after the renewals, want the last good %d", port, goodPort)

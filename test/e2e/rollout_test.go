@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -249,10 +247,7 @@ func TestRenewalsWhileTheRolloutIsPaused(t *testing.T) {
 		names, err := e.Principal.ConnectedAgents(ctx)
 		return len(serials) > renewals && err == nil && slices.Contains(names, paused), err
 	})
-	logs, _ := filepath.Glob(filepath.Join(e.Dir(), "agent-"+paused, "agent-"+paused+"-*.log"))
-	for _, f := range append(logs, filepath.Join(e.Dir(), "principal", "principal.log")) {
-		data, err := os.ReadFile(f)
-		must(t, err)
+	for f, data := range podLogs(t, append(agentLogs(a), e.Principal.LogFiles()...)) {
 		if n := strings.Count(string(data), "expired certificate"); n > 0 {
 			t.Errorf("%s: %d connection failures on an expired certificate", f, n)
 		}

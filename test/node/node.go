@@ -7,9 +7,11 @@
 // KUBE_CONTROLLER_MANAGER_BIN, PAUSE_IMAGE_ARCHIVE) and Debian's containerd, runc and CNI
 // plugins. The API server must be started with testenv.Options.Node.
 //
-// Not real: there is no kube-proxy and no CoreDNS. The kubernetes Service's ClusterIP is routed
-// to the API server by an iptables DNAT rule of the node's own (RouteService adds others), and a
-// small DNS server (see clusterDNS) answers <service>.<namespace>.svc.cluster.local.
+// Not real: there is no kube-proxy, no cloud load balancer and no CoreDNS. The kubernetes
+// Service's ClusterIP is routed to the API server by an iptables DNAT rule of the node's own
+// (RouteService adds others), ExposeLoadBalancer stands in for a cloud load balancer (see
+// loadbalancer.go), and a small DNS server (see clusterDNS) answers
+// <service>.<namespace>.svc.cluster.local.
 package node
 
 import (
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,13 +42,15 @@ import (
 // Controllers of kube-controller-manager that pods need (../shared/reference/real-pods.md):
 // Deployments and their ReplicaSets, garbage collection, service accounts and their tokens,
 // kube-root-ca.crt in every namespace, the node lifecycle (it lifts the not-ready taint new
-// nodes get), namespace deletion and pod garbage collection. The CSR signer and cleaner sign
+// nodes get), namespace deletion and pod garbage collection, EndpointSlices (the load-balancer
+// stand-in of loadbalancer.go follows them). The CSR signer and cleaner sign
 // and remove kube-apiserver-client and kubelet CSRs, as they do on a real control plane.
 var controllers = []string{
 	"deployment-controller", "replicaset-controller", "garbage-collector-controller",
 	"serviceaccount-controller", "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
 	"node-lifecycle-controller", "namespace-controller", "pod-garbage-collector-controller",
 	"certificatesigningrequest-signing-controller", "certificatesigningrequest-cleaner-controller",
+	"endpointslice-controller",
 }
 
 // Options configure Start.
@@ -77,6 +82,10 @@ type Cluster struct {
 	kubelet          *proc.Process
 	controllers      []*proc.Process
 	dns              *clusterDNS
+
+	lbMu        sync.Mutex
+	lbAddresses map[types.NamespacedName]string
+	lbDone      chan struct{}
 }
 
 // Start brings up the node and its controllers and waits until the node is Ready and schedulable.
@@ -100,7 +109,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Name: o.Name, NodeName: o.Name + "-node", API: o.API, opts: o, dir: dir}
+	c := &Cluster{Name: o.Name, NodeName: o.Name + "-node", API: o.API, opts: o, dir: dir, lbDone: make(chan struct{})}
 	if c.slot, err = acquireSlot(); err != nil {
 		return nil, err
 	}
@@ -269,6 +278,7 @@ func (c *Cluster) Stop() {
 	if c.slot == nil {
 		return
 	}
+	close(c.lbDone)
 	// Controllers first, so that nothing replaces the pods deleted below.
 	for i := len(c.controllers) - 1; i >= 0; i-- {
 		c.controllers[i].Stop()

@@ -92,7 +92,7 @@ func (s *slot) cleanUp(dir string) error {
 	if _, err := os.Stat("/sys/class/net/" + s.bridge()); err == nil {
 		errs = append(errs, run("ip", "link", "delete", s.bridge()))
 	}
-	errs = append(errs, s.removeNAT())
+	errs = append(errs, s.removeNAT(), s.removeLB())
 	errs = append(errs, s.removeCgroups())
 	return errors.Join(errs...)
 }

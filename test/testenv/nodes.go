@@ -130,6 +130,8 @@ func configureForNodes(api *envtest.APIServer, dir string, n *NodeNetwork) (*Nod
 	args.Disable("disable-admission-plugins")
 	args.Set("kubelet-client-certificate", filepath.Join(dir, kubeletClient))
 	args.Set("kubelet-client-key", filepath.Join(dir, kubeletClientK))
+	// Reach kubelets (logs, exec) at the node's InternalIP: nothing here resolves node names.
+	args.Set("kubelet-preferred-address-types", "InternalIP")
 	cacert, cakey := ClientCAFiles(dir)
 	return &NodeFiles{
 		ServingCA: filepath.Join(dir, servingCAFile), ServiceAccountKey: filepath.Join(dir, saSignerKey),

@@ -57,6 +57,7 @@ func run(n int, dir string) error {
 	}
 	say("starting: hub, %d managed clusters, principal and add-on (files and logs in %s)", n, dir)
 	e, err := harness.Start(ctx, harness.Options{Dir: dir, Clusters: clusters, Progress: say})
+	defer harness.RemoveManagerImage()
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -14,10 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 )
 
 // Agent is one cluster's Argo CD agent as it really runs: the pods of the Deployment the OCM work
@@ -180,7 +178,7 @@ func (a *Agent) notePods(ctx context.Context) {
 		a.pods = append(a.pods, AgentPod{Name: p.Name, UID: p.UID, Started: started, Delivered: d, Log: log})
 		a.seen[p.UID] = true
 		a.mu.Unlock()
-		go a.streamLog(ctx, p.Namespace, p.Name, log)
+		go node.StreamLog(ctx, a.logs, p.Namespace, p.Name, identity.AgentName, log)
 	}
 }
 
@@ -221,24 +219,6 @@ func containerStarted(p *corev1.Pod) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-// streamLog copies the pod's log to file until the container ends, as `kubectl logs -f` does:
-// the API server reads it from the kubelet.
-func (a *Agent) streamLog(ctx context.Context, namespace, pod, file string) {
-	f, err := os.Create(file)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	r, err := a.logs.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: identity.AgentName, Follow: true}).Stream(ctx)
-	if err != nil {
-		fmt.Fprintf(f, "harness: reading the log of pod %s: %v\n", pod, err)
-		klog.FromContext(ctx).V(2).Info("Streaming an agent log", "pod", pod, "err", err)
-		return
-	}
-	defer r.Close()
-	_, _ = io.Copy(f, r)
 }
 
 // describePods says what the agent's pods wait for, for a timeout's message.

@@ -9,13 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -67,9 +71,10 @@ type Env struct {
 	// ManagerPod is the manager's pod that holds the leader Lease; MetricsURL its metrics.
 	ManagerPod string
 	MetricsURL string
-	Principal  *argocd.Principal
-	CACertPEM  []byte
-	CAKeyPEM   []byte
+	// Principal is the principal's Deployment on the hub, installed from upstream's manifests.
+	Principal *argocd.PrincipalPod
+	CACertPEM []byte
+	CAKeyPEM  []byte
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
 	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -80,9 +85,11 @@ type Env struct {
 	agents  map[string]*Agent
 	redises []func()
 	hostIP  net.IP
-	helm    string
-	metrics *http.Client
-	token   string
+	// principalIP is the principal Service's load balancer address.
+	principalIP net.IP
+	helm        string
+	metrics     *http.Client
+	token       string
 }
 
 // Spoke is one managed cluster: its own API server, a real node that runs its pods, and its OCM
@@ -134,12 +141,16 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if e.hostIP, err = node.HostIP(); err != nil {
 		return nil, err
 	}
-	managerImage, err := e.buildManagerImage()
+	managerImage, err := buildManagerImage()
+	if err != nil {
+		return nil, err
+	}
+	agentImage, err := binaryFromEnv("ARGOCD_AGENT_IMAGE_ARCHIVE")
 	if err != nil {
 		return nil, err
 	}
 
-	// Hub, with a real node for the manager's pod.
+	// Hub, with a real node for the manager's and the principal's pods.
 	hubCRDs, err := HubCRDs(ctx)
 	if err != nil {
 		return nil, err
@@ -148,65 +159,53 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		Node: &testenv.NodeNetwork{AdvertiseAddress: e.hostIP, ServiceCIDR: "10.96.0.0/24"}}); err != nil {
 		return nil, fmt.Errorf("hub API server: %w", err)
 	}
-	e.stops = append(e.stops, func() { _ = e.Hub.Stop() })
+	e.onStop(func() { _ = e.Hub.Stop() })
 	e.HubKubeconfig = filepath.Join(o.Dir, "hub.kubeconfig")
 	if err := e.Hub.KubeconfigFor("hub-admin", []string{"system:masters"}, e.HubKubeconfig); err != nil {
 		return nil, err
 	}
-	// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs, as
-	// on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
-	if e.HubNode, err = node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
-		Images: []string{managerImage}, Logf: o.progress}); err != nil {
-		return nil, fmt.Errorf("hub node: %w", err)
-	}
-	e.stops = append(e.stops, e.HubNode.Stop)
-	o.progress("hub API server up (%s) with a node", e.Hub.Config.Host)
-	ready := filepath.Join(o.Dir, "ocm-hub-ready.json")
-	if e.OCMHub, err = proc.Start(ctx, "ocm-hub", o.Dir, ocmLocal, "hub", "--kubeconfig", e.HubKubeconfig,
-		"--ready-file", ready, "-v", "2"); err != nil {
-		return nil, err
-	}
-	e.stops = append(e.stops, e.OCMHub.Stop)
-	if err := e.OCMHub.WaitFor(ctx, 90*time.Second, "OCM hub ready", func() error { _, err := os.Stat(ready); return err }); err != nil {
-		return nil, err
-	}
-	o.progress("OCM hub controllers up (registration, placement, work, addon-manager, conversion webhook)")
-
-	// Managed clusters, each with its own API server and a real node.
 	spokeCRDs, err := SpokeCRDs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	agentImage, err := binaryFromEnv("ARGOCD_AGENT_IMAGE_ARCHIVE")
-	if err != nil {
+	// The hub's node and OCM controllers and every managed cluster start at the same time: each
+	// node takes about 10 s to become Ready, and none needs another to start.
+	var (
+		wg   sync.WaitGroup
+		errs = make([]error, len(o.Clusters)+2)
+	)
+	wg.Add(len(errs))
+	go func() {
+		defer wg.Done()
+		// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs,
+		// as on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
+		n, err := node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
+			Images: []string{managerImage, agentImage}, Logf: o.progress})
+		if err != nil {
+			errs[0] = fmt.Errorf("hub node: %w", err)
+			return
+		}
+		e.HubNode = n
+		e.onStop(n.Stop)
+		o.progress("hub API server up (%s) with a node", e.Hub.Config.Host)
+	}()
+	go func() {
+		defer wg.Done()
+		errs[1] = e.startOCMHub(ctx, ocmLocal)
+	}()
+	spokes := make([]*Spoke, len(o.Clusters))
+	for i, name := range o.Clusters {
+		go func() {
+			defer wg.Done()
+			spokes[i], errs[i+2] = e.startSpoke(ctx, name, spokeCRDs, agentImage, ocmLocal)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	for _, name := range o.Clusters {
-		s := &Spoke{Name: name}
-		// Clusters may share a service range: each node routes only its own pods' ClusterIPs.
-		if s.API, err = testenv.StartWith(testenv.Options{CRDs: spokeCRDs, ClientCADir: filepath.Join(o.Dir, name, "pki"),
-			Node: &testenv.NodeNetwork{AdvertiseAddress: e.hostIP, ServiceCIDR: "10.96.0.0/24"}}); err != nil {
-			return nil, fmt.Errorf("API server of %s: %w", name, err)
-		}
-		e.stops = append(e.stops, func() { _ = s.API.Stop() })
-		s.Kubeconfig = filepath.Join(o.Dir, name+".kubeconfig")
-		if err := s.API.KubeconfigFor(name+"-admin", []string{"system:masters"}, s.Kubeconfig); err != nil {
-			return nil, err
-		}
-		if s.Node, err = node.Start(ctx, node.Options{Name: name, Dir: filepath.Join(o.Dir, name), API: s.API,
-			Images: []string{agentImage}, Logf: o.progress}); err != nil {
-			return nil, fmt.Errorf("node of %s: %w", name, err)
-		}
-		e.stops = append(e.stops, s.Node.Stop)
-		if err := e.startSpokeRedis(ctx, s); err != nil {
-			return nil, err
-		}
-		if s.OCM, err = proc.Start(ctx, "ocm-"+name, o.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
-			"--spoke-kubeconfig", s.Kubeconfig, "--cluster-name", name, "--work-dir", filepath.Join(o.Dir, name, "ocm"), "-v", "2"); err != nil {
-			return nil, err
-		}
-		e.stops = append(e.stops, s.OCM.Stop)
-		e.Spokes[name] = s
+	for _, s := range spokes {
+		e.Spokes[s.Name] = s
 	}
 	for _, name := range o.Clusters {
 		if err := e.waitJoined(ctx, name); err != nil {
@@ -229,18 +228,19 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := e.StartPrincipal(ctx); err != nil {
+	if err := e.installPrincipal(ctx); err != nil {
 		return nil, err
 	}
-	o.progress("Argo CD agent principal up on %s (mTLS, CA %s)", e.Principal.Addr(), "argocd/argocd-agent-ca")
+	o.progress("Argo CD agent principal pod up, Service %s on %s (mTLS, CA %s)", argocd.PrincipalName, e.Principal.Addr(), "argocd/argocd-agent-ca")
 
 	// The add-on as a user installs it: helm install of the chart, the manager's pod from our
 	// image on the hub's node.
 	values := map[string]string{
-		"image.repository":        managerImageRepository,
-		"image.tag":               managerImageTag,
-		"image.pullPolicy":        "Never",
-		"agent.principal.address": e.Principal.Host(), // the host's address: agents run in pods
+		"image.repository": managerImageRepository,
+		"image.tag":        managerImageTag,
+		"image.pullPolicy": "Never",
+		// The principal Service's load balancer address, which agents on every cluster reach.
+		"agent.principal.address": e.Principal.Host(),
 		"agent.principal.port":    strconv.Itoa(e.Principal.Port()),
 		"certificate.subject":     o.CertificateSubject,
 		"certificate.lifetime":    o.CertLifetime.String(),
@@ -257,12 +257,67 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	return e, nil
 }
 
-// startSpokeRedis gives the spoke's Argo CD its redis, as `argocd-redis` in the agent's
-// namespace where the agent's default address (argocd-redis:6379) finds it: a Service whose
-// ClusterIP the node routes to a redis-server on the host. (A user's Argo CD runs redis as a
-// pod; the agent only needs the Service to answer.)
-func (e *Env) startSpokeRedis(ctx context.Context, s *Spoke) error {
-	dir := filepath.Join(e.opts.Dir, s.Name)
+// onStop registers what Stop undoes, in reverse order.
+func (e *Env) onStop(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stops = append(e.stops, f)
+}
+
+// startOCMHub runs OCM's hub controllers and waits until they are ready.
+func (e *Env) startOCMHub(ctx context.Context, ocmLocal string) error {
+	ready := filepath.Join(e.opts.Dir, "ocm-hub-ready.json")
+	p, err := proc.Start(ctx, "ocm-hub", e.opts.Dir, ocmLocal, "hub", "--kubeconfig", e.HubKubeconfig,
+		"--ready-file", ready, "-v", "2")
+	if err != nil {
+		return err
+	}
+	e.OCMHub = p
+	e.onStop(p.Stop)
+	if err := p.WaitFor(ctx, 90*time.Second, "OCM hub ready", func() error { _, err := os.Stat(ready); return err }); err != nil {
+		return err
+	}
+	e.opts.progress("OCM hub controllers up (registration, placement, work, addon-manager, conversion webhook)")
+	return nil
+}
+
+// startSpoke starts one managed cluster: its API server, a real node, Argo CD's redis and the
+// OCM klusterlet agents, which join the hub.
+func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensionsv1.CustomResourceDefinition, agentImage, ocmLocal string) (*Spoke, error) {
+	s := &Spoke{Name: name}
+	var err error
+	// Clusters may share a service range: each node routes only its own pods' ClusterIPs.
+	if s.API, err = testenv.StartWith(testenv.Options{CRDs: crds, ClientCADir: filepath.Join(e.opts.Dir, name, "pki"),
+		Node: &testenv.NodeNetwork{AdvertiseAddress: e.hostIP, ServiceCIDR: "10.96.0.0/24"}}); err != nil {
+		return nil, fmt.Errorf("API server of %s: %w", name, err)
+	}
+	e.onStop(func() { _ = s.API.Stop() })
+	s.Kubeconfig = filepath.Join(e.opts.Dir, name+".kubeconfig")
+	if err := s.API.KubeconfigFor(name+"-admin", []string{"system:masters"}, s.Kubeconfig); err != nil {
+		return nil, err
+	}
+	if s.Node, err = node.Start(ctx, node.Options{Name: name, Dir: filepath.Join(e.opts.Dir, name), API: s.API,
+		Images: []string{agentImage}, Logf: e.opts.progress}); err != nil {
+		return nil, fmt.Errorf("node of %s: %w", name, err)
+	}
+	e.onStop(s.Node.Stop)
+	if err := e.startRedis(ctx, s.API, s.Node, identity.DefaultInstallNamespace, filepath.Join(e.opts.Dir, name)); err != nil {
+		return nil, err
+	}
+	if s.OCM, err = proc.Start(ctx, "ocm-"+name, e.opts.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
+		"--spoke-kubeconfig", s.Kubeconfig, "--cluster-name", name, "--work-dir", filepath.Join(e.opts.Dir, name, "ocm"), "-v", "2"); err != nil {
+		return nil, err
+	}
+	e.onStop(s.OCM.Stop)
+	return s, nil
+}
+
+// startRedis gives a cluster's Argo CD its redis, as `argocd-redis` in Argo CD's namespace where
+// the agent's and the principal's default address (argocd-redis:6379) finds it: a Service whose
+// ClusterIP the node routes to a redis-server on the host, and the `argocd-redis` secret that
+// upstream's principal Deployment requires (key auth; empty: this redis has no password). A
+// user's Argo CD runs redis as a pod; the agent and principal only need the Service to answer.
+func (e *Env) startRedis(ctx context.Context, api *testenv.Env, n *node.Cluster, namespace, dir string) error {
 	addr, stop, err := argocd.StartRedis(ctx, dir, e.hostIP.String())
 	if err != nil {
 		return err
@@ -270,60 +325,113 @@ func (e *Env) startSpokeRedis(ctx context.Context, s *Spoke) error {
 	e.mu.Lock()
 	e.redises = append(e.redises, stop)
 	e.mu.Unlock()
-	c := s.API.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: identity.DefaultInstallNamespace}}); err != nil {
+	c := api.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: identity.DefaultInstallNamespace, Name: "argocd-redis",
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "argocd-redis",
 			Labels: map[string]string{"app.kubernetes.io/name": "argocd-redis", "app.kubernetes.io/part-of": "argocd"}},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp-redis", Port: 6379}}},
 	}
 	if err := c.Create(ctx, svc); err != nil {
 		return err
 	}
-	return s.Node.RouteService(svc.Spec.ClusterIP, 6379, addr)
+	if err := argocd.ApplySecret(ctx, c, namespace, "argocd-redis", corev1.SecretTypeOpaque, map[string][]byte{"auth": {}}); err != nil {
+		return err
+	}
+	return n.RouteService(svc.Spec.ClusterIP, 6379, addr)
 }
 
 // Dir is where files and logs are.
 func (e *Env) Dir() string { return e.opts.Dir }
 
-// StartPrincipal (re)starts the principal with the hub CA, on the same port as before if it ran.
-func (e *Env) StartPrincipal(ctx context.Context) error {
-	redisAddr, stopRedis, err := argocd.StartRedis(ctx, e.opts.Dir, "")
+// installPrincipal installs the principal on the hub from upstream's manifests, as its own
+// ServiceAccount with upstream's RBAC, behind its LoadBalancer Service, with the secrets an
+// upstream install needs: the CA (already there), the server certificate for the Service's
+// address and names, and the JWT signing key.
+func (e *Env) installPrincipal(ctx context.Context) error {
+	if err := e.startRedis(ctx, e.Hub, e.HubNode, ArgoCDNamespace, e.opts.Dir); err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(e.Hub.Config)
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.redises = append(e.redises, stopRedis)
-	e.mu.Unlock()
-	opts := argocd.PrincipalOptions{
-		Dir: filepath.Join(e.opts.Dir, "principal"), Kubeconfig: e.HubKubeconfig, Namespace: ArgoCDNamespace,
-		ListenHost:        e.hostIP.String(),
-		AllowedNamespaces: e.opts.Clusters, RedisAddr: redisAddr,
-		// As upstream installs it: the principal trusts tls.crt and ca.crt of the hub CA secret,
-		// read at start-up.
-		ClientCASecret: CASecretName, ServerCACertPEM: e.CACertPEM, ServerCAKeyPEM: e.CAKeyPEM,
-		MatchSubject: e.opts.CertificateSubject == string(identity.SubjectClusterName),
-	}
+	auth := `CN=([^,]+)`
 	if e.opts.CertificateSubject == string(identity.SubjectOCM) {
-		opts.AuthSubjectRegex = `CN=system:open-cluster-management:cluster:([^:]+):addon:argocd-agent:agent:argocd-agent-agent`
+		auth = `CN=system:open-cluster-management:cluster:([^:]+):addon:argocd-agent:agent:argocd-agent-agent`
 	}
-	if len(e.ServerCACertPEM) > 0 {
-		opts.ServerCACertPEM, opts.ServerCAKeyPEM = e.ServerCACertPEM, e.ServerCAKeyPEM
-	}
-	if e.Principal != nil {
-		opts.ListenPort = e.Principal.Port()
-	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+	dir := filepath.Join(e.opts.Dir, "principal")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	p, err := argocd.StartPrincipal(ctx, opts)
+	p, err := argocd.InstallPrincipal(ctx, argocd.PrincipalInstallOptions{
+		Client: e.Hub.Client, Clientset: cs, Namespace: ArgoCDNamespace, Dir: dir,
+		Params: map[string]string{
+			// Agents reach it through its Service: every interface (upstream's note on mTLS).
+			"principal.listen.host":                   "",
+			"principal.auth":                          "mtls:subject:" + auth,
+			"principal.tls.client-cert.match-subject": strconv.FormatBool(e.opts.CertificateSubject == string(identity.SubjectClusterName)),
+			"principal.allowed-namespaces":            strings.Join(e.opts.Clusters, ","),
+			// Off until the manager issues the resource proxy's certificate (issue 11).
+			"principal.resource-proxy.enable": "false",
+		},
+		BeforeDeployment: func(ctx context.Context) error {
+			ip, err := e.HubNode.ExposeLoadBalancer(ctx, ArgoCDNamespace, argocd.PrincipalName)
+			if err != nil {
+				return err
+			}
+			e.principalIP = net.ParseIP(ip)
+			jwtKey, err := argocd.NewJWTKey()
+			if err != nil {
+				return err
+			}
+			if err := argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.JWTSecret, corev1.SecretTypeOpaque, map[string][]byte{"jwt.key": jwtKey}); err != nil {
+				return err
+			}
+			return e.writePrincipalServerCert(ctx)
+		},
+	})
 	if err != nil {
 		return err
 	}
 	e.Principal = p
-	return nil
+	return p.WaitReady(ctx, 3*time.Minute)
+}
+
+// writePrincipalServerCert issues the principal's server certificate (argocd-agent-principal-tls)
+// for its load balancer address and Service names, from ServerCACertPEM if set, else the hub CA.
+func (e *Env) writePrincipalServerCert(ctx context.Context) error {
+	caCert, caKey := e.CACertPEM, e.CAKeyPEM
+	if len(e.ServerCACertPEM) > 0 {
+		caCert, caKey = e.ServerCACertPEM, e.ServerCAKeyPEM
+	}
+	svc := argocd.PrincipalName + "." + ArgoCDNamespace + ".svc"
+	cert, key, err := testca.IssueCert(caCert, caKey, testca.CertRequest{
+		CommonName: argocd.PrincipalName, DNSNames: []string{argocd.PrincipalName, svc, svc + ".cluster.local"},
+		IPAddresses: []net.IP{e.principalIP}, Server: true,
+	})
+	if err != nil {
+		return fmt.Errorf("issuing the principal's server certificate: %w", err)
+	}
+	return argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
+		map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
+}
+
+// StopPrincipal takes the principal down (its Deployment scaled to 0) and waits until its pod is gone.
+func (e *Env) StopPrincipal(ctx context.Context) error { return e.Principal.Scale(ctx, 0) }
+
+// StartPrincipal brings a stopped principal back (1 replica) and waits until it serves.
+func (e *Env) StartPrincipal(ctx context.Context) error { return e.Principal.Scale(ctx, 1) }
+
+// RestartPrincipal reissues its server certificate (from ServerCACertPEM if set) and rolls its
+// pod, as an operator does after changing its certificates: it reads them only at start-up.
+func (e *Env) RestartPrincipal(ctx context.Context) error {
+	if err := e.writePrincipalServerCert(ctx); err != nil {
+		return err
+	}
+	return e.Principal.Restart(ctx)
 }
 
 func (e *Env) waitJoined(ctx context.Context, name string) error {
@@ -364,9 +472,6 @@ func (e *Env) Stop() {
 	e.mu.Lock()
 	redises := e.redises
 	e.mu.Unlock()
-	if e.Principal != nil {
-		e.Principal.Stop()
-	}
 	for _, stop := range redises {
 		stop()
 	}

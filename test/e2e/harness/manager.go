@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -36,10 +38,37 @@ const (
 	metricsScraper = "metrics-scraper"
 )
 
+var managerImage struct {
+	once    sync.Once
+	dir     string
+	archive string
+	err     error
+}
+
+// RemoveManagerImage deletes the manager image built for this process; a TestMain calls it
+// after the tests.
+func RemoveManagerImage() {
+	if managerImage.dir != "" {
+		_ = os.RemoveAll(managerImage.dir)
+	}
+}
+
 // buildManagerImage builds the manager binary and its image for this machine's platform as a
-// docker-archive.
-func (e *Env) buildManagerImage() (string, error) {
-	bin, err := proc.BuildAddon(e.opts.Dir)
+// docker-archive, once per test process: every Env of the process runs the same checkout.
+func buildManagerImage() (string, error) {
+	managerImage.once.Do(func() {
+		managerImage.archive, managerImage.err = buildManagerImageOnce()
+	})
+	return managerImage.archive, managerImage.err
+}
+
+func buildManagerImageOnce() (string, error) {
+	dir, err := os.MkdirTemp("", "argocd-agent-addon-image-")
+	if err != nil {
+		return "", err
+	}
+	managerImage.dir = dir
+	bin, err := proc.BuildAddon(dir)
 	if err != nil {
 		return "", err
 	}
@@ -48,7 +77,7 @@ func (e *Env) buildManagerImage() (string, error) {
 		return "", err
 	}
 	root = filepath.Dir(filepath.Dir(root))
-	archive := filepath.Join(e.opts.Dir, "manager-image.tar")
+	archive := filepath.Join(dir, "manager-image.tar")
 	goarch, err := exec.Command("go", "env", "GOARCH").Output()
 	if err != nil {
 		return "", err
