@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +28,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
@@ -45,7 +47,8 @@ type CA interface {
 // The render command has none.
 type ConfigReporter interface {
 	Invalid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError)
-	Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn)
+	// Valid also says which principal the agent was given, and where that came from.
+	Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, p principal.Endpoint)
 }
 
 // Options configure the add-on.
@@ -61,6 +64,10 @@ type Options struct {
 	// Hub, if set, is read for the revocation list (pkg/revocation): nothing is rendered for a
 	// revoked cluster, whatever its ManagedCluster's labels say. The render command has none.
 	Hub client.Reader
+	// Principal, if set, discovers the principal's address for clusters whose
+	// AddOnDeploymentConfig gives none (pkg/principal). Without it (the render command) the
+	// address is required.
+	Principal func(context.Context) (principal.Endpoint, error)
 	// Works, if set, reads a cluster's deploy ManifestWorks when its render is held back, so
 	// that a renewed certificate still reaches its agent (deliverRenewal). Uncached: it is read
 	// only then.
@@ -82,6 +89,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		}
 		return agentconfig.FromDeploymentConfig(adc)
 	}
+	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA}
 	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
 		ctx := context.Background() // addonfactory passes values funcs no context
 		if err := rolledOut(ctx, addon, o.ConfigGetter); err != nil {
@@ -91,11 +99,18 @@ func New(o Options) (agent.AgentAddon, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := cfg.ResolvePrincipal(ctx, o.Principal); err != nil {
+			return nil, err
+		}
 		bundle, err := o.CA.Bundle(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return cfg.Values(cluster, bundle, CertificateOnSpoke(addon))
+		v, err := cfg.Values(cluster, bundle, CertificateOnSpoke(addon))
+		if err == nil {
+			g.principals.Store(cluster.Name, cfg.Principal)
+		}
+		return v, err
 	}
 	installNamespace := func(_ context.Context, addon *addonv1beta1.ManagedClusterAddOn) (string, error) {
 		cfg, err := config(addon)
@@ -125,7 +140,8 @@ func New(o Options) (agent.AgentAddon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the add-on from its templates: %w", err)
 	}
-	return &guardedAddon{inner: inner, reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA}, nil
+	g.inner = inner
+	return g, nil
 }
 
 // ErrRevoked says the cluster's agent is revoked: nothing is delivered to it.
@@ -196,6 +212,9 @@ type guardedAddon struct {
 	hub      client.Reader
 	works    client.Reader
 	ca       CA
+	// principals holds, per cluster name, the principal its last successful render gave the
+	// agent: the values func knows it, the reporter tells it.
+	principals sync.Map
 }
 
 // configResolved: OCM has set Configured=True, or set the condition at all while the status
@@ -260,7 +279,9 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 		case errors.As(err, &fieldErr):
 			g.reporter.Invalid(ctx, addon, fieldErr)
 		case err == nil:
-			g.reporter.Valid(ctx, addon)
+			p, _ := g.principals.Load(cluster.Name)
+			ep, _ := p.(principal.Endpoint)
+			g.reporter.Valid(ctx, addon, ep)
 		}
 	}
 	if err != nil && g.works != nil {

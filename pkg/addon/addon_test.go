@@ -28,6 +28,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	principalpkg "github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
 )
@@ -49,12 +50,17 @@ func (g getter) Get(_ context.Context, ns, name string) (*addonv1beta1.AddOnDepl
 type recordingReporter struct {
 	invalid []*agentconfig.FieldError
 	valid   int
+	// principal is what the last Valid was told.
+	principal principalpkg.Endpoint
 }
 
 func (r *recordingReporter) Invalid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError) {
 	r.invalid = append(r.invalid, err)
 }
-func (r *recordingReporter) Valid(context.Context, *addonv1beta1.ManagedClusterAddOn) { r.valid++ }
+func (r *recordingReporter) Valid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, p principalpkg.Endpoint) {
+	r.valid++
+	r.principal = p
+}
 
 func mcaFor(adc *addonv1beta1.AddOnDeploymentConfig) *addonv1beta1.ManagedClusterAddOn {
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
@@ -286,6 +292,9 @@ func TestManifestsForEveryVariant(t *testing.T) {
 			}
 			if rep.valid != 1 || len(rep.invalid) != 0 {
 				t.Errorf("reporter: valid=%d invalid=%v", rep.valid, rep.invalid)
+			}
+			if rep.principal.Source != principalpkg.SourceConfig || rep.principal.Host == "" {
+				t.Errorf("reporter told principal %+v, want the AddOnDeploymentConfig's", rep.principal)
 			}
 			r := index(t, objs)
 			for _, o := range objs {

@@ -6,6 +6,8 @@
 package agentconfig
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -22,6 +24,7 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 )
 
 // Names of the AddOnDeploymentConfig customizedVariables the add-on reads.
@@ -59,21 +62,27 @@ var resourceContainerID = "deployments:" + identity.AgentName + ":" + identity.A
 
 // Config is the validated configuration of one cluster's agent.
 type Config struct {
-	Namespace        string
+	Namespace string
+	// PrincipalAddress and PrincipalPort are where the agent dials: from the
+	// AddOnDeploymentConfig, or filled by ResolvePrincipal. PrincipalPortSet says the
+	// AddOnDeploymentConfig gave the port.
 	PrincipalAddress string
 	PrincipalPort    int
-	Mode             string
-	Image            string
-	LogLevel         string
-	NodeSelector     map[string]string
-	Tolerations      []corev1.Toleration
-	Registries       []addonv1beta1.ImageMirror
-	Proxy            addonv1beta1.ProxyConfig
-	Resources        corev1.ResourceRequirements
+	PrincipalPortSet bool
+	// Principal is the resolved endpoint and where it came from (after ResolvePrincipal).
+	Principal    principal.Endpoint
+	Mode         string
+	Image        string
+	LogLevel     string
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
+	Registries   []addonv1beta1.ImageMirror
+	Proxy        addonv1beta1.ProxyConfig
+	Resources    corev1.ResourceRequirements
 }
 
 // Default returns the configuration used where no AddOnDeploymentConfig applies. The principal
-// address has no sensible default, so a default Config does not validate.
+// address has no default: ResolvePrincipal discovers it or says it is required.
 func Default() Config {
 	return Config{
 		Namespace:     identity.DefaultInstallNamespace,
@@ -137,7 +146,7 @@ func (c *Config) apply(spec *addonv1beta1.AddOnDeploymentConfigSpec) error {
 			if err != nil {
 				return fieldErr(field, v.Value, "not an integer port number")
 			}
-			c.PrincipalPort = port
+			c.PrincipalPort, c.PrincipalPortSet = port, true
 		case VarAgentMode:
 			c.Mode = v.Value
 		case VarAgentImage:
@@ -202,8 +211,10 @@ func (c *Config) Validate() error {
 	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
 		return fieldErr("agentInstallNamespace", c.Namespace, "not a valid namespace name: %s", strings.Join(errs, "; "))
 	}
-	if err := validatePrincipalAddress(c.PrincipalAddress); err != nil {
-		return err
+	if c.PrincipalAddress != "" {
+		if err := validatePrincipalAddress(c.PrincipalAddress); err != nil {
+			return err
+		}
 	}
 	if c.PrincipalPort < 1 || c.PrincipalPort > 65535 {
 		return fieldErr("customizedVariables["+VarPrincipalPort+"]", strconv.Itoa(c.PrincipalPort), "port out of range 1-65535")
@@ -238,11 +249,40 @@ func (c *Config) Validate() error {
 	return c.validateProxy()
 }
 
+// ResolvePrincipal decides where the agent dials: the AddOnDeploymentConfig's principalAddress
+// if set; else what discover finds (nil: no discovery, as in the render command), an explicit
+// principalPort still winning over the discovered port. When there is no address, the error is
+// a *FieldError on principalAddress saying why; a failure to read is returned as it is (retried).
+func (c *Config) ResolvePrincipal(ctx context.Context, discover func(context.Context) (principal.Endpoint, error)) error {
+	field := "customizedVariables[" + VarPrincipalAddress + "]"
+	if c.PrincipalAddress != "" {
+		c.Principal = principal.Endpoint{Host: c.PrincipalAddress, Port: c.PrincipalPort,
+			Source: principal.SourceConfig, From: "AddOnDeploymentConfig " + field}
+		return nil
+	}
+	if discover == nil {
+		return fieldErr(field, "", "required: the address agents dial to reach the Argo CD agent principal")
+	}
+	ep, err := discover(ctx)
+	if errors.Is(err, principal.ErrNoAddress) {
+		return fieldErr(field, "", "not set, and %v: set it, or give the principal's Service a load balancer address", err)
+	}
+	if err != nil {
+		return err
+	}
+	if c.PrincipalPortSet {
+		ep.Port = c.PrincipalPort
+		ep.From += ", port from AddOnDeploymentConfig customizedVariables[" + VarPrincipalPort + "]"
+	}
+	if err := validatePrincipalAddress(ep.Host); err != nil {
+		return err
+	}
+	c.PrincipalAddress, c.PrincipalPort, c.Principal = ep.Host, ep.Port, ep
+	return nil
+}
+
 func validatePrincipalAddress(addr string) error {
 	field := "customizedVariables[" + VarPrincipalAddress + "]"
-	if addr == "" {
-		return fieldErr(field, addr, "required: the address agents dial to reach the Argo CD agent principal")
-	}
 	if net.ParseIP(addr) != nil {
 		return nil
 	}

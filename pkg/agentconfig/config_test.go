@@ -1,7 +1,11 @@
 package agentconfig_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +15,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 )
 
 func adc(vars map[string]string, mutate ...func(*addonv1beta1.AddOnDeploymentConfigSpec)) *addonv1beta1.AddOnDeploymentConfig {
@@ -76,8 +81,6 @@ func TestFromDeploymentConfigRejects(t *testing.T) {
 		wantField string
 		wantValue string
 	}{
-		{"no ADC: principal address required", nil, "customizedVariables[principalAddress]", ""},
-		{"empty principal address", adc(map[string]string{"principalAddress": ""}), "customizedVariables[principalAddress]", ""},
 		{"principal address with scheme", adc(map[string]string{"principalAddress": "https://hub:443"}), "customizedVariables[principalAddress]", "https://hub:443"},
 		{"principal address with YAML", adc(map[string]string{"principalAddress": "a\nagent.creds: none"}), "customizedVariables[principalAddress]", "a\nagent.creds: none"},
 		{"port not a number", adc(withPrincipal(map[string]string{"principalPort": "https"})), "customizedVariables[principalPort]", "https"},
@@ -179,4 +182,69 @@ func FuzzFromDeploymentConfig(f *testing.F) {
 			t.Fatalf("valid config does not render values: %v", err)
 		}
 	})
+}
+
+// TestResolvePrincipal: an address in the AddOnDeploymentConfig wins; without one, discovery
+// decides (an explicit port still wins); no address is a field error saying why; a read error
+// stays a plain error, retried rather than reported as bad config.
+func TestResolvePrincipal(t *testing.T) {
+	discovered := func(context.Context) (principal.Endpoint, error) {
+		return principal.Endpoint{Host: "10.0.0.7", Port: 8443, Source: principal.SourceService, From: "Service argocd/argocd-agent-principal"}, nil
+	}
+	none := func(context.Context) (principal.Endpoint, error) {
+		return principal.Endpoint{}, fmt.Errorf("%w: Service argocd/argocd-agent-principal not found", principal.ErrNoAddress)
+	}
+	broken := func(context.Context) (principal.Endpoint, error) {
+		return principal.Endpoint{}, errors.New("connection refused")
+	}
+	tests := []struct {
+		name      string
+		vars      map[string]string
+		discover  func(context.Context) (principal.Endpoint, error)
+		want      string
+		source    string
+		wantField bool
+		wantErr   string
+	}{
+		{"explicit address wins", map[string]string{"principalAddress": "p.example.com"}, discovered, "p.example.com:443", principal.SourceConfig, false, ""},
+		{"explicit address and port", map[string]string{"principalAddress": "p.example.com", "principalPort": "9443"}, discovered, "p.example.com:9443", principal.SourceConfig, false, ""},
+		{"discovered", nil, discovered, "10.0.0.7:8443", principal.SourceService, false, ""},
+		{"discovered, explicit port wins", map[string]string{"principalPort": "9443"}, discovered, "10.0.0.7:9443", principal.SourceService, false, ""},
+		{"empty address is unset", map[string]string{"principalAddress": ""}, discovered, "10.0.0.7:8443", principal.SourceService, false, ""},
+		{"no discovery: required", nil, nil, "", "", true, "required"},
+		{"nothing to discover", nil, none, "", "", true, "not found"},
+		{"read error is not a config error", nil, broken, "", "", false, "connection refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var a *addonv1beta1.AddOnDeploymentConfig
+			if tc.vars != nil {
+				a = adc(tc.vars)
+			}
+			cfg, err := agentconfig.FromDeploymentConfig(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.ResolvePrincipal(context.Background(), tc.discover)
+			var fe *agentconfig.FieldError
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || errors.As(err, &fe) != tc.wantField {
+					t.Fatalf("err = %v, want one containing %q (field error: %v)", err, tc.wantErr, tc.wantField)
+				}
+				if tc.wantField && fe.Field != "customizedVariables[principalAddress]" {
+					t.Errorf("field %q", fe.Field)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Principal.Address(); got != tc.want || cfg.Principal.Source != tc.source {
+				t.Errorf("principal %s from %s, want %s from %s", got, cfg.Principal.Source, tc.want, tc.source)
+			}
+			if cfg.PrincipalAddress+":"+strconv.Itoa(cfg.PrincipalPort) != tc.want {
+				t.Errorf("config dials %s:%d, want %s", cfg.PrincipalAddress, cfg.PrincipalPort, tc.want)
+			}
+		})
+	}
 }

@@ -36,6 +36,9 @@ func (c *Config) ResolveImage(cluster *clusterv1.ManagedCluster) (string, error)
 // certificate only at start-up. Every value is JSON, which YAML reads as is (see package
 // manifests).
 func (c *Config) Values(cluster *clusterv1.ManagedCluster, caBundle []byte, certificate string) (addonfactory.Values, error) {
+	if c.PrincipalAddress == "" {
+		return nil, fieldErr("customizedVariables["+VarPrincipalAddress+"]", "", "required: the address agents dial to reach the Argo CD agent principal (not resolved)")
+	}
 	image, err := c.ResolveImage(cluster)
 	if err != nil {
 		return nil, err

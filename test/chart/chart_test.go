@@ -61,15 +61,48 @@ func TestLint(t *testing.T) {
 	}
 }
 
-func TestPrincipalAddressIsRequired(t *testing.T) {
+// defaultManagerArgs are the manager's arguments with the chart's defaults.
+var defaultManagerArgs = []string{
+	"manager",
+	"--ca-secret=argocd/argocd-agent-ca",
+	"--cert-lifetime=168h",
+	"--certificate-subject=cluster-name",
+	"--grpc-server-username=system:serviceaccount:open-cluster-management-hub:grpc-server-sa",
+	"--namespace=" + releaseNamespace,
+	"--leader-elect=true",
+	"--leader-election-namespace=" + releaseNamespace,
+	"--metrics-bind-address=:8080",
+	"--metrics-secure=true",
+	"--health-probe-bind-address=:8081",
+	"--principal-service=argocd/argocd-agent-principal",
+	"--kube-api-qps=50",
+	"--kube-api-burst=100",
+	"--v=2",
+}
+
+// TestPrincipalAddressIsDiscoveredByDefault: without agent.principal.address the chart renders,
+// the AddOnDeploymentConfig names no principal (the manager discovers it from the principal's
+// Service), and the manager may read that one Service only.
+func TestPrincipalAddressIsDiscoveredByDefault(t *testing.T) {
 	helm := helmBinary(t)
-	_, err := chart.Render(helm, releaseNamespace, nil)
-	if err == nil {
-		t.Fatal("helm template without agent.principal.address succeeded, want an error")
+	objs, err := chart.Render(helm, releaseNamespace, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "agent.principal.address is required") {
-		t.Errorf("error does not say agent.principal.address is required: %v", err)
+	rendered := index(t, objs)
+	adc := convert[addonv1alpha1.AddOnDeploymentConfig](t, rendered.get(t, "AddOnDeploymentConfig", releaseNamespace, addonName))
+	for _, v := range adc.Spec.CustomizedVariables {
+		if v.Name == "principalAddress" || v.Name == "principalPort" {
+			t.Errorf("AddOnDeploymentConfig sets %s=%q: it would win over discovery", v.Name, v.Value)
+		}
 	}
+	expectArgs(t, onlyContainer(t, convert[appsv1.Deployment](t, rendered.get(t, "Deployment", releaseNamespace, managerName))), defaultManagerArgs)
+	role := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-principal-service"))
+	expectPermissions(t, "principal Service Role", role.Rules, permissions(
+		rule{"", "services", "argocd-agent-principal", []string{"get", "list", "watch"}},
+	))
+	checkBinding(t, rendered.get(t, "RoleBinding", "argocd", managerName+"-principal-service"), "Role", managerName+"-principal-service", releaseNamespace)
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 }
 
 func TestInvalidValuesAreRefused(t *testing.T) {
@@ -115,6 +148,8 @@ func TestDefaults(t *testing.T) {
 		key("ClusterRole", "", managerName+"-metrics-reader"),
 		key("Role", "argocd", managerName+"-ca-secret"),
 		key("RoleBinding", "argocd", managerName+"-ca-secret"),
+		key("Role", "argocd", managerName+"-principal-service"),
+		key("RoleBinding", "argocd", managerName+"-principal-service"),
 		key("Role", releaseNamespace, managerName+"-leader-election"),
 		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
 		key("Role", releaseNamespace, managerName+"-records"),
@@ -159,22 +194,7 @@ func TestDefaults(t *testing.T) {
 		if c.ImagePullPolicy != corev1.PullIfNotPresent {
 			t.Errorf("imagePullPolicy %q, want IfNotPresent", c.ImagePullPolicy)
 		}
-		expectArgs(t, c, []string{
-			"manager",
-			"--ca-secret=argocd/argocd-agent-ca",
-			"--cert-lifetime=168h",
-			"--certificate-subject=cluster-name",
-			"--grpc-server-username=system:serviceaccount:open-cluster-management-hub:grpc-server-sa",
-			"--namespace=" + releaseNamespace,
-			"--leader-elect=true",
-			"--leader-election-namespace=" + releaseNamespace,
-			"--metrics-bind-address=:8080",
-			"--metrics-secure=true",
-			"--health-probe-bind-address=:8081",
-			"--kube-api-qps=50",
-			"--kube-api-burst=100",
-			"--v=2",
-		})
+		expectArgs(t, c, defaultManagerArgs)
 		checkRestricted(t, c)
 		if len(c.Resources.Requests) == 0 || c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("resources %+v, want requests and a memory limit", c.Resources)
@@ -241,7 +261,6 @@ func TestDefaults(t *testing.T) {
 		expectEqual(t, "spec", adc.Spec, addonv1alpha1.AddOnDeploymentConfigSpec{
 			CustomizedVariables: []addonv1alpha1.CustomizedVariable{
 				{Name: "principalAddress", Value: "principal.example.com"},
-				{Name: "principalPort", Value: "443"},
 				{Name: "agentMode", Value: "managed"},
 				{Name: "agentImage", Value: "quay.io/argoprojlabs/argocd-agent:v0.9.0"},
 				{Name: "logLevel", Value: "info"},
@@ -301,6 +320,9 @@ func TestCustomValues(t *testing.T) {
 		"placement.rolloutStrategy.progressive.maxConcurrency":    "25%",
 		"admissionPolicy.protectedLabels[0]":                      "gitops",
 		"metrics.secure":                                          "false",
+		"principal.service.namespace":                             "gitops-hub",
+		"principal.service.name":                                  "principal",
+		"principal.fallbackAddress":                               "principal.example.com:30443",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +338,8 @@ func TestCustomValues(t *testing.T) {
 		key("ClusterRole", "", managerName+"-metrics-reader"),
 		key("Role", "hub-ca", managerName+"-ca-secret"),
 		key("RoleBinding", "hub-ca", managerName+"-ca-secret"),
+		key("Role", "gitops-hub", managerName+"-principal-service"),
+		key("RoleBinding", "gitops-hub", managerName+"-principal-service"),
 		key("Role", namespace, managerName+"-leader-election"),
 		key("RoleBinding", namespace, managerName+"-leader-election"),
 		key("Role", namespace, managerName+"-records"),
@@ -349,6 +373,8 @@ func TestCustomValues(t *testing.T) {
 		"--metrics-bind-address=:8080",
 		"--metrics-secure=false",
 		"--health-probe-bind-address=:8081",
+		"--principal-service=gitops-hub/principal",
+		"--principal-fallback-address=principal.example.com:30443",
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--v=4",

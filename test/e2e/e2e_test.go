@@ -15,9 +15,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +48,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
@@ -125,6 +128,21 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("ManagedClusterAddOn Available while connected", func(t *testing.T) {
 		for _, c := range clusters {
 			waitAvailable(t, e, c, metav1.ConditionTrue)
+		}
+	})
+
+	t.Run("agents dial the address discovered from the principal's Service, and say so", func(t *testing.T) {
+		for _, c := range clusters {
+			if got, want := net.JoinHostPort(agents[c].Delivered().Address, strconv.Itoa(agents[c].Delivered().Port)), e.Principal.Addr(); got != want {
+				t.Errorf("%s: agent dials %s, want the Service's load balancer address %s", c, got, want)
+			}
+			mca := &addonv1beta1.ManagedClusterAddOn{}
+			must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: c, Name: identity.AddonName}, mca))
+			cond := meta.FindStatusCondition(mca.Status.Conditions, addon.ConditionPrincipalAddress)
+			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != principal.SourceService ||
+				!strings.HasPrefix(cond.Message, e.Principal.Addr()+" (Service argocd/"+argocd.PrincipalName) {
+				t.Errorf("%s: PrincipalAddress condition %+v, want True from the principal's Service", c, cond)
+			}
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -41,6 +43,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/version"
 )
 
@@ -74,6 +77,11 @@ type Options struct {
 	HealthProbeBindAddress string
 	KubeAPIQPS             float32
 	KubeAPIBurst           int
+	// PrincipalService is NAMESPACE/NAME of the principal's Service, whose load balancer
+	// address clusters without a principalAddress of their own dial; PrincipalFallbackAddress
+	// is used when it has none.
+	PrincipalService         string
+	PrincipalFallbackAddress string
 
 	// MetricsSecure serves metrics over HTTPS, only to callers the hub API server authenticates
 	// (TokenReview) and authorizes for get on /metrics (SubjectAccessReview).
@@ -100,8 +108,9 @@ func NewOptions() *Options {
 		HealthProbeBindAddress: ":8081",
 		// client-go's own default (5/10) throttles a fleet-wide rollout to a crawl; see
 		// docs/operations.md#sizing for what test/bench measured.
-		KubeAPIQPS:   50,
-		KubeAPIBurst: 100,
+		KubeAPIQPS:       50,
+		KubeAPIBurst:     100,
+		PrincipalService: principal.DefaultService.String(),
 	}
 }
 
@@ -146,6 +155,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", o.MetricsCertDir,
 		"Directory with the metrics serving certificate and key (tls.crt, tls.key; reloaded when they change), for scrapers that verify it. Empty means a self-signed certificate generated in memory at start (unless controller-runtime's default directory, $TMPDIR/k8s-metrics-server/serving-certs, holds both files). Needs --metrics-secure.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.StringVar(&o.PrincipalService, "principal-service", o.PrincipalService,
+		"NAMESPACE/NAME of the Argo CD agent principal's Service on the hub. Clusters whose AddOnDeploymentConfig sets no principalAddress dial its first load balancer address (status.loadBalancer.ingress) on its https port (else its first port); principalPort, if set, still wins.")
+	fs.StringVar(&o.PrincipalFallbackAddress, "principal-fallback-address", o.PrincipalFallbackAddress,
+		"HOST or HOST:PORT agents dial when neither their AddOnDeploymentConfig nor the principal's Service gives an address (a principal behind an Ingress or a NodePort). Without a port: the Service's, else 443.")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Requests the manager may send to the hub API server in a burst above --kube-api-qps.")
 }
@@ -158,6 +171,14 @@ func (o *Options) Validate() error {
 	}
 	if _, err := hubclient.CASecretKey(o.CASecret); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := principalServiceKey(o.PrincipalService); err != nil {
+		errs = append(errs, err)
+	}
+	if o.PrincipalFallbackAddress != "" {
+		if _, _, err := principal.ParseFallback(o.PrincipalFallbackAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--principal-fallback-address: %w", err))
+		}
 	}
 	if o.CertLifetime < MinCertLifetime || o.CertLifetime > MaxCertLifetime {
 		errs = append(errs, fmt.Errorf("--cert-lifetime %s is outside %s to %s", o.CertLifetime, MinCertLifetime, MaxCertLifetime))
@@ -183,6 +204,15 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// principalServiceKey parses --principal-service.
+func principalServiceKey(s string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Label(name)) > 0 {
+		return types.NamespacedName{}, fmt.Errorf("--principal-service %q: want NAMESPACE/NAME of a Service", s)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
 }
 
 // metricsServerOptions serve metrics over HTTPS behind controller-runtime's authentication and
@@ -213,6 +243,10 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	style, err := identity.ParseSubjectStyle(o.CertificateSubject)
+	if err != nil {
+		return err
+	}
+	principalKey, err := principalServiceKey(o.PrincipalService)
 	if err != nil {
 		return err
 	}
@@ -247,6 +281,11 @@ func (o *Options) Run(ctx context.Context) error {
 				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
 			},
+			// Only the principal's Service (pkg/principal).
+			&corev1.Service{}: {
+				Namespaces: map[string]cache.Config{principalKey.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", principalKey.Name),
+			},
 			&addonv1beta1.ManagedClusterAddOn{}: {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
 			// The add-on's own, which holds the revocation list (pkg/revocation).
 			&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
@@ -269,7 +308,9 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	recorder := mgr.GetEventRecorder("argocd-agent-addon")
 	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
+	discovery := &principal.Discovery{Reader: mgr.GetClient(), Service: principalKey, Fallback: o.PrincipalFallbackAddress}
 	agentAddon, err := addon.New(addon.Options{
+		Principal:    discovery.Discover,
 		ConfigGetter: addon.CachedConfigGetter{Reader: mgr.GetClient()},
 		CA:           ca,
 		Subject:      style,
@@ -313,6 +354,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)
 	}
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&addon.PrincipalTrigger{Client: mgr.GetClient(), Discovery: discovery, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)

@@ -33,15 +33,17 @@ func TestOptions(t *testing.T) {
 		mutate func(*Options)
 		want   string
 	}{
-		"CA secret without namespace": {func(o *Options) { o.CASecret = "argocd-agent-ca" }, "--ca-secret"},
-		"CA secret bad name":          {func(o *Options) { o.CASecret = "argocd/Bad_Name" }, "--ca-secret"},
-		"lifetime too short":          {func(o *Options) { o.CertLifetime = 30 * time.Second }, "--cert-lifetime"},
-		"lifetime too long":           {func(o *Options) { o.CertLifetime = 10 * 365 * 24 * time.Hour }, "--cert-lifetime"},
-		"unknown subject":             {func(o *Options) { o.CertificateSubject = "cn" }, "--certificate-subject"},
-		"zero QPS":                    {func(o *Options) { o.KubeAPIQPS = 0 }, "--kube-api-qps"},
-		"NaN QPS":                     {func(o *Options) { o.KubeAPIQPS = float32(math.NaN()) }, "--kube-api-qps"},
-		"burst below QPS":             {func(o *Options) { o.KubeAPIBurst = 10 }, "--kube-api-burst"},
-		"no namespace":                {func(o *Options) { o.Namespace = "" }, "--namespace"},
+		"CA secret without namespace":         {func(o *Options) { o.CASecret = "argocd-agent-ca" }, "--ca-secret"},
+		"CA secret bad name":                  {func(o *Options) { o.CASecret = "argocd/Bad_Name" }, "--ca-secret"},
+		"lifetime too short":                  {func(o *Options) { o.CertLifetime = 30 * time.Second }, "--cert-lifetime"},
+		"lifetime too long":                   {func(o *Options) { o.CertLifetime = 10 * 365 * 24 * time.Hour }, "--cert-lifetime"},
+		"unknown subject":                     {func(o *Options) { o.CertificateSubject = "cn" }, "--certificate-subject"},
+		"zero QPS":                            {func(o *Options) { o.KubeAPIQPS = 0 }, "--kube-api-qps"},
+		"NaN QPS":                             {func(o *Options) { o.KubeAPIQPS = float32(math.NaN()) }, "--kube-api-qps"},
+		"burst below QPS":                     {func(o *Options) { o.KubeAPIBurst = 10 }, "--kube-api-burst"},
+		"no namespace":                        {func(o *Options) { o.Namespace = "" }, "--namespace"},
+		"principal service without namespace": {func(o *Options) { o.PrincipalService = "argocd-agent-principal" }, "--principal-service"},
+		"principal fallback with a scheme":    {func(o *Options) { o.PrincipalFallbackAddress = "https://principal" }, "--principal-fallback-address"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()

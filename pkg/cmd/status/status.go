@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -77,6 +78,10 @@ type Row struct {
 	CA    string
 	Mode  string
 	Image string
+	// Principal is the principal address the cluster's ManifestWork gives its agent and, from
+	// the add-on's PrincipalAddress condition, where it came from ("host:port (PrincipalService)"),
+	// or why there is none.
+	Principal string
 	// Config is where the cluster is in the rollout of its AddOnDeploymentConfig.
 	Config string
 	// Revoked is the revocation reason, empty if not revoked.
@@ -160,6 +165,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 			return nil, nil, err
 		}
 		row.Mode, row.Image, row.Config = ws.mode, ws.image, configState(&a)
+		row.Principal = principalState(&a, ws.principal)
 		row.Running = running(&a, ws, recorded, row.Available == string(metav1.ConditionTrue))
 		if len(cas) > 0 {
 			row.BundleApplied = ws.applied && bundleHolds(ws.bundle, cas[0])
@@ -193,6 +199,24 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
 	return rows, all, nil
+}
+
+// principalState is the delivered address with the source the add-on reports, or the reason
+// there is none. The condition is the cluster's own status, which it could write: it only
+// labels the address, which comes from the hub's ManifestWork.
+func principalState(a *addonv1beta1.ManagedClusterAddOn, delivered string) string {
+	c := meta.FindStatusCondition(a.Status.Conditions, addon.ConditionPrincipalAddress)
+	switch {
+	case c != nil && c.Status == metav1.ConditionFalse && delivered != "":
+		return delivered + " (now none: " + c.Reason + ")"
+	case c != nil && c.Status == metav1.ConditionFalse:
+		return "none (" + c.Reason + ")"
+	case delivered == "":
+		return ""
+	case c != nil:
+		return delivered + " (" + c.Reason + ")"
+	}
+	return delivered
 }
 
 // configState says which spec of its AddOnDeploymentConfig the cluster runs (the first 8 hex
@@ -284,6 +308,8 @@ func PrintCAs(out io.Writer, cas []issued.CAUsage, bundlePending []string) error
 // workState is what the cluster's ManifestWork delivers, and whether the spoke applied it.
 type workState struct {
 	mode, image string
+	// principal is the address (host:port) of the agent's ConfigMap.
+	principal string
 	// certificate is the pod template's ClientCertificateAnnotation; bundle the CA Secret's ca.crt.
 	certificate string
 	bundle      []byte
@@ -313,6 +339,9 @@ func delivered(ctx context.Context, c client.Client, cluster string) (workState,
 			cm := &corev1.ConfigMap{}
 			if json.Unmarshal(m.Raw, cm) == nil && cm.Name == identity.ParamsConfigMapName {
 				ws.mode = cm.Data["agent.mode"]
+				if host := cm.Data["agent.server.address"]; host != "" {
+					ws.principal = net.JoinHostPort(host, cm.Data["agent.server.port"])
+				}
 			}
 		case "Secret":
 			sec := &corev1.Secret{}
@@ -381,7 +410,7 @@ func bundleHolds(bundle []byte, ca *x509.Certificate) bool {
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tMODE\tIMAGE\tCONFIG\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tPRINCIPAL\tMODE\tIMAGE\tCONFIG\tREVOKED")
 	for _, r := range rows {
 		expires := expiry(r.CertNotAfter, now)
 		runs := "-"
@@ -399,7 +428,7 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Principal), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
 	}
 	return w.Flush()
 }

@@ -131,3 +131,25 @@ func TestConfigState(t *testing.T) {
 		}
 	}
 }
+
+func TestPrincipalState(t *testing.T) {
+	cond := func(status metav1.ConditionStatus, reason string) []metav1.Condition {
+		return []metav1.Condition{{Type: "PrincipalAddress", Status: status, Reason: reason}}
+	}
+	for _, tc := range []struct {
+		conds     []metav1.Condition
+		delivered string
+		want      string
+	}{
+		{nil, "", ""},
+		{nil, "10.0.0.1:443", "10.0.0.1:443"},
+		{cond(metav1.ConditionTrue, "PrincipalService"), "10.0.0.1:443", "10.0.0.1:443 (PrincipalService)"},
+		{cond(metav1.ConditionFalse, "NoPrincipalAddress"), "", "none (NoPrincipalAddress)"},
+		{cond(metav1.ConditionFalse, "NoPrincipalAddress"), "10.0.0.1:443", "10.0.0.1:443 (now none: NoPrincipalAddress)"},
+	} {
+		a := &addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: tc.conds}}
+		if got := principalState(a, tc.delivered); got != tc.want {
+			t.Errorf("principalState(%v, %q) = %q, want %q", tc.conds, tc.delivered, got, tc.want)
+		}
+	}
+}

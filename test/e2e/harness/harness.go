@@ -239,9 +239,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		"image.repository": managerImageRepository,
 		"image.tag":        managerImageTag,
 		"image.pullPolicy": "Never",
-		// The principal Service's load balancer address, which agents on every cluster reach.
-		"agent.principal.address": e.Principal.Host(),
-		"agent.principal.port":    strconv.Itoa(e.Principal.Port()),
+		// No principal address: the manager discovers it from the principal's LoadBalancer
+		// Service, as by default for a user.
 		"certificate.subject":     o.CertificateSubject,
 		"certificate.lifetime":    o.CertLifetime.String(),
 		"logVerbosity":            "2",
