@@ -8,7 +8,8 @@
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
 #   argocd-agent   build argocd-agent (principal and agent in one binary) only
-#   node           build kube-scheduler, kubelet and the test images; install containerd, runc, CNI plugins
+#   node           build kube-controller-manager, kube-scheduler, kubelet, argocd-agent and the test
+#                  images; install containerd, runc, CNI plugins
 #   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM and ARGOCD_AGENT_BIN
 #
 # Versions are pinned here, in one place. The wrapper modules under hack/tools/ carry their go.sum.
@@ -219,13 +220,30 @@ print_env() {
 # in_parallel FN...: runs each function in the background and fails if any failed. The builds
 # are CPU-bound, but each has serial stretches (module downloads, the linker, apt) that the other
 # fills: two at a time on 2 cores took minutes off a cold run.
+kill_tree() {
+	local p
+	for p in "$@"; do
+		kill_tree $(pgrep -P "$p" 2>/dev/null || true)
+		kill "$p" 2>/dev/null || true
+	done
+}
+
 in_parallel() {
-	local pids=() fn pid failed=0
+	local pids=() fn failed=0
+	# An interrupted or failed run stops the other builds too: go ignores the SIGINT that bash
+	# leaves ignored in background jobs of a script.
+	trap 'kill_tree "${pids[@]}"' EXIT INT TERM
 	for fn in "$@"; do
 		$fn &
 		pids+=($!)
 	done
-	for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+	for _ in "${pids[@]}"; do
+		if ! wait -n; then
+			failed=1
+			kill_tree "${pids[@]}"
+		fi
+	done
+	trap - EXIT INT TERM
 	return $failed
 }
 
@@ -253,7 +271,10 @@ envtest)
 	link_assets
 	;;
 helm) build_helm ;;
-argocd-agent) build_argocd_agent && copy_argocd_agent_install ;;
+argocd-agent)
+	build_argocd_agent
+	copy_argocd_agent_install
+	;;
 ocm-local) build_ocm_local ;;
 node)
 	build_kube_components kube-controller-manager kube-scheduler kubelet

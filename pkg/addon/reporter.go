@@ -3,6 +3,7 @@ package addon
 import (
 	"context"
 	"encoding/json"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -39,11 +40,15 @@ const (
 type StatusReporter struct {
 	client   addonclient.Interface
 	recorder events.EventRecorder
+
+	mu sync.Mutex
+	// principal is the PrincipalAddress condition last applied per add-on.
+	principal map[types.NamespacedName]metav1.Condition
 }
 
 // NewStatusReporter reports through client and recorder.
 func NewStatusReporter(client addonclient.Interface, recorder events.EventRecorder) *StatusReporter {
-	return &StatusReporter{client: client, recorder: recorder}
+	return &StatusReporter{client: client, recorder: recorder, principal: map[types.NamespacedName]metav1.Condition{}}
 }
 
 // Invalid sets the condition to False with the field error, and records a warning event.
@@ -56,10 +61,20 @@ func (r *StatusReporter) Invalid(ctx context.Context, addon *addonv1beta1.Manage
 	if err.Field == "customizedVariables["+agentconfig.VarPrincipalAddress+"]" && err.Value == "" {
 		conds = append(conds, metav1.Condition{Type: ConditionPrincipalAddress, Status: metav1.ConditionFalse,
 			Reason: ReasonNoPrincipalAddress, Message: err.Reason})
-	} else if c := meta.FindStatusCondition(addon.Status.Conditions, ConditionPrincipalAddress); c != nil {
-		conds = append(conds, *c) // still ours: an apply without it would remove it
+	} else if c, ok := r.lastPrincipal(addon); ok {
+		// Ours, from this manager's memory, never the status, which the cluster can write: an
+		// apply without it would remove it. A manager restarted since forgets it; the
+		// condition then goes until the config renders again.
+		conds = append(conds, c)
 	}
 	r.setConditions(ctx, addon, conds...)
+}
+
+func (r *StatusReporter) lastPrincipal(addon *addonv1beta1.ManagedClusterAddOn) (metav1.Condition, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.principal[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}]
+	return c, ok
 }
 
 // Valid sets AgentConfigValid to True and PrincipalAddress to the principal the agent was given.
@@ -101,6 +116,7 @@ func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.
 		cond.ObservedGeneration = addon.Generation
 	}
 	if !changed {
+		r.remember(addon, conds)
 		return
 	}
 	patch, err := json.Marshal(map[string]any{
@@ -113,8 +129,24 @@ func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.
 		_, err = r.client.AddonV1beta1().ManagedClusterAddOns(addon.Namespace).Patch(ctx, addon.Name, types.ApplyPatchType, patch,
 			metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true)}, "status")
 	}
+	if err == nil {
+		r.remember(addon, conds)
+	}
 	// A failure is left to the next reconcile of the add-on, which reports again.
 	if err != nil {
 		klog.FromContext(ctx).Info("Could not update the add-on's conditions", "cluster", addon.Namespace, "err", err)
+	}
+}
+
+// remember notes the PrincipalAddress condition of an apply, or its absence.
+func (r *StatusReporter) remember(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) {
+	key := types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.principal, key)
+	for _, c := range conds {
+		if c.Type == ConditionPrincipalAddress {
+			r.principal[key] = c
+		}
 	}
 }

@@ -231,9 +231,9 @@ func kustomize(obj *unstructured.Unstructured, namespace string, images, params 
 	return nil
 }
 
-// WaitReady waits until exactly one principal pod runs, all of the Deployment's current
-// ReplicaSet, its healthz answers 200 and its metrics answer, and the Service has an external
-// address; Addr is that address from then on.
+// WaitReady waits until exactly one principal pod exists (none terminating), of the
+// Deployment's current ReplicaSet, its healthz answers 200 and its metrics answer, and the
+// Service's external address accepts connections; Addr is that address from then on.
 func (p *PrincipalPod) WaitReady(ctx context.Context, timeout time.Duration) error {
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -262,6 +262,14 @@ func (p *PrincipalPod) ready(ctx context.Context) error {
 	if want == 0 {
 		return nil
 	}
+	pods := &corev1.PodList{}
+	if err := p.o.Client.List(ctx, pods, client.InNamespace(p.o.Namespace),
+		client.MatchingLabels{"app.kubernetes.io/name": PrincipalName}); err != nil {
+		return err
+	}
+	if len(pods.Items) != 1 {
+		return fmt.Errorf("%d principal pods (a replaced one may still be terminating), want 1", len(pods.Items))
+	}
 	pod, err := p.pod(ctx)
 	if err != nil {
 		return err
@@ -287,7 +295,8 @@ func (p *PrincipalPod) ready(ctx context.Context) error {
 	p.mu.Lock()
 	p.host, p.port = host, int(svc.Spec.Ports[0].Port)
 	p.mu.Unlock()
-	return nil
+	// What agents dial: the load balancer address reaches the pod.
+	return proc.Dialable(p.Addr())
 }
 
 // pod is the one running principal pod that is not being deleted.

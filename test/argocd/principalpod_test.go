@@ -9,7 +9,7 @@ import (
 
 // TestPrincipalManifests renders upstream's principal manifests as the e2e hub installs them:
 // every object upstream lists, in the namespace, its ServiceAccount subjects too, upstream's
-// image reference, and the params given, with nothing else of the ConfigMap changed.
+// image reference, and the params given, with upstream's secret names kept.
 func TestPrincipalManifests(t *testing.T) {
 	if os.Getenv(InstallEnv) == "" && os.Getenv("CI") == "" {
 		t.Skipf("%s is not set (hack/test-tools.sh copies it); set CI to make this a failure", InstallEnv)

@@ -425,6 +425,9 @@ func podLogs(t *testing.T, files []string) map[string]string {
 		if len(data) == 0 || strings.HasPrefix(string(data), node.LogReadFailure) {
 			t.Fatalf("%s: no log was read: %q", f, data)
 		}
+		if strings.Contains(string(data), node.LogCut) {
+			t.Fatalf("%s: only part of the log was read", f)
+		}
 		out[f] = string(data)
 	}
 	return out

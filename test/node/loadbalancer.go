@@ -20,9 +20,11 @@ import (
 // reach): each exposed Service gets an address of the slot's load-balancer range, written into
 // its status.loadBalancer.ingress as a cloud controller would, and the host DNATs that address
 // and the Service's ports to a ready endpoint from the Service's EndpointSlices (kept by
-// kube-controller-manager's endpointslice controller), for pods of every node and for the
+// kube-controller-manager's endpointslice controller), for pods of other nodes and for the
 // host itself. What it hides: no health checks of its own, one endpoint per port (the first
-// ready one, no balancing), and TCP only.
+// ready one, no balancing), TCP only, no answer without a ready endpoint (connections time
+// out), and no hairpin: pods of the endpoint's own node cannot use the address (no test needs
+// it; the principal's clients are agents on other clusters).
 
 // lbSubnet is the load-balancer range of the slot: 10.243.<slot>.0/24, .1 upwards.
 func (s *slot) lbSubnet() string       { return fmt.Sprintf("10.243.%d.0/24", s.index) }
@@ -67,22 +69,31 @@ func (c *Cluster) ExposeLoadBalancer(ctx context.Context, namespace, name string
 	}
 	c.lbAddresses[key] = ip
 	if len(c.lbAddresses) == 1 {
-		go c.syncLoadBalancers(ctx)
+		// Until Stop, which waits for it before removing the chain: not the caller's ctx.
+		c.lbSync.Add(1)
+		go func() {
+			defer c.lbSync.Done()
+			c.syncLoadBalancers()
+		}()
 	}
 	c.nodeLogf("service %s: load balancer address %s", key, ip)
 	return ip, nil
 }
 
 // syncLoadBalancers rewrites the slot's DNAT rules whenever the endpoints behind them change.
-func (c *Cluster) syncLoadBalancers(ctx context.Context) {
+func (c *Cluster) syncLoadBalancers() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-c.lbDone
+		cancel()
+	}()
 	var applied string
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-c.lbDone:
 			return
 		case <-t.C:
 		}
@@ -103,8 +114,8 @@ func (c *Cluster) syncLoadBalancers(ctx context.Context) {
 }
 
 // lbRules computes the DNAT of every exposed Service port to its first ready endpoint. A port
-// with no ready endpoint keeps no rule, so the address refuses nothing and answers nothing,
-// like a load balancer with no healthy backend.
+// with no ready endpoint keeps no rule: its traffic then follows the host's routes (here, out of
+// the machine) and times out, where a real load balancer would refuse it.
 func (c *Cluster) lbRules(ctx context.Context) ([]lbRule, error) {
 	c.lbMu.Lock()
 	exposed := make(map[types.NamespacedName]string, len(c.lbAddresses))
@@ -204,7 +215,9 @@ func (s *slot) lbJumps() [][]string {
 }
 
 func (s *slot) addLBJumps() error {
-	if err := s.applyLB("*nat\n:" + s.lbChain() + " - [0:0]\nCOMMIT\n"); err != nil {
+	// -N, not an iptables-restore declaration, which would flush the rules of Services exposed
+	// before.
+	if err := run("iptables", "-w", "-t", "nat", "-N", s.lbChain()); err != nil && !strings.Contains(err.Error(), "exists") {
 		return err
 	}
 	for _, j := range s.lbJumps() {

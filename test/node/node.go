@@ -86,6 +86,7 @@ type Cluster struct {
 	lbMu        sync.Mutex
 	lbAddresses map[types.NamespacedName]string
 	lbDone      chan struct{}
+	lbSync      sync.WaitGroup
 }
 
 // Start brings up the node and its controllers and waits until the node is Ready and schedulable.
@@ -279,6 +280,7 @@ func (c *Cluster) Stop() {
 		return
 	}
 	close(c.lbDone)
+	c.lbSync.Wait() // no rule rewritten after the chain is removed
 	// Controllers first, so that nothing replaces the pods deleted below.
 	for i := len(c.controllers) - 1; i >= 0; i-- {
 		c.controllers[i].Stop()

@@ -10,8 +10,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// LogReadFailure starts the text StreamLog writes instead of a log it could not read.
-const LogReadFailure = "test: reading the log of pod "
+// LogReadFailure starts the text StreamLog writes instead of a log it could not read, and
+// LogCut the line it ends a log with when the stream broke before the container ended.
+const (
+	LogReadFailure = "test: reading the log of pod "
+	LogCut         = "test: the log stream of pod "
+)
 
 // StreamLog copies a container's log to file until the container ends, as `kubectl logs -f`
 // does: the API server reads it from the kubelet. Tests keep logs this way because the kubelet
@@ -28,5 +32,7 @@ func StreamLog(ctx context.Context, cs kubernetes.Interface, namespace, pod, con
 		return
 	}
 	defer r.Close()
-	_, _ = io.Copy(f, r)
+	if _, err := io.Copy(f, r); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(f, "\n%s%s/%s broke: %v\n", LogCut, namespace, pod, err)
+	}
 }

@@ -156,7 +156,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Directory with the metrics serving certificate and key (tls.crt, tls.key; reloaded when they change), for scrapers that verify it. Empty means a self-signed certificate generated in memory at start (unless controller-runtime's default directory, $TMPDIR/k8s-metrics-server/serving-certs, holds both files). Needs --metrics-secure.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.StringVar(&o.PrincipalService, "principal-service", o.PrincipalService,
-		"NAMESPACE/NAME of the Argo CD agent principal's Service on the hub. Clusters whose AddOnDeploymentConfig sets no principalAddress dial its first load balancer address (status.loadBalancer.ingress) on its https port (else its first port); principalPort, if set, still wins.")
+		"NAMESPACE/NAME of the Argo CD agent principal's Service on the hub. Clusters whose AddOnDeploymentConfig sets no principalAddress dial its first load balancer address (status.loadBalancer.ingress) on its https port (else its first TCP port); principalPort, if set, still wins.")
 	fs.StringVar(&o.PrincipalFallbackAddress, "principal-fallback-address", o.PrincipalFallbackAddress,
 		"HOST or HOST:PORT agents dial when neither their AddOnDeploymentConfig nor the principal's Service gives an address (a principal behind an Ingress or a NodePort). Without a port: the Service's, else 443.")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
