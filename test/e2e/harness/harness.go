@@ -241,9 +241,9 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		"image.pullPolicy": "Never",
 		// No principal address: the manager discovers it from the principal's LoadBalancer
 		// Service, as by default for a user.
-		"certificate.subject":     o.CertificateSubject,
-		"certificate.lifetime":    o.CertLifetime.String(),
-		"logVerbosity":            "2",
+		"certificate.subject":  o.CertificateSubject,
+		"certificate.lifetime": o.CertLifetime.String(),
+		"logVerbosity":         "2",
 	}
 	if err := chart.Install(helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
 		return nil, err
