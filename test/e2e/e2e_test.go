@@ -62,6 +62,10 @@ var applicationGVK = schema.GroupVersionKind{Group: "argoproj.io", Version: "v1a
 
 func start(t *testing.T, o harness.Options) (context.Context, *harness.Env) {
 	t.Helper()
+	// Each test has a hub and clusters of its own (nodes take separate slots), and most of
+	// their time is waiting for renewals and rollouts: two at a time (go test's -parallel,
+	// GOMAXPROCS) halve the package's time on 2 cores.
+	t.Parallel()
 	dir, err := os.MkdirTemp("", "argocd-agent-addon-e2e-")
 	if err != nil {
 		t.Fatal(err)
