@@ -75,6 +75,10 @@ var defaultManagerArgs = []string{
 	"--metrics-secure=true",
 	"--health-probe-bind-address=:8081",
 	"--principal-service=argocd/argocd-agent-principal",
+	"--cluster-secrets=true",
+	"--cluster-secret-namespace=argocd",
+	"--resource-proxy-address=argocd-agent-resource-proxy:9090",
+	"--cluster-secret-cert-lifetime=720h",
 	"--kube-api-qps=50",
 	"--kube-api-burst=100",
 	"--v=2",
@@ -119,6 +123,7 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
 		{"zero API QPS", map[string]string{"kubeAPI.qps": "0"}, "kubeAPI.qps 0"},
 		{"API burst below QPS", map[string]string{"kubeAPI.qps": "50", "kubeAPI.burst": "10"}, "kubeAPI.burst 10"},
+		{"resource proxy without a port", map[string]string{"clusterSecrets.resourceProxyAddress": "argocd-agent-resource-proxy"}, `clusterSecrets.resourceProxyAddress "argocd-agent-resource-proxy"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.values["agent.principal.address"] = "principal.example.com"
@@ -131,6 +136,33 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterSecretsOff: without cluster secrets the manager is told so and gets no access to
+// any secret but the CA.
+func TestClusterSecretsOff(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{"clusterSecrets.enabled": "false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	var args []string
+	for _, a := range defaultManagerArgs {
+		if !strings.HasPrefix(a, "--cluster-secret") && !strings.HasPrefix(a, "--resource-proxy") {
+			args = append(args, a)
+		}
+		if a == "--principal-service=argocd/argocd-agent-principal" {
+			args = append(args, "--cluster-secrets=false")
+		}
+	}
+	expectArgs(t, onlyContainer(t, convert[appsv1.Deployment](t, rendered.get(t, "Deployment", releaseNamespace, managerName))), args)
+	for k := range rendered {
+		if strings.HasSuffix(string(k), managerName+"-cluster-secrets") {
+			t.Errorf("%s rendered with clusterSecrets.enabled=false", k)
+		}
+	}
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 }
 
 func TestDefaults(t *testing.T) {
@@ -150,6 +182,8 @@ func TestDefaults(t *testing.T) {
 		key("RoleBinding", "argocd", managerName+"-ca-secret"),
 		key("Role", "argocd", managerName+"-principal-service"),
 		key("RoleBinding", "argocd", managerName+"-principal-service"),
+		key("Role", "argocd", managerName+"-cluster-secrets"),
+		key("RoleBinding", "argocd", managerName+"-cluster-secrets"),
 		key("Role", releaseNamespace, managerName+"-leader-election"),
 		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
 		key("Role", releaseNamespace, managerName+"-records"),
@@ -323,6 +357,9 @@ func TestCustomValues(t *testing.T) {
 		"principal.service.namespace":                             "gitops-hub",
 		"principal.service.name":                                  "principal",
 		"principal.fallbackAddress":                               "principal.example.com:30443",
+		"clusterSecrets.namespace":                                "gitops",
+		"clusterSecrets.resourceProxyAddress":                     "rp.gitops.svc:9443",
+		"clusterSecrets.certLifetime":                             "48h",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -340,6 +377,8 @@ func TestCustomValues(t *testing.T) {
 		key("RoleBinding", "hub-ca", managerName+"-ca-secret"),
 		key("Role", "gitops-hub", managerName+"-principal-service"),
 		key("RoleBinding", "gitops-hub", managerName+"-principal-service"),
+		key("Role", "gitops", managerName+"-cluster-secrets"),
+		key("RoleBinding", "gitops", managerName+"-cluster-secrets"),
 		key("Role", namespace, managerName+"-leader-election"),
 		key("RoleBinding", namespace, managerName+"-leader-election"),
 		key("Role", namespace, managerName+"-records"),
@@ -375,6 +414,10 @@ func TestCustomValues(t *testing.T) {
 		"--health-probe-bind-address=:8081",
 		"--principal-service=gitops-hub/principal",
 		"--principal-fallback-address=principal.example.com:30443",
+		"--cluster-secrets=true",
+		"--cluster-secret-namespace=gitops",
+		"--resource-proxy-address=rp.gitops.svc:9443",
+		"--cluster-secret-cert-lifetime=48h",
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--v=4",
@@ -694,8 +737,16 @@ func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretN
 			if len(r.NonResourceURLs) > 0 && k != metricsReader {
 				t.Errorf("%s: rule %+v grants non-resource URLs", k, r)
 			}
-			if slices.Contains(r.Resources, "secrets") &&
-				(obj.GetKind() != "Role" || !slices.Equal(r.ResourceNames, []string{caSecretName})) {
+			if !slices.Contains(r.Resources, "secrets") {
+				continue
+			}
+			switch {
+			case obj.GetKind() == "Role" && obj.GetName() == managerName+"-cluster-secrets":
+				// The cluster secrets are named at run time (pkg/clustersecret): no update, no
+				// other resource, one namespace.
+				expectEqual(t, string(k)+" rule", r, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
+					Verbs: []string{"get", "list", "watch", "create", "patch", "delete"}})
+			case obj.GetKind() != "Role" || !slices.Equal(r.ResourceNames, []string{caSecretName}):
 				t.Errorf("%s: rule %+v grants secrets beyond the CA secret %s", k, r, caSecretName)
 			}
 		}

@@ -27,6 +27,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,6 +43,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
@@ -180,6 +182,14 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
 		return err == nil && len(got.Status.Certificate) > 0, err
 	})
+	poll.Until(t, 60*time.Second, "Argo CD cluster secret of c1 kept by the chart's identity", func(ctx context.Context) (bool, error) {
+		s := &corev1.Secret{}
+		err := c.Get(ctx, types.NamespacedName{Namespace: "argocd", Name: clustersecret.Name("c1")}, s)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil && s.Labels[clustersecret.ManagedLabel] == "true", err
+	})
 	// The chart's identity keeps the record of what it issued, in the release namespace, and it
 	// was there before the certificate reached the CSR.
 	record := &corev1.ConfigMap{}
@@ -219,12 +229,13 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 
 	// No broader than needed: what the manager's identity must not do.
 	forbidden := []authorizationv1.ResourceAttributes{
-		{Verb: "get", Resource: "secrets", Namespace: "argocd", Name: "argocd-secret"},
-		{Verb: "list", Resource: "secrets", Namespace: "argocd"},
+		// Secrets: the CA, and (clusterSecrets.enabled) the Argo CD namespace's, which RBAC
+		// cannot narrow to the cluster secrets; nothing in any other namespace.
 		{Verb: "list", Resource: "secrets"},
 		{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "argocd-agent-ca"},
+		{Verb: "create", Resource: "secrets", Namespace: "kube-system"},
+		{Verb: "delete", Resource: "secrets", Namespace: releaseNamespace, Name: "x"},
 		{Verb: "update", Resource: "secrets", Namespace: "argocd", Name: "argocd-agent-ca"},
-		{Verb: "delete", Resource: "secrets", Namespace: "argocd", Name: "argocd-agent-ca"},
 		{Verb: "sign", Group: "certificates.k8s.io", Resource: "signers", Name: "kubernetes.io/kube-apiserver-client"},
 		{Verb: "approve", Group: "certificates.k8s.io", Resource: "signers", Name: "kubernetes.io/kube-apiserver-client"},
 		{Verb: "approve", Group: "certificates.k8s.io", Resource: "signers", Name: "open-cluster-management.io/other"},

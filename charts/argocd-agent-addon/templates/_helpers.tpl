@@ -102,6 +102,9 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- if not .Values.placement.name }}
 {{- fail "placement.name is required: the Placement whose clusters get the agent" }}
 {{- end }}
+{{- if and .Values.clusterSecrets.enabled (not (regexMatch "^[^:/]+:[0-9]+$" (toString .Values.clusterSecrets.resourceProxyAddress))) }}
+{{- fail (printf "clusterSecrets.resourceProxyAddress %q: want HOST:PORT of the principal's resource proxy" (toString .Values.clusterSecrets.resourceProxyAddress)) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -114,4 +117,11 @@ backslash, so single quotes need no escaping.
 {{- $out = append $out (printf "'%s'" .) }}
 {{- end }}
 {{- join ", " $out }}
+{{- end }}
+
+{{/*
+Namespace of the Argo CD cluster secrets: clusterSecrets.namespace, else the CA secret's.
+*/}}
+{{- define "argocd-agent-addon.clusterSecretNamespace" -}}
+{{- default .Values.caSecret.namespace .Values.clusterSecrets.namespace -}}
 {{- end }}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"open-cluster-management.io/addon-framework/pkg/addonmanager"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -41,6 +42,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
@@ -57,6 +59,10 @@ const (
 	MinCertLifetime = time.Minute
 	// MaxCertLifetime bounds what a typo can issue.
 	MaxCertLifetime = 365 * 24 * time.Hour
+	// DefaultClusterSecretCertLifetime is 30 days, renewed after 20: the certificate and its key
+	// never leave the hub, so a longer life than the agents' costs little, and a renewal is one
+	// write per cluster every 20 days.
+	DefaultClusterSecretCertLifetime = 30 * 24 * time.Hour
 	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.
 	DefaultGRPCServerUsername = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
 	leaderElectionID          = "argocd-agent-addon-manager"
@@ -82,6 +88,15 @@ type Options struct {
 	// is used when it has none.
 	PrincipalService         string
 	PrincipalFallbackAddress string
+
+	// ClusterSecrets keeps one Argo CD cluster secret per cluster with the add-on in
+	// ClusterSecretNamespace (empty: the CA secret's), reaching it through the principal's
+	// resource proxy at ResourceProxyAddress, with a client certificate valid for
+	// ClusterSecretCertLifetime (pkg/clustersecret).
+	ClusterSecrets            bool
+	ClusterSecretNamespace    string
+	ResourceProxyAddress      string
+	ClusterSecretCertLifetime time.Duration
 
 	// MetricsSecure serves metrics over HTTPS, only to callers the hub API server authenticates
 	// (TokenReview) and authorizes for get on /metrics (SubjectAccessReview).
@@ -111,6 +126,10 @@ func NewOptions() *Options {
 		KubeAPIQPS:       50,
 		KubeAPIBurst:     100,
 		PrincipalService: principal.DefaultService.String(),
+
+		ClusterSecrets:            true,
+		ResourceProxyAddress:      clustersecret.DefaultResourceProxyAddress,
+		ClusterSecretCertLifetime: DefaultClusterSecretCertLifetime,
 	}
 }
 
@@ -159,6 +178,14 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"NAMESPACE/NAME of the Argo CD agent principal's Service on the hub. Clusters whose AddOnDeploymentConfig sets no principalAddress dial its first load balancer address (status.loadBalancer.ingress) on its https port (else its first TCP port); principalPort, if set, still wins.")
 	fs.StringVar(&o.PrincipalFallbackAddress, "principal-fallback-address", o.PrincipalFallbackAddress,
 		"HOST or HOST:PORT agents dial when neither their AddOnDeploymentConfig nor the principal's Service gives an address (a principal behind an Ingress or a NodePort). Without a port: the Service's, else 443.")
+	fs.BoolVar(&o.ClusterSecrets, "cluster-secrets", o.ClusterSecrets,
+		"Keep one Argo CD cluster secret (cluster-<cluster>, as argocd-agentctl agent create makes it) per cluster with the add-on, so Argo CD on the hub shows live resources through the principal's resource proxy; removed when the add-on leaves the cluster or the agent is revoked.")
+	fs.StringVar(&o.ClusterSecretNamespace, "cluster-secret-namespace", o.ClusterSecretNamespace,
+		"Namespace of Argo CD and the principal, where the cluster secrets are kept; empty means the --ca-secret namespace.")
+	fs.StringVar(&o.ResourceProxyAddress, "resource-proxy-address", o.ResourceProxyAddress,
+		"HOST:PORT at which Argo CD reaches the principal's resource proxy; the cluster secrets' server is https://HOST:PORT?agentName=<cluster>.")
+	fs.DurationVar(&o.ClusterSecretCertLifetime, "cluster-secret-cert-lifetime", o.ClusterSecretCertLifetime,
+		fmt.Sprintf("Lifetime of the client certificates in the cluster secrets (%s to %s), never past the CA's expiry; renewed when two thirds have passed.", MinCertLifetime, MaxCertLifetime))
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Requests the manager may send to the hub API server in a burst above --kube-api-qps.")
 }
@@ -186,6 +213,17 @@ func (o *Options) Validate() error {
 	if _, err := identity.ParseSubjectStyle(o.CertificateSubject); err != nil {
 		errs = append(errs, fmt.Errorf("--certificate-subject: %w", err))
 	}
+	if o.ClusterSecrets {
+		if o.ClusterSecretNamespace != "" && len(validation.IsDNS1123Label(o.ClusterSecretNamespace)) > 0 {
+			errs = append(errs, fmt.Errorf("--cluster-secret-namespace %q is not a namespace name", o.ClusterSecretNamespace))
+		}
+		if err := clustersecret.ValidateAddress(o.ResourceProxyAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--resource-proxy-address: %w", err))
+		}
+		if o.ClusterSecretCertLifetime < MinCertLifetime || o.ClusterSecretCertLifetime > MaxCertLifetime {
+			errs = append(errs, fmt.Errorf("--cluster-secret-cert-lifetime %s is outside %s to %s", o.ClusterSecretCertLifetime, MinCertLifetime, MaxCertLifetime))
+		}
+	}
 	if !(o.KubeAPIQPS > 0) { // also refuses NaN
 		errs = append(errs, fmt.Errorf("--kube-api-qps %g must be above 0", o.KubeAPIQPS))
 	}
@@ -204,6 +242,29 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// setupClusterSecrets runs the cluster secret controller with a cache of its own: the
+// manager's cache holds the CA secret only, and this one only the agents' cluster secrets.
+func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretSource, caKey types.NamespacedName, recorder events.EventRecorder) error {
+	namespace := o.ClusterSecretNamespace
+	if namespace == "" {
+		namespace = caKey.Namespace
+	}
+	opts, err := clustersecret.SecretCacheOptions(namespace)
+	if err != nil {
+		return err
+	}
+	opts.Scheme, opts.Mapper = mgr.GetScheme(), mgr.GetRESTMapper()
+	secrets, err := cache.New(mgr.GetConfig(), opts)
+	if err != nil {
+		return fmt.Errorf("creating the cluster secret cache: %w", err)
+	}
+	if err := mgr.Add(secrets); err != nil {
+		return err
+	}
+	return (&clustersecret.Reconciler{Client: mgr.GetClient(), Secrets: secrets, APIReader: mgr.GetAPIReader(), CA: ca, Namespace: namespace,
+		ResourceProxyAddress: o.ResourceProxyAddress, Lifetime: o.ClusterSecretCertLifetime, Events: recorder}).SetupWithManager(mgr)
 }
 
 // principalServiceKey parses --principal-service.
@@ -276,7 +337,7 @@ func (o *Options) Run(ctx context.Context) error {
 				Namespaces: map[string]cache.Config{o.Namespace: {}},
 				Label:      recordsSelector,
 			},
-			// Only the CA secret: the manager may read no other secret.
+			// Only the CA secret; cluster secrets have a cache of their own (setupClusterSecrets).
 			&corev1.Secret{}: {
 				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
@@ -358,6 +419,11 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if err := (&addon.PrincipalTrigger{Client: mgr.GetClient(), Discovery: discovery, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if o.ClusterSecrets {
+		if err := o.setupClusterSecrets(mgr, ca, caKey, recorder); err != nil {
+			return err
+		}
 	}
 	return mgr.Start(ctx)
 }

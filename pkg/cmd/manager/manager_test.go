@@ -44,6 +44,9 @@ func TestOptions(t *testing.T) {
 		"no namespace":                        {func(o *Options) { o.Namespace = "" }, "--namespace"},
 		"principal service without namespace": {func(o *Options) { o.PrincipalService = "argocd-agent-principal" }, "--principal-service"},
 		"principal fallback with a scheme":    {func(o *Options) { o.PrincipalFallbackAddress = "https://principal" }, "--principal-fallback-address"},
+		"resource proxy without a port":       {func(o *Options) { o.ResourceProxyAddress = "argocd-agent-resource-proxy" }, "--resource-proxy-address"},
+		"cluster secret namespace bad":        {func(o *Options) { o.ClusterSecretNamespace = "Argo CD" }, "--cluster-secret-namespace"},
+		"cluster secret lifetime too long":    {func(o *Options) { o.ClusterSecretCertLifetime = 10 * 365 * 24 * time.Hour }, "--cluster-secret-cert-lifetime"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()
