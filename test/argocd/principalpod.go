@@ -43,6 +43,9 @@ const (
 	PrincipalParams    = "argocd-agent-params"
 	PrincipalTLSSecret = "argocd-agent-principal-tls"
 	JWTSecret          = "argocd-agent-jwt"
+	// The resource proxy's ClusterIP Service and server certificate secret.
+	ResourceProxyService   = "argocd-agent-resource-proxy"
+	ResourceProxyTLSSecret = "argocd-agent-resource-proxy-tls"
 	// Principal ports in upstream's ConfigMap: gRPC, metrics, healthz.
 	principalMetricsPort = 8000
 	principalHealthzPort = 8003

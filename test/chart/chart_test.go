@@ -79,6 +79,8 @@ var defaultManagerArgs = []string{
 	"--cluster-secret-namespace=argocd",
 	"--resource-proxy-address=argocd-agent-resource-proxy:9090",
 	"--cluster-secret-cert-lifetime=720h",
+	"--create-ca=false",
+	"--principal-pki=false",
 	"--kube-api-qps=50",
 	"--kube-api-burst=100",
 	"--v=2",
@@ -162,6 +164,57 @@ func TestClusterSecretsOff(t *testing.T) {
 			t.Errorf("%s rendered with clusterSecrets.enabled=false", k)
 		}
 	}
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+}
+
+// TestPKI: with the hub PKI on, the manager is told so and gets exactly what it needs: create
+// secrets, and get/update/patch on the principal's three secrets only; get/list/watch/patch on
+// the principal's Deployment; get on the resource proxy's Service.
+func TestPKI(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{
+		"pki.createCA": "true", "pki.principal.enabled": "true",
+		"pki.principal.extraSANs[0]": "principal.example.com", "pki.resourceProxy.extraSANs[0]": "10.0.0.9",
+		"caSecret.namespace": "hub-ca",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	var args []string
+	for _, a := range defaultManagerArgs {
+		switch a {
+		case "--ca-secret=argocd/argocd-agent-ca":
+			a = "--ca-secret=hub-ca/argocd-agent-ca"
+		case "--cluster-secret-namespace=argocd":
+			a = "--cluster-secret-namespace=hub-ca"
+		case "--create-ca=false":
+			a = "--create-ca=true"
+		case "--principal-pki=false":
+			args = append(args, "--principal-pki=true",
+				"--principal-deployment=argocd/argocd-agent-principal",
+				"--resource-proxy-service=argocd/argocd-agent-resource-proxy",
+				"--principal-extra-sans=principal.example.com",
+				"--resource-proxy-extra-sans=10.0.0.9",
+				"--server-cert-lifetime=2160h")
+			continue
+		}
+		args = append(args, a)
+	}
+	expectArgs(t, onlyContainer(t, convert[appsv1.Deployment](t, rendered.get(t, "Deployment", releaseNamespace, managerName))), args)
+	pkiRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-principal-pki"))
+	expectEqual(t, "principal PKI Role rules", pkiRole.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"argocd-agent-principal-tls", "argocd-agent-resource-proxy-tls", "argocd-agent-jwt"}, Verbs: []string{"get", "update", "patch"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{"argocd-agent-principal"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{"argocd-agent-resource-proxy"}, Verbs: []string{"get"}},
+	})
+	checkBinding(t, rendered.get(t, "RoleBinding", "argocd", managerName+"-principal-pki"), "Role", managerName+"-principal-pki", releaseNamespace)
+	caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "hub-ca", managerName+"-create-ca"))
+	expectEqual(t, "create-CA Role rules", caRole.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+	})
+	checkBinding(t, rendered.get(t, "RoleBinding", "hub-ca", managerName+"-create-ca"), "Role", managerName+"-create-ca", releaseNamespace)
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 }
 
@@ -418,6 +471,8 @@ func TestCustomValues(t *testing.T) {
 		"--cluster-secret-namespace=gitops",
 		"--resource-proxy-address=rp.gitops.svc:9443",
 		"--cluster-secret-cert-lifetime=48h",
+		"--create-ca=false",
+		"--principal-pki=false",
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--v=4",
@@ -741,6 +796,11 @@ func checkRBACIsLeastPrivilege(t *testing.T, rendered renderedObjects, caSecretN
 				continue
 			}
 			switch {
+			case obj.GetKind() == "Role" && (obj.GetName() == managerName+"-principal-pki" || obj.GetName() == managerName+"-create-ca"):
+				// Checked exactly by TestPKI; create cannot be narrowed by name.
+				if !slices.Equal(r.Verbs, []string{"create"}) && !slices.Equal(r.ResourceNames, []string{"argocd-agent-principal-tls", "argocd-agent-resource-proxy-tls", "argocd-agent-jwt"}) {
+					t.Errorf("%s: rule %+v grants secrets beyond create and the principal's three", k, r)
+				}
 			case obj.GetKind() == "Role" && obj.GetName() == managerName+"-cluster-secrets":
 				// The cluster secrets are named at run time (pkg/clustersecret): no update, no
 				// other resource, one namespace.

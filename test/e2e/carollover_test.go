@@ -35,7 +35,7 @@ var tlsFailures = []string{"unknown authority", "unknown certificate authority",
 // connection fail on trust.
 func TestCARollover(t *testing.T) {
 	const cluster = "rollover"
-	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, CertLifetime: 2 * time.Minute})
+	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, CertLifetime: 2 * time.Minute, HarnessPKI: true})
 	must(t, e.SetEnabled(ctx, cluster, true))
 	a, err := e.StartAgent(ctx, cluster)
 	must(t, err)

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -46,6 +48,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
@@ -189,6 +192,60 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("Argo CD reads a spoke object through the resource proxy with the cluster secret the add-on keeps", func(t *testing.T) {
+		spoke := e.Spokes["cluster1"].API.Client
+		// What Argo CD's application controller on the spoke deploys for guestbook carries its
+		// tracking annotation; the agent serves only such objects, and only those its own RBAC
+		// lets it read: here the argocd namespace, not guestbook's (docs/operations.md).
+		tracked := func(namespace string) *corev1.ConfigMap {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "guestbook-ui",
+				Annotations: map[string]string{"argocd.argoproj.io/tracking-id": "guestbook:/ConfigMap:" + namespace + "/guestbook-ui"}},
+				Data: map[string]string{"color": "blue"}}
+			if err := spoke.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			must(t, spoke.Create(ctx, cm))
+			return cm
+		}
+		want := tracked(identity.DefaultInstallNamespace)
+		outOfReach := tracked("guestbook")
+		secret := &corev1.Secret{}
+		poll.Until(t, 60*time.Second, "cluster1's Argo CD cluster secret", func(ctx context.Context) (bool, error) {
+			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: clustersecret.Name("cluster1")}, secret)
+			return err == nil, client.IgnoreNotFound(err)
+		})
+		// Nothing but the secret: server URL and tlsClientConfig, as Argo CD reads them.
+		cfg, err := argocd.ClusterRESTConfig(secret)
+		must(t, err)
+		if want := "https://" + e.ResourceProxyAddr() + "?agentName=cluster1"; cfg.Host != want {
+			t.Fatalf("server %q, want %q", cfg.Host, want)
+		}
+		live, err := kubernetes.NewForConfig(cfg)
+		must(t, err)
+		var got *corev1.ConfigMap
+		poll.Until(t, 60*time.Second, "cluster1's guestbook-ui ConfigMap read through the resource proxy", func(ctx context.Context) (bool, error) {
+			var err error
+			got, err = live.CoreV1().ConfigMaps(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Logf("not yet: %v", err)
+			}
+			return err == nil, nil
+		})
+		if got.UID != want.UID || !reflect.DeepEqual(got.Data, want.Data) {
+			t.Errorf("read through the resource proxy: uid %s data %v; on the spoke: uid %s data %v", got.UID, got.Data, want.UID, want.Data)
+		}
+		for _, refused := range []struct{ namespace, name, why string }{
+			{outOfReach.Namespace, outOfReach.Name, "outside the agent's RBAC"},
+			{identity.DefaultInstallNamespace, identity.ParamsConfigMapName, "not managed by an Application"},
+		} {
+			if _, err := live.CoreV1().ConfigMaps(refused.namespace).Get(ctx, refused.name, metav1.GetOptions{}); err == nil {
+				t.Errorf("the resource proxy served %s/%s, %s", refused.namespace, refused.name, refused.why)
+			} else {
+				t.Logf("%s/%s (%s) refused: %v", refused.namespace, refused.name, refused.why, err)
+			}
+		}
+	})
+
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
 		otherCA, otherKey, err := testca.New("another-ca", time.Hour)
 		must(t, err)
@@ -243,6 +300,10 @@ func TestEndToEnd(t *testing.T) {
 		must(t, o.Revoke(ctx, "cluster1", io.Discard))
 		poll.Until(t, 90*time.Second, "OCM removes cluster1's add-on", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		poll.Until(t, 90*time.Second, "cluster1's Argo CD cluster secret deleted", func(ctx context.Context) (bool, error) {
+			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: clustersecret.Name("cluster1")}, &corev1.Secret{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
 		poll.Until(t, 90*time.Second, "agent Deployment removed from cluster1", func(ctx context.Context) (bool, error) {
@@ -352,6 +413,7 @@ func TestEndToEnd(t *testing.T) {
 				"ManifestWork": &workv1.ManifestWorkList{}, "ClusterRole": &rbacv1.ClusterRoleList{}, "ClusterRoleBinding": &rbacv1.ClusterRoleBindingList{},
 				"ValidatingAdmissionPolicy": &admissionregistrationv1.ValidatingAdmissionPolicyList{}, "Pod": &corev1.PodList{},
 				"ConfigMap (issued-certificate record)": &corev1.ConfigMapList{},
+				"Secret (Argo CD cluster secret)":       &corev1.SecretList{},
 			}
 			for kind, list := range lists {
 				var opts []client.ListOption
@@ -362,6 +424,8 @@ func TestEndToEnd(t *testing.T) {
 					opts = append(opts, client.InNamespace(harness.AddonNamespace))
 				case "ConfigMap (issued-certificate record)":
 					opts = append(opts, client.HasLabels{issued.RecordLabel})
+				case "Secret (Argo CD cluster secret)":
+					opts = append(opts, client.HasLabels{clustersecret.ManagedLabel})
 				case "ManifestWork":
 					opts = append(opts, client.MatchingLabels{addonv1beta1.AddonLabelKey: identity.AddonName})
 				}
@@ -391,7 +455,19 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return err == nil, err
 		})
-		t.Log("helm uninstall: agents removed, and no ClusterManagementAddOn, ManagedClusterAddOn, ManifestWork, record, RBAC, admission policy or pod of the add-on left on the hub")
+		// The principal's certificates and JWT key the add-on made go with it; the CA it made
+		// stays, since the principal and any agent elsewhere trust it.
+		poll.Until(t, time.Minute, "the principal's certificates and JWT key the add-on made removed", func(ctx context.Context) (bool, error) {
+			for _, name := range []string{argocd.PrincipalTLSSecret, argocd.ResourceProxyTLSSecret, argocd.JWTSecret} {
+				err := hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: name}, &corev1.Secret{})
+				if !apierrors.IsNotFound(err) {
+					return false, client.IgnoreNotFound(err)
+				}
+			}
+			return true, nil
+		})
+		must(t, hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, &corev1.Secret{}))
+		t.Log("helm uninstall: agents removed, and no ClusterManagementAddOn, ManagedClusterAddOn, ManifestWork, record, cluster secret, RBAC, admission policy or pod of the add-on left on the hub")
 	})
 }
 
@@ -477,7 +553,7 @@ func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 // With --certificate-subject=ocm the agent gets OCM's long subject, and a principal configured
 // as for the existing OCM add-ons (regex on that CN, no match-subject) maps it to the cluster.
 func TestOCMSubjectCompat(t *testing.T) {
-	ctx, e := start(t, harness.Options{Clusters: []string{"compat1"}, CertificateSubject: string(identity.SubjectOCM)})
+	ctx, e := start(t, harness.Options{Clusters: []string{"compat1"}, CertificateSubject: string(identity.SubjectOCM), HarnessPKI: true})
 	must(t, e.SetEnabled(ctx, "compat1", true))
 	a, err := e.StartAgent(ctx, "compat1")
 	must(t, err)

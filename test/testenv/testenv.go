@@ -79,8 +79,10 @@ func StartWith(o Options) (*Env, error) {
 		}
 	}
 	env := &envtest.Environment{
-		BinaryAssetsDirectory:   assets,
-		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: o.CRDs, Scheme: scheme},
+		BinaryAssetsDirectory: assets,
+		// envtest waits 10 s for CRDs to be served by default; an API server starting next to
+		// others on 2 busy cores (e2e starts a hub and its spokes at once) can take longer.
+		CRDInstallOptions:       envtest.CRDInstallOptions{CRDs: o.CRDs, Scheme: scheme, MaxTime: 2 * time.Minute},
 		ControlPlaneStopTimeout: 30 * time.Second,
 	}
 	var nodeFiles *NodeFiles

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -44,6 +47,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/version"
@@ -63,6 +67,9 @@ const (
 	// never leave the hub, so a longer life than the agents' costs little, and a renewal is one
 	// write per cluster every 20 days.
 	DefaultClusterSecretCertLifetime = 30 * 24 * time.Hour
+	// DefaultServerCertLifetime is 90 days for the principal's server certificates, renewed
+	// (and the principal rolled) after 72.
+	DefaultServerCertLifetime = 90 * 24 * time.Hour
 	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.
 	DefaultGRPCServerUsername = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
 	leaderElectionID          = "argocd-agent-addon-manager"
@@ -98,6 +105,17 @@ type Options struct {
 	ResourceProxyAddress      string
 	ClusterSecretCertLifetime time.Duration
 
+	// CreateCA creates the CA secret when it is absent; PrincipalPKI keeps the principal's
+	// server certificates (for its Services' names and addresses plus the extra SANs) and JWT
+	// key, and rolls PrincipalDeployment when they change (pkg/hubpki).
+	CreateCA               bool
+	PrincipalPKI           bool
+	PrincipalDeployment    string
+	ResourceProxyService   string
+	PrincipalExtraSANs     []string
+	ResourceProxyExtraSANs []string
+	ServerCertLifetime     time.Duration
+
 	// MetricsSecure serves metrics over HTTPS, only to callers the hub API server authenticates
 	// (TokenReview) and authorizes for get on /metrics (SubjectAccessReview).
 	MetricsSecure bool
@@ -130,6 +148,10 @@ func NewOptions() *Options {
 		ClusterSecrets:            true,
 		ResourceProxyAddress:      clustersecret.DefaultResourceProxyAddress,
 		ClusterSecretCertLifetime: DefaultClusterSecretCertLifetime,
+
+		PrincipalDeployment:  principal.DefaultService.String(),
+		ResourceProxyService: principal.DefaultService.Namespace + "/argocd-agent-resource-proxy",
+		ServerCertLifetime:   DefaultServerCertLifetime,
 	}
 }
 
@@ -186,6 +208,20 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"HOST:PORT at which Argo CD reaches the principal's resource proxy; the cluster secrets' server is https://HOST:PORT?agentName=<cluster>.")
 	fs.DurationVar(&o.ClusterSecretCertLifetime, "cluster-secret-cert-lifetime", o.ClusterSecretCertLifetime,
 		fmt.Sprintf("Lifetime of the client certificates in the cluster secrets (%s to %s), never past the CA's expiry; renewed when two thirds have passed.", MinCertLifetime, MaxCertLifetime))
+	fs.BoolVar(&o.CreateCA, "create-ca", o.CreateCA,
+		"Create the --ca-secret CA (kubernetes.io/tls, ECDSA P-256, 10 years) when it does not exist. An existing CA is never changed.")
+	fs.BoolVar(&o.PrincipalPKI, "principal-pki", o.PrincipalPKI,
+		"Keep the principal's server certificates (argocd-agent-principal-tls, argocd-agent-resource-proxy-tls in the --principal-deployment namespace) issued from the CA for its Services' addresses and names, renewed at 80% of their lifetime, and its JWT key (argocd-agent-jwt), and roll the principal Deployment when they change. Secrets the add-on did not create are left alone.")
+	fs.StringVar(&o.PrincipalDeployment, "principal-deployment", o.PrincipalDeployment,
+		"NAMESPACE/NAME of the principal's Deployment, rolled with --principal-pki when its certificates change.")
+	fs.StringVar(&o.ResourceProxyService, "resource-proxy-service", o.ResourceProxyService,
+		"NAMESPACE/NAME of the Service of the principal's resource proxy, whose names and addresses its certificate covers (--principal-pki).")
+	fs.StringSliceVar(&o.PrincipalExtraSANs, "principal-extra-sans", o.PrincipalExtraSANs,
+		"More DNS names or IP addresses for the principal's gRPC certificate, e.g. an Ingress host (--principal-pki).")
+	fs.StringSliceVar(&o.ResourceProxyExtraSANs, "resource-proxy-extra-sans", o.ResourceProxyExtraSANs,
+		"More DNS names or IP addresses for the resource proxy's certificate (--principal-pki).")
+	fs.DurationVar(&o.ServerCertLifetime, "server-cert-lifetime", o.ServerCertLifetime,
+		fmt.Sprintf("Lifetime of the principal's server certificates (%s to %s), never past the CA's expiry (--principal-pki).", MinCertLifetime, MaxCertLifetime))
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "Sustained requests per second the manager may send to the hub API server.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Requests the manager may send to the hub API server in a burst above --kube-api-qps.")
 }
@@ -222,6 +258,23 @@ func (o *Options) Validate() error {
 		}
 		if o.ClusterSecretCertLifetime < MinCertLifetime || o.ClusterSecretCertLifetime > MaxCertLifetime {
 			errs = append(errs, fmt.Errorf("--cluster-secret-cert-lifetime %s is outside %s to %s", o.ClusterSecretCertLifetime, MinCertLifetime, MaxCertLifetime))
+		}
+	}
+	if o.PrincipalPKI {
+		for flag, v := range map[string]string{"--principal-deployment": o.PrincipalDeployment, "--resource-proxy-service": o.ResourceProxyService} {
+			if _, err := namespacedName(flag, v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for flag, sans := range map[string][]string{"--principal-extra-sans": o.PrincipalExtraSANs, "--resource-proxy-extra-sans": o.ResourceProxyExtraSANs} {
+			for _, san := range sans {
+				if net.ParseIP(san) == nil && len(validation.IsDNS1123Subdomain(strings.TrimPrefix(san, "*."))) > 0 {
+					errs = append(errs, fmt.Errorf("%s: %q is neither an IP address nor a DNS name", flag, san))
+				}
+			}
+		}
+		if o.ServerCertLifetime < MinCertLifetime || o.ServerCertLifetime > MaxCertLifetime {
+			errs = append(errs, fmt.Errorf("--server-cert-lifetime %s is outside %s to %s", o.ServerCertLifetime, MinCertLifetime, MaxCertLifetime))
 		}
 	}
 	if !(o.KubeAPIQPS > 0) { // also refuses NaN
@@ -267,11 +320,39 @@ func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretS
 		ResourceProxyAddress: o.ResourceProxyAddress, Lifetime: o.ClusterSecretCertLifetime, Events: recorder}).SetupWithManager(mgr)
 }
 
+// setupHubPKI runs the hub PKI controller (pkg/hubpki). Options must be valid.
+func (o *Options) setupHubPKI(mgr manager.Manager, ca *authority.SecretSource, principalKey types.NamespacedName, recorder events.EventRecorder) error {
+	deployment, err := namespacedName("--principal-deployment", o.PrincipalDeployment)
+	if err != nil {
+		return err
+	}
+	proxy, err := namespacedName("--resource-proxy-service", o.ResourceProxyService)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	return (&hubpki.Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Secrets: cs.CoreV1(), CA: ca,
+		CreateCA: o.CreateCA, ServerCerts: o.PrincipalPKI,
+		PrincipalService: principalKey, ResourceProxyService: proxy, PrincipalDeployment: deployment,
+		PrincipalSANs: o.PrincipalExtraSANs, ResourceProxySANs: o.ResourceProxyExtraSANs,
+		Lifetime: o.ServerCertLifetime, Events: recorder,
+	}).SetupWithManager(mgr)
+}
+
 // principalServiceKey parses --principal-service.
 func principalServiceKey(s string) (types.NamespacedName, error) {
+	return namespacedName("--principal-service", s)
+}
+
+// namespacedName parses flag's NAMESPACE/NAME value.
+func namespacedName(flag, s string) (types.NamespacedName, error) {
 	ns, name, ok := strings.Cut(s, "/")
 	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Label(name)) > 0 {
-		return types.NamespacedName{}, fmt.Errorf("--principal-service %q: want NAMESPACE/NAME of a Service", s)
+		return types.NamespacedName{}, fmt.Errorf("%s %q: want NAMESPACE/NAME", flag, s)
 	}
 	return types.NamespacedName{Namespace: ns, Name: name}, nil
 }
@@ -320,6 +401,38 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	recordsSelector := labels.NewSelector().Add(*recordsRequirement)
+	byObject := map[client.Object]cache.ByObject{
+		// The records of issued certificates, in the manager's namespace (pkg/certificates/issued).
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{o.Namespace: {}},
+			Label:      recordsSelector,
+		},
+		// Only the CA secret; cluster secrets have a cache of their own (setupClusterSecrets).
+		&corev1.Secret{}: {
+			Namespaces: map[string]cache.Config{caKey.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
+		},
+		// Only the principal's Service (pkg/principal).
+		&corev1.Service{}: {
+			Namespaces: map[string]cache.Config{principalKey.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", principalKey.Name),
+		},
+		&addonv1beta1.ManagedClusterAddOn{}: {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
+		// The add-on's own, which holds the revocation list (pkg/revocation).
+		&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
+		&certificatesv1.CertificateSigningRequest{}: {},
+	}
+	if o.PrincipalPKI {
+		deployment, err := namespacedName("--principal-deployment", o.PrincipalDeployment)
+		if err != nil {
+			return err
+		}
+		// Only the principal's Deployment (pkg/hubpki).
+		byObject[&appsv1.Deployment{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{deployment.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", deployment.Name),
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       o.metricsServerOptions(),
@@ -331,27 +444,7 @@ func (o *Options) Run(ctx context.Context) error {
 		// CachedConfigGetter reads AddOnDeploymentConfigs unstructured; without this, unstructured
 		// reads bypass the cache and go to the API server.
 		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// The records of issued certificates, in the manager's namespace (pkg/certificates/issued).
-			&corev1.ConfigMap{}: {
-				Namespaces: map[string]cache.Config{o.Namespace: {}},
-				Label:      recordsSelector,
-			},
-			// Only the CA secret; cluster secrets have a cache of their own (setupClusterSecrets).
-			&corev1.Secret{}: {
-				Namespaces: map[string]cache.Config{caKey.Namespace: {}},
-				Field:      fields.OneTermEqualSelector("metadata.name", caKey.Name),
-			},
-			// Only the principal's Service (pkg/principal).
-			&corev1.Service{}: {
-				Namespaces: map[string]cache.Config{principalKey.Namespace: {}},
-				Field:      fields.OneTermEqualSelector("metadata.name", principalKey.Name),
-			},
-			&addonv1beta1.ManagedClusterAddOn{}: {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
-			// The add-on's own, which holds the revocation list (pkg/revocation).
-			&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
-			&certificatesv1.CertificateSigningRequest{}: {},
-		}},
+		Cache:  cache.Options{ByObject: byObject},
 	})
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
@@ -422,6 +515,11 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	if o.ClusterSecrets {
 		if err := o.setupClusterSecrets(mgr, ca, caKey, recorder); err != nil {
+			return err
+		}
+	}
+	if o.CreateCA || o.PrincipalPKI {
+		if err := o.setupHubPKI(mgr, ca, principalKey, recorder); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,10 +20,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
@@ -58,6 +61,11 @@ type Options struct {
 	CertLifetime       time.Duration
 	// Progress, if set, is told each step.
 	Progress func(format string, args ...any)
+	// HarnessPKI makes the harness create the CA, the principal's server certificates and its
+	// JWT key before the add-on is installed, as a user who ran `argocd-agentctl pki init` has:
+	// the add-on adopts the CA and touches none of them. Default: the add-on creates them all
+	// (chart pki.createCA and pki.principal.enabled) and the principal starts with those.
+	HarnessPKI bool
 }
 
 // Env is a running hub, its managed clusters, the principal and the manager.
@@ -87,9 +95,11 @@ type Env struct {
 	hostIP  net.IP
 	// principalIP is the principal Service's load balancer address.
 	principalIP net.IP
-	helm        string
-	metrics     *http.Client
-	token       string
+	// resourceProxyIP is the load balancer address of ResourceProxyExternalService.
+	resourceProxyIP net.IP
+	helm            string
+	metrics         *http.Client
+	token           string
 }
 
 // Spoke is one managed cluster: its own API server, a real node that runs its pods, and its OCM
@@ -214,27 +224,40 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		o.progress("cluster %s joined and accepted", name)
 	}
 
-	// The CA the principal trusts and the manager signs with, as `argocd-agentctl pki init` makes it.
-	if e.CACertPEM, e.CAKeyPEM, err = testca.New("argocd-agent-ca", 365*24*time.Hour); err != nil {
-		return nil, err
-	}
 	c := e.Hub.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ArgoCDNamespace}}); err != nil {
 		return nil, err
 	}
-	if err := c.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: CASecretName}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{corev1.TLSCertKey: e.CACertPEM, corev1.TLSPrivateKeyKey: e.CAKeyPEM},
-	}); err != nil {
-		return nil, err
+	e.helm = helm
+	if o.HarnessPKI {
+		// The CA the principal trusts and the manager signs with, as `argocd-agentctl pki init` makes it.
+		if e.CACertPEM, e.CAKeyPEM, err = testca.New("argocd-agent-ca", 365*24*time.Hour); err != nil {
+			return nil, err
+		}
+		if err := c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: CASecretName}, Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: e.CACertPEM, corev1.TLSPrivateKeyKey: e.CAKeyPEM},
+		}); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.installPrincipal(ctx); err != nil {
 		return nil, err
 	}
 	o.progress("Argo CD agent principal pod up, Service %s on %s (mTLS, CA %s)", argocd.PrincipalName, e.Principal.Addr(), "argocd/argocd-agent-ca")
+	if o.HarnessPKI {
+		if err := e.installAddon(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
 
-	// The add-on as a user installs it: helm install of the chart, the manager's pod from our
-	// image on the hub's node.
+// installAddon installs the add-on as a user does: helm install of the chart, the manager's pod
+// from our image on the hub's node. Without HarnessPKI it also makes the hub PKI and waits for
+// it, and the harness reads the CA the manager created.
+func (e *Env) installAddon(ctx context.Context) error {
+	o := e.opts
 	values := map[string]string{
 		"image.repository": managerImageRepository,
 		"image.tag":        managerImageTag,
@@ -244,16 +267,70 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		"certificate.subject":  o.CertificateSubject,
 		"certificate.lifetime": o.CertLifetime.String(),
 		"logVerbosity":         "2",
+		// Where the test process, standing in for Argo CD, reaches the resource proxy.
+		"clusterSecrets.resourceProxyAddress": e.ResourceProxyAddr(),
 	}
-	if err := chart.Install(helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
-		return nil, err
+	if !o.HarnessPKI {
+		values["pki.createCA"] = "true"
+		values["pki.principal.enabled"] = "true"
+		values["pki.resourceProxy.extraSANs[0]"] = e.resourceProxyIP.String()
 	}
-	e.helm = helm
+	if err := chart.Install(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
+		return err
+	}
 	if err := e.waitManager(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	o.progress("add-on manager pod %s Ready, leading (metrics on %s)", e.ManagerPod, e.MetricsURL)
-	return e, nil
+	if o.HarnessPKI {
+		return nil
+	}
+	return e.waitAddonPKI(ctx)
+}
+
+// waitAddonPKI waits until the manager has made the CA, the principal's server certificate (for
+// its load balancer address), the resource proxy's and the JWT key, and reads the CA.
+func (e *Env) waitAddonPKI(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	get := func(name string) (*corev1.Secret, error) {
+		s := &corev1.Secret{}
+		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: ArgoCDNamespace, Name: name}, s)
+		return s, err
+	}
+	for {
+		var missing []string
+		for _, name := range []string{CASecretName, argocd.PrincipalTLSSecret, argocd.ResourceProxyTLSSecret, argocd.JWTSecret} {
+			if _, err := get(name); err != nil {
+				missing = append(missing, name+": "+err.Error())
+			}
+		}
+		if len(missing) == 0 {
+			tlsSecret, err := get(argocd.PrincipalTLSSecret)
+			if err != nil {
+				return err
+			}
+			certs, err := authority.ParseCertificates(tlsSecret.Data[corev1.TLSCertKey])
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(certs[0].IPAddresses, func(ip net.IP) bool { return ip.Equal(e.principalIP) }) {
+				ca, err := get(CASecretName)
+				if err != nil {
+					return err
+				}
+				e.CACertPEM, e.CAKeyPEM = ca.Data[corev1.TLSCertKey], ca.Data[corev1.TLSPrivateKeyKey]
+				e.opts.progress("hub PKI made by the add-on: CA, principal and resource proxy certificates, JWT key")
+				return nil
+			}
+			missing = append(missing, "principal certificate for "+e.principalIP.String())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the add-on's hub PKI: %v", missing)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // onStop registers what Stop undoes, in reverse order.
@@ -301,6 +378,13 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 	}
 	e.onStop(s.Node.Stop)
 	if err := e.startRedis(ctx, s.API, s.Node, identity.DefaultInstallNamespace, filepath.Join(e.opts.Dir, name)); err != nil {
+		return nil, err
+	}
+	// Argo CD's settings ConfigMap as its install makes it, with the default (annotation)
+	// resource tracking: the agent reads it to tell which objects an Application manages, the
+	// only ones its resource proxy serves.
+	if err := s.API.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: identity.DefaultInstallNamespace, Name: "argocd-cm",
+		Labels: map[string]string{"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"}}}); err != nil {
 		return nil, err
 	}
 	if s.OCM, err = proc.Start(ctx, "ocm-"+name, e.opts.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
@@ -373,8 +457,7 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 			"principal.auth":                          "mtls:subject:" + auth,
 			"principal.tls.client-cert.match-subject": strconv.FormatBool(e.opts.CertificateSubject == string(identity.SubjectClusterName)),
 			"principal.allowed-namespaces":            strings.Join(e.opts.Clusters, ","),
-			// Off until the manager issues the resource proxy's certificate (issue 11).
-			"principal.resource-proxy.enable": "false",
+			"principal.resource-proxy.enable":         "true",
 		},
 		BeforeDeployment: func(ctx context.Context) error {
 			ip, err := e.HubNode.ExposeLoadBalancer(ctx, ArgoCDNamespace, argocd.PrincipalName)
@@ -382,6 +465,16 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 				return err
 			}
 			e.principalIP = net.ParseIP(ip)
+			if e.resourceProxyIP, err = e.exposeResourceProxy(ctx); err != nil {
+				return err
+			}
+			if !e.opts.HarnessPKI {
+				// The principal starts with what the add-on made.
+				return e.installAddon(ctx)
+			}
+			if err := e.writeResourceProxyServerCert(ctx); err != nil {
+				return err
+			}
 			jwtKey, err := argocd.NewJWTKey()
 			if err != nil {
 				return err
@@ -415,6 +508,54 @@ func (e *Env) writePrincipalServerCert(ctx context.Context) error {
 		return fmt.Errorf("issuing the principal's server certificate: %w", err)
 	}
 	return argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
+		map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
+}
+
+// ResourceProxyExternalService is a LoadBalancer Service the harness adds in front of the
+// principal's resource proxy port. Argo CD, next to the principal, would dial upstream's
+// ClusterIP Service argocd-agent-resource-proxy; the test process on the host, standing in for
+// Argo CD, reaches no ClusterIP (no kube-proxy), so it dials this address instead.
+const ResourceProxyExternalService = "argocd-agent-resource-proxy-external"
+
+// ResourceProxyPort is upstream's resource proxy port.
+const ResourceProxyPort = 9090
+
+// ResourceProxyAddr is where the host reaches the principal's resource proxy (HOST:PORT).
+func (e *Env) ResourceProxyAddr() string {
+	return net.JoinHostPort(e.resourceProxyIP.String(), strconv.Itoa(ResourceProxyPort))
+}
+
+func (e *Env) exposeResourceProxy(ctx context.Context) (net.IP, error) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: ResourceProxyExternalService},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app.kubernetes.io/name": argocd.PrincipalName},
+			Ports:    []corev1.ServicePort{{Name: "resource-proxy", Port: ResourceProxyPort, TargetPort: intstr.FromInt32(ResourceProxyPort)}},
+		},
+	}
+	if err := e.Hub.Client.Create(ctx, svc); err != nil {
+		return nil, err
+	}
+	ip, err := e.HubNode.ExposeLoadBalancer(ctx, ArgoCDNamespace, ResourceProxyExternalService)
+	if err != nil {
+		return nil, err
+	}
+	return net.ParseIP(ip), nil
+}
+
+// writeResourceProxyServerCert issues the resource proxy's server certificate
+// (argocd-agent-resource-proxy-tls) for upstream's Service names and the external address.
+func (e *Env) writeResourceProxyServerCert(ctx context.Context) error {
+	svc := argocd.ResourceProxyService + "." + ArgoCDNamespace + ".svc"
+	cert, key, err := testca.IssueCert(e.CACertPEM, e.CAKeyPEM, testca.CertRequest{
+		CommonName: argocd.ResourceProxyService, DNSNames: []string{argocd.ResourceProxyService, svc, svc + ".cluster.local"},
+		IPAddresses: []net.IP{e.resourceProxyIP}, Server: true,
+	})
+	if err != nil {
+		return fmt.Errorf("issuing the resource proxy's server certificate: %w", err)
+	}
+	return argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.ResourceProxyTLSSecret, corev1.SecretTypeTLS,
 		map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
 }
 
