@@ -64,8 +64,10 @@ const (
 
 // reservedPrefixes are label key prefixes a ManagedCluster's labels may not bring into the
 // cluster secret: Argo CD's and argocd-agent's own, and this add-on's (which include the
-// revoked label).
-var reservedPrefixes = []string{"argocd.argoproj.io/", "argocd-agent.argoproj-labs.io/", "argocd-agent-addon.open-cluster-management.io/"}
+// revoked label); and OCM's feature.open-cluster-management.io/ add-on availability marks,
+// which change with every add-on's health and would make the secret churn.
+var reservedPrefixes = []string{"argocd.argoproj.io/", "argocd-agent.argoproj-labs.io/", "argocd-agent-addon.open-cluster-management.io/",
+	"feature.open-cluster-management.io/"}
 
 // Name is the cluster secret of agent.
 func Name(agent string) string { return "cluster-" + agent }

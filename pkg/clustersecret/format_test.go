@@ -120,6 +120,7 @@ func TestDesired(t *testing.T) {
 		"env": "prod", "cluster.open-cluster-management.io/clusterset": "global",
 		SecretTypeLabel: "repository", AgentNameLabel: "someone-else", ManagedLabel: "false",
 		"argocd-agent-addon.open-cluster-management.io/revoked": "true",
+		"feature.open-cluster-management.io/addon-argocd-agent": "available",
 	}
 	ac, err := Desired("argocd", "cluster1", "rp.example.com:9090", labels, creds, []byte("CA"))
 	if err != nil {

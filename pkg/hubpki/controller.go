@@ -78,13 +78,19 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	is := func(key types.NamespacedName) predicate.Predicate {
 		return predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == key.Namespace && o.GetName() == key.Name })
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	// The ClusterManagementAddOn exists from the start: its watch reconciles first, when the CA
+	// secret may not exist yet. The Deployment (cached by name only with --principal-pki) and
+	// the Service matter only for the server certificates.
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("hub-pki").
-		Watches(&corev1.Secret{}, one, builder.WithPredicates(is(caKey))).
-		Watches(&corev1.Service{}, one, builder.WithPredicates(is(r.PrincipalService))).
 		Watches(&addonv1beta1.ClusterManagementAddOn{}, one, builder.WithPredicates(is(types.NamespacedName{Name: identity.AddonName}))).
-		Watches(&appsv1.Deployment{}, one, builder.WithPredicates(is(r.PrincipalDeployment))).
-		Complete(r)
+		Watches(&corev1.Secret{}, one, builder.WithPredicates(is(caKey)))
+	if r.ServerCerts {
+		b = b.Watches(&corev1.Service{}, one, builder.WithPredicates(is(r.PrincipalService))).
+			Watches(&appsv1.Deployment{}, one, builder.WithPredicates(is(r.PrincipalDeployment),
+				predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{})))
+	}
+	return b.Complete(r)
 }
 
 func (r *Reconciler) now() time.Time {
