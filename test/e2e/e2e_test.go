@@ -500,8 +500,14 @@ func podLogs(t *testing.T, files []string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		must(t, err)
+		// Logs are streamed by a goroutine per pod: the newest pod's first lines may still be
+		// on their way (CI once read an agent pod's log while it was still empty).
+		var data []byte
+		poll.Wait(context.Background(), 200*time.Millisecond, 30*time.Second, func(context.Context) (bool, error) {
+			var err error
+			data, err = os.ReadFile(f)
+			return len(data) > 0, err
+		})
 		if len(data) == 0 || strings.HasPrefix(string(data), node.LogReadFailure) {
 			t.Fatalf("%s: no log was read: %q", f, data)
 		}
