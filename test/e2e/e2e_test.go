@@ -503,13 +503,13 @@ func podLogs(t *testing.T, files []string) map[string]string {
 		// Logs are streamed by a goroutine per pod: the newest pod's first lines may still be
 		// on their way (CI once read an agent pod's log while it was still empty).
 		var data []byte
-		poll.Wait(context.Background(), 200*time.Millisecond, 30*time.Second, func(context.Context) (bool, error) {
+		waitErr := poll.Wait(context.Background(), 200*time.Millisecond, 30*time.Second, func(context.Context) (bool, error) {
 			var err error
 			data, err = os.ReadFile(f)
 			return len(data) > 0, err
 		})
 		if len(data) == 0 || strings.HasPrefix(string(data), node.LogReadFailure) {
-			t.Fatalf("%s: no log was read: %q", f, data)
+			t.Fatalf("%s: no log was read: %q (%v)", f, data, waitErr)
 		}
 		if strings.Contains(string(data), node.LogCut) {
 			t.Fatalf("%s: only part of the log was read", f)
