@@ -128,6 +128,21 @@ build_argocd_agent() {
 	mv "$ARGOCD_AGENT_DIR/argocd-agent.tmp" "$ARGOCD_AGENT_DIR/argocd-agent"
 }
 
+# The same code stamped with another version: the principal "upgraded" in test/e2e's version-lock
+# test, which the pinned agents must then mismatch. A relink of the build above (seconds warm).
+ARGOCD_AGENT_UPGRADE_VERSION=$ARGOCD_AGENT_VERSION-upgrade
+build_argocd_agent_upgrade() {
+	local version=${ARGOCD_AGENT_UPGRADE_VERSION#v}
+	if have "$ARGOCD_AGENT_DIR/argocd-agent-upgrade" "^argocd-agent-$version\$" version; then return; fi
+	log "linking argocd-agent as $ARGOCD_AGENT_UPGRADE_VERSION"
+	(cd "$ROOT/hack/tools/argocd-agent" &&
+		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 CGO_ENABLED=0 \
+			go build -trimpath -o "$ARGOCD_AGENT_DIR/argocd-agent-upgrade.tmp" \
+			-ldflags "-s -w -X github.com/argoproj-labs/argocd-agent/internal/version.version=$version -X github.com/argoproj-labs/argocd-agent/internal/version.gitRevision=$ARGOCD_AGENT_VERSION" \
+			github.com/argoproj-labs/argocd-agent/cmd/argocd-agent)
+	mv "$ARGOCD_AGENT_DIR/argocd-agent-upgrade.tmp" "$ARGOCD_AGENT_DIR/argocd-agent-upgrade"
+}
+
 # Upstream's install manifests (install/kubernetes) of the same version, from its module: the
 # end-to-end tests install the principal from them as a user does.
 ARGOCD_AGENT_INSTALL_DIR=$ARGOCD_AGENT_DIR/install
@@ -185,7 +200,7 @@ images_dir() {
 build_test_images() {
 	local dir arch
 	dir=$(images_dir)
-	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar ]]; then return; fi
+	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar && -f $dir/argocd-agent-upgrade.tar ]]; then return; fi
 	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION)"
 	mkdir -p "$dir"
 	arch=$(go env GOARCH)
@@ -194,7 +209,10 @@ build_test_images() {
 	"$dir/image" build --kind pause --binary "linux/$arch=$dir/pause" --tag registry.test.local/pause:1 --archive "$dir/pause.tar.tmp"
 	"$dir/image" build --kind argocd-agent --binary "linux/$arch=$ARGOCD_AGENT_DIR/argocd-agent" \
 		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_VERSION" --version "$ARGOCD_AGENT_VERSION" --archive "$dir/argocd-agent.tar.tmp"
+	"$dir/image" build --kind argocd-agent --binary "linux/$arch=$ARGOCD_AGENT_DIR/argocd-agent-upgrade" \
+		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_UPGRADE_VERSION" --version "$ARGOCD_AGENT_UPGRADE_VERSION" --archive "$dir/argocd-agent-upgrade.tar.tmp"
 	mv "$dir/pause.tar.tmp" "$dir/pause.tar"
+	mv "$dir/argocd-agent-upgrade.tar.tmp" "$dir/argocd-agent-upgrade.tar"
 	mv "$dir/argocd-agent.tar.tmp" "$dir/argocd-agent.tar"
 }
 
@@ -215,6 +233,7 @@ print_env() {
 	echo "export KUBELET_BIN=$KUBE_DIR/kubelet"
 	echo "export PAUSE_IMAGE_ARCHIVE=$(images_dir)/pause.tar"
 	echo "export ARGOCD_AGENT_IMAGE_ARCHIVE=$(images_dir)/argocd-agent.tar"
+	echo "export ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE=$(images_dir)/argocd-agent-upgrade.tar"
 }
 
 # in_parallel FN...: runs each function in the background and fails if any failed. The builds
@@ -254,6 +273,7 @@ rest_all() {
 	ensure_node_packages
 	ensure_redis
 	build_argocd_agent
+	build_argocd_agent_upgrade
 	copy_argocd_agent_install
 	build_test_images
 	build_ocm_local
@@ -280,6 +300,7 @@ node)
 	build_kube_components kube-controller-manager kube-scheduler kubelet
 	ensure_node_packages
 	build_argocd_agent
+	build_argocd_agent_upgrade
 	copy_argocd_agent_install
 	build_test_images
 	;;

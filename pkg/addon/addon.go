@@ -14,9 +14,11 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/distribution/reference"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/klog/v2"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
 	"open-cluster-management.io/addon-framework/pkg/agent"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
@@ -47,8 +50,12 @@ type CA interface {
 // The render command has none.
 type ConfigReporter interface {
 	Invalid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError)
-	// Valid also says which principal the agent was given, and where that came from.
-	Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, p principal.Endpoint)
+	// Valid also says which principal the agent was given, and where that came from, and how
+	// its version compares with the principal's (AgentVersion).
+	Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, p principal.Endpoint, version metav1.Condition)
+	// Held says, for a cluster whose rollout has not reached it, how the version of the agent
+	// it keeps compares with the principal's.
+	Held(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, version metav1.Condition)
 }
 
 // Options configure the add-on.
@@ -68,6 +75,13 @@ type Options struct {
 	// AddOnDeploymentConfig gives none (pkg/principal). Without it (the render command) the
 	// address is required.
 	Principal func(context.Context) (principal.Endpoint, error)
+	// AgentVersions, if set, reads the AgentVersion OCM resolved for each cluster, whose image
+	// the agent runs unless its AddOnDeploymentConfig pins agentImage (pkg/agentversion).
+	// Without it (the render command) the agent gets the default image.
+	AgentVersions *agentversion.Getter
+	// PrincipalImage, if set, reads the image the principal runs now, and where it was read,
+	// for the AgentVersion condition.
+	PrincipalImage func(context.Context) (image, from string, err error)
 	// Works, if set, reads a cluster's deploy ManifestWorks when its render is held back, so
 	// that a renewed certificate still reaches its agent (deliverRenewal). Uncached: it is read
 	// only then.
@@ -89,15 +103,32 @@ func New(o Options) (agent.AgentAddon, error) {
 		}
 		return agentconfig.FromDeploymentConfig(adc)
 	}
-	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA}
+	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA, principalImage: o.PrincipalImage, config: config}
+	hashers := specHashers(o)
+	configGVRs := []schema.GroupVersionResource{utils.AddOnDeploymentConfigGVR}
+	if o.AgentVersions != nil {
+		configGVRs = append(configGVRs, agentversion.GVR)
+	}
 	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
 		ctx := context.Background() // addonfactory passes values funcs no context
-		if err := rolledOut(ctx, addon, o.ConfigGetter); err != nil {
+		if err := rolledOut(ctx, addon, hashers); err != nil {
 			return nil, err
 		}
 		cfg, err := config(addon)
 		if err != nil {
 			return nil, err
+		}
+		if !cfg.ImageSet && o.AgentVersions != nil {
+			av, ok, err := o.AgentVersions.Desired(ctx, addon)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				if _, err := reference.ParseNormalizedNamed(av.Image); err != nil {
+					return nil, fmt.Errorf("%s %s: spec.image %q is not an image reference: %w", agentversion.Kind, av.Key, av.Image, err)
+				}
+				cfg.Image = av.Image
+			}
 		}
 		if err := cfg.ResolvePrincipal(ctx, o.Principal); err != nil {
 			return nil, err
@@ -109,6 +140,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		v, err := cfg.Values(cluster, bundle, CertificateOnSpoke(addon))
 		if err == nil {
 			g.principals.Store(cluster.Name, cfg.Principal)
+			g.images.Store(cluster.Name, cfg.Image)
 		}
 		return v, err
 	}
@@ -131,7 +163,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		// and never denies, so pkg/certificates approves, denies and signs instead.
 	}
 	inner, err := addonfactory.NewAgentAddonFactory(identity.AddonName, manifests.AgentFS, manifests.AgentDir).
-		WithConfigGVRs(utils.AddOnDeploymentConfigGVR).
+		WithConfigGVRs(configGVRs...).
 		WithGetValuesFuncs(values).
 		WithAgentInstallNamespace(installNamespace).
 		WithAgentRegistrationOption(registration).
@@ -152,34 +184,54 @@ type SpecHashGetter interface {
 	GetWithSpecHash(ctx context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error)
 }
 
+// specHash reads the spec hash of one config object of a type.
+type specHash func(ctx context.Context, namespace, name string) (string, error)
+
+// specHashers are the config types whose rollout rolledOut checks: AddOnDeploymentConfigs when
+// the getter gives OCM's spec hash (not the render command's or unit tests' getters), and
+// AgentVersions.
+func specHashers(o Options) map[schema.GroupResource]specHash {
+	out := map[schema.GroupResource]specHash{}
+	if h, ok := o.ConfigGetter.(SpecHashGetter); ok {
+		out[utils.AddOnDeploymentConfigGVR.GroupResource()] = func(ctx context.Context, namespace, name string) (string, error) {
+			_, hash, err := h.GetWithSpecHash(ctx, namespace, name)
+			return hash, err
+		}
+	}
+	if o.AgentVersions != nil {
+		out[agentversion.GVR.GroupResource()] = func(ctx context.Context, namespace, name string) (string, error) {
+			_, hash, err := o.AgentVersions.GetWithSpecHash(ctx, namespace, name)
+			return hash, err
+		}
+	}
+	return out
+}
+
 // ErrRolloutPending says a cluster's config has changed but OCM's rollout has not reached the
 // cluster yet.
 var ErrRolloutPending = errors.New("rollout pending")
 
-// rolledOut checks that the config as it is now is the one OCM wants on this cluster. A config
+// rolledOut checks that each config as it is now is the one OCM wants on this cluster. A config
 // object holds only its newest spec, and addon-framework re-renders a cluster for many reasons
 // (its status changes, a resync every 10 minutes), each time reading the newest spec. While a
 // rollout has not reached the cluster, its desired spec hash still names the older spec;
 // rendering the newest would skip the ClusterManagementAddOn's rollout strategy. An error makes
 // addon-framework keep the cluster's ManifestWork as it is until OCM moves the cluster on (and
-// retry, which also covers a cache that has not seen the config change yet). The check needs
-// a getter that gives OCM's spec hash; others (render, unit tests) skip it.
-func rolledOut(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, getter utils.AddOnDeploymentConfigGetter) error {
-	hasher, ok := getter.(SpecHashGetter)
-	if !ok {
-		return nil
-	}
-	found, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, utils.AddOnDeploymentConfigGVR.Group, utils.AddOnDeploymentConfigGVR.Resource)
-	if !found || ref.DesiredConfig == nil || ref.DesiredConfig.SpecHash == "" {
-		return nil // addon-framework's own config lookup says what is missing
-	}
-	_, hash, err := hasher.GetWithSpecHash(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
-	if err != nil {
-		return fmt.Errorf("reading AddOnDeploymentConfig: %w", err)
-	}
-	if hash != ref.DesiredConfig.SpecHash {
-		return fmt.Errorf("%w: AddOnDeploymentConfig %s/%s is now at spec hash %.12s, and OCM's rollout has cluster %s on %.12s; its ManifestWork stays as it is until the rollout reaches it",
-			ErrRolloutPending, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, hash, addon.Namespace, ref.DesiredConfig.SpecHash)
+// retry, which also covers a cache that has not seen the config change yet).
+func rolledOut(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, hashers map[schema.GroupResource]specHash) error {
+	for _, ref := range addon.Status.ConfigReferences {
+		hasher, ok := hashers[schema.GroupResource{Group: ref.Group, Resource: ref.Resource}]
+		if !ok || ref.DesiredConfig == nil || ref.DesiredConfig.SpecHash == "" {
+			continue // addon-framework's own config lookup says what is missing
+		}
+		hash, err := hasher(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
+		if err != nil {
+			return fmt.Errorf("reading %s %s/%s: %w", ref.Resource, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, err)
+		}
+		if hash != ref.DesiredConfig.SpecHash {
+			return fmt.Errorf("%w: %s %s/%s is now at spec hash %.12s, and OCM's rollout has cluster %s on %.12s; its ManifestWork stays as it is until the rollout reaches it",
+				ErrRolloutPending, ref.Resource, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, hash, addon.Namespace, ref.DesiredConfig.SpecHash)
+		}
 	}
 	return nil
 }
@@ -212,9 +264,13 @@ type guardedAddon struct {
 	hub      client.Reader
 	works    client.Reader
 	ca       CA
-	// principals holds, per cluster name, the principal its last successful render gave the
-	// agent: the values func knows it, the reporter tells it.
+	// principals and images hold, per cluster name, the principal and the image its last
+	// successful render gave the agent: the values func knows them, the reporter tells them.
 	principals sync.Map
+	images     sync.Map
+	// principalImage reads the principal's image now; config reads a cluster's config.
+	principalImage func(context.Context) (image, from string, err error)
+	config         func(*addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error)
 }
 
 // configResolved: OCM has set Configured=True, or set the condition at all while the status
@@ -281,11 +337,16 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 		case err == nil:
 			p, _ := g.principals.Load(cluster.Name)
 			ep, _ := p.(principal.Endpoint)
-			g.reporter.Valid(ctx, addon, ep)
+			image, _ := g.images.Load(cluster.Name)
+			s, _ := image.(string)
+			g.reporter.Valid(ctx, addon, ep, g.versionCondition(ctx, addon, s, ""))
 		}
 	}
 	if err != nil && g.works != nil {
-		renewal, rerr := g.deliverRenewal(ctx, cluster, addon)
+		renewal, delivered, rerr := g.deliverRenewal(ctx, cluster, addon)
+		if g.reporter != nil && errors.Is(err, ErrRolloutPending) && delivered != "" {
+			g.reporter.Held(ctx, addon, g.versionCondition(ctx, addon, delivered, err.Error()))
+		}
 		if rerr != nil {
 			return nil, fmt.Errorf("%w; and the renewal could not be delivered on the last configuration: %v", err, rerr)
 		}

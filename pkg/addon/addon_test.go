@@ -50,16 +50,21 @@ func (g getter) Get(_ context.Context, ns, name string) (*addonv1beta1.AddOnDepl
 type recordingReporter struct {
 	invalid []*agentconfig.FieldError
 	valid   int
-	// principal is what the last Valid was told.
+	// principal and version are what the last Valid was told; held what Held was.
 	principal principalpkg.Endpoint
+	version   metav1.Condition
+	held      []metav1.Condition
 }
 
 func (r *recordingReporter) Invalid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, err *agentconfig.FieldError) {
 	r.invalid = append(r.invalid, err)
 }
-func (r *recordingReporter) Valid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, p principalpkg.Endpoint) {
+func (r *recordingReporter) Valid(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, p principalpkg.Endpoint, version metav1.Condition) {
 	r.valid++
-	r.principal = p
+	r.principal, r.version = p, version
+}
+func (r *recordingReporter) Held(_ context.Context, _ *addonv1beta1.ManagedClusterAddOn, version metav1.Condition) {
+	r.held = append(r.held, version)
 }
 
 func mcaFor(adc *addonv1beta1.AddOnDeploymentConfig) *addonv1beta1.ManagedClusterAddOn {

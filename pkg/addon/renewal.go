@@ -30,15 +30,21 @@ const caBundleKey = "ca.crt"
 // remaining life, or one bad config value, would leave agents on expiring certificates.
 //
 // It returns the last work's objects with those two brought up to date, or nil when they are
-// already up to date (the held render's error then stands) or there is no work yet.
-func (g *guardedAddon) deliverRenewal(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) ([]runtime.Object, error) {
+// already up to date (the held render's error then stands) or there is no work yet; and the
+// agent image the work delivers.
+func (g *guardedAddon) deliverRenewal(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (renewal []runtime.Object, image string, err error) {
 	objects, err := lastDelivered(ctx, g.works, cluster.Name)
 	if err != nil || objects == nil {
-		return nil, err
+		return nil, "", err
 	}
 	deployment, _, caSecret := findAgentObjects(objects)
 	if deployment == nil {
-		return nil, fmt.Errorf("the ManifestWork of cluster %s has no Deployment %s", cluster.Name, identity.AgentName)
+		return nil, "", fmt.Errorf("the ManifestWork of cluster %s has no Deployment %s", cluster.Name, identity.AgentName)
+	}
+	for _, c := range deployment.Spec.Template.Spec.Containers {
+		if c.Name == identity.AgentName {
+			image = c.Image
+		}
 	}
 	changed := false
 	want := agentconfig.CertificateDigest(CertificateOnSpoke(addon))
@@ -55,13 +61,13 @@ func (g *guardedAddon) deliverRenewal(ctx context.Context, cluster *clusterv1.Ma
 		changed = true
 	}
 	if !changed {
-		return nil, nil
+		return nil, image, nil
 	}
 	// The Secret's content key follows its new bundle, and with it the pod template.
 	if err := requireOwnContent(objects); err != nil {
-		return nil, err
+		return nil, image, err
 	}
-	return objects, nil
+	return objects, image, nil
 }
 
 // lastDelivered decodes the objects of cluster's deploy ManifestWorks (addon-framework's

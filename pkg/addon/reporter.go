@@ -3,6 +3,8 @@ package addon
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +37,19 @@ const (
 	ReasonNoPrincipalAddress  = "NoPrincipalAddress"
 )
 
+// Condition that says whether the agent's version is the principal's: argocd-agent refuses an
+// agent of any other version, which then retries forever while its pod keeps running. True with
+// ReasonVersionMatches; False with ReasonVersionMismatch (the message says whether an
+// AddOnDeploymentConfig pins the image or the rollout has not reached the cluster yet); Unknown
+// with ReasonVersionUnknown when the principal's image cannot be read or either image names no
+// version. For people and `status`, like PrincipalAddress.
+const (
+	ConditionAgentVersion = "AgentVersion"
+	ReasonVersionMatches  = "VersionMatchesPrincipal"
+	ReasonVersionMismatch = "VersionMismatch"
+	ReasonVersionUnknown  = "VersionUnknown"
+)
+
 // StatusReporter records configuration validity as a condition and, for bad input, an event on
 // the ManagedClusterAddOn.
 type StatusReporter struct {
@@ -42,13 +57,14 @@ type StatusReporter struct {
 	recorder events.EventRecorder
 
 	mu sync.Mutex
-	// principal is the PrincipalAddress condition last applied per add-on.
-	principal map[types.NamespacedName]metav1.Condition
+	// owned holds, per add-on, the conditions of this manager's last apply, by type: an apply
+	// names all of them (see setConditions), also those a call does not change.
+	owned map[types.NamespacedName]map[string]metav1.Condition
 }
 
 // NewStatusReporter reports through client and recorder.
 func NewStatusReporter(client addonclient.Interface, recorder events.EventRecorder) *StatusReporter {
-	return &StatusReporter{client: client, recorder: recorder, principal: map[types.NamespacedName]metav1.Condition{}}
+	return &StatusReporter{client: client, recorder: recorder, owned: map[types.NamespacedName]map[string]metav1.Condition{}}
 }
 
 // Invalid sets the condition to False with the field error, and records a warning event.
@@ -61,24 +77,13 @@ func (r *StatusReporter) Invalid(ctx context.Context, addon *addonv1beta1.Manage
 	if err.Field == "customizedVariables["+agentconfig.VarPrincipalAddress+"]" && err.Value == "" {
 		conds = append(conds, metav1.Condition{Type: ConditionPrincipalAddress, Status: metav1.ConditionFalse,
 			Reason: ReasonNoPrincipalAddress, Message: err.Reason})
-	} else if c, ok := r.lastPrincipal(addon); ok {
-		// Ours, from this manager's memory, never the status, which the cluster can write: an
-		// apply without it would remove it. A manager restarted since forgets it; the
-		// condition then goes until the config renders again.
-		conds = append(conds, c)
 	}
 	r.setConditions(ctx, addon, conds...)
 }
 
-func (r *StatusReporter) lastPrincipal(addon *addonv1beta1.ManagedClusterAddOn) (metav1.Condition, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.principal[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}]
-	return c, ok
-}
-
-// Valid sets AgentConfigValid to True and PrincipalAddress to the principal the agent was given.
-func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, p principal.Endpoint) {
+// Valid sets AgentConfigValid to True, PrincipalAddress to the principal the agent was given,
+// and AgentVersion to version (none if its Type is empty).
+func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, p principal.Endpoint, version metav1.Condition) {
 	conds := []metav1.Condition{{
 		Type: ConditionAgentConfigValid, Status: metav1.ConditionTrue, Reason: ReasonAgentConfigValid,
 		Message: "the agent configuration is valid and rendered",
@@ -87,7 +92,18 @@ func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedC
 		conds = append(conds, metav1.Condition{Type: ConditionPrincipalAddress, Status: metav1.ConditionTrue,
 			Reason: p.Source, Message: p.String()})
 	}
+	if version.Type != "" {
+		conds = append(conds, version)
+	}
 	r.setConditions(ctx, addon, conds...)
+}
+
+// Held sets AgentVersion for a cluster whose render is held back (its rollout has not reached
+// it): its agent runs what it ran, which may no longer be the principal's version.
+func (r *StatusReporter) Held(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, version metav1.Condition) {
+	if version.Type != "" {
+		r.setConditions(ctx, addon, version)
+	}
 }
 
 // FieldManager is the manager's name in the ManagedClusterAddOn's managedFields.
@@ -98,8 +114,12 @@ const FieldManager = "argocd-agent-addon"
 // resourceVersion-guarded patch from here would lose to them about twice per cluster on a
 // rollout (test/bench saw 400 conflicts for 200 clusters). The conditions list is a map keyed
 // by type, so applying only ours needs no resourceVersion and touches nothing else; every apply
-// names all of them, since one left out would be removed. Nothing is sent when nothing changed.
+// names all of them, since one left out would be removed: conds, and the others of this
+// manager's last apply. Those come from its memory, never from the status, which the cluster can
+// write; a manager restarted since forgets them, and they come back with the next render.
+// Nothing is sent when nothing changed.
 func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, conds ...metav1.Condition) {
+	conds = r.withOwned(addon, conds)
 	changed := false
 	for i := range conds {
 		cond := &conds[i]
@@ -138,15 +158,32 @@ func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.
 	}
 }
 
-// remember notes the PrincipalAddress condition of an apply, or its absence.
-func (r *StatusReporter) remember(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) {
-	key := types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}
+// withOwned is conds plus the conditions of the last apply that conds does not name, in type
+// order, so that an apply's content does not depend on which call made it.
+func (r *StatusReporter) withOwned(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) []metav1.Condition {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.principal, key)
-	for _, c := range conds {
-		if c.Type == ConditionPrincipalAddress {
-			r.principal[key] = c
-		}
+	merged := map[string]metav1.Condition{}
+	for t, c := range r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}] {
+		merged[t] = c
 	}
+	for _, c := range conds {
+		merged[c.Type] = c
+	}
+	out := make([]metav1.Condition, 0, len(merged))
+	for _, t := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, merged[t])
+	}
+	return out
+}
+
+// remember notes the conditions of an apply.
+func (r *StatusReporter) remember(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) {
+	owned := map[string]metav1.Condition{}
+	for _, c := range conds {
+		owned[c.Type] = c
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}] = owned
 }

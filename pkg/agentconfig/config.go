@@ -70,9 +70,12 @@ type Config struct {
 	PrincipalPort    int
 	PrincipalPortSet bool
 	// Principal is the resolved endpoint and where it came from (after ResolvePrincipal).
-	Principal    principal.Endpoint
-	Mode         string
-	Image        string
+	Principal principal.Endpoint
+	Mode      string
+	Image     string
+	// ImageSet says the AddOnDeploymentConfig pins the image (agentImage); otherwise the
+	// manager gives the principal's (pkg/agentversion).
+	ImageSet     bool
 	LogLevel     string
 	NodeSelector map[string]string
 	Tolerations  []corev1.Toleration
@@ -150,7 +153,7 @@ func (c *Config) apply(spec *addonv1beta1.AddOnDeploymentConfigSpec) error {
 		case VarAgentMode:
 			c.Mode = v.Value
 		case VarAgentImage:
-			c.Image = v.Value
+			c.Image, c.ImageSet = v.Value, true
 		case VarLogLevel:
 			c.LogLevel = v.Value
 		default:

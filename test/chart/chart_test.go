@@ -23,6 +23,7 @@ import (
 	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
 	"sigs.k8s.io/yaml"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 )
 
@@ -81,6 +82,7 @@ var defaultManagerArgs = []string{
 	"--cluster-secret-cert-lifetime=720h",
 	"--create-ca=false",
 	"--principal-pki=false",
+	"--principal-deployment=argocd/argocd-agent-principal",
 	"--kube-api-qps=50",
 	"--kube-api-burst=100",
 	"--v=2",
@@ -106,6 +108,7 @@ func TestPrincipalAddressIsDiscoveredByDefault(t *testing.T) {
 	role := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-principal-service"))
 	expectPermissions(t, "principal Service Role", role.Rules, permissions(
 		rule{"", "services", "argocd-agent-principal", []string{"get", "list", "watch"}},
+		rule{"apps", "deployments", "argocd-agent-principal", []string{"get", "list", "watch"}},
 	))
 	checkBinding(t, rendered.get(t, "RoleBinding", "argocd", managerName+"-principal-service"), "Role", managerName+"-principal-service", releaseNamespace)
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
@@ -190,6 +193,8 @@ func TestPKI(t *testing.T) {
 			a = "--cluster-secret-namespace=hub-ca"
 		case "--create-ca=false":
 			a = "--create-ca=true"
+		case "--principal-deployment=argocd/argocd-agent-principal":
+			continue // comes with --principal-pki=true below
 		case "--principal-pki=false":
 			args = append(args, "--principal-pki=true",
 				"--principal-deployment=argocd/argocd-agent-principal",
@@ -206,7 +211,7 @@ func TestPKI(t *testing.T) {
 	expectEqual(t, "principal PKI Role rules", pkiRole.Rules, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"argocd-agent-principal-tls", "argocd-agent-resource-proxy-tls", "argocd-agent-jwt"}, Verbs: []string{"get", "update", "patch"}},
-		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{"argocd-agent-principal"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{"argocd-agent-principal"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{"argocd-agent-resource-proxy"}, Verbs: []string{"get"}},
 	})
 	checkBinding(t, rendered.get(t, "RoleBinding", "argocd", managerName+"-principal-pki"), "Role", managerName+"-principal-pki", releaseNamespace)
@@ -241,6 +246,8 @@ func TestDefaults(t *testing.T) {
 		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
 		key("Role", releaseNamespace, managerName+"-records"),
 		key("RoleBinding", releaseNamespace, managerName+"-records"),
+		key("Role", releaseNamespace, managerName+"-agent-version"),
+		key("RoleBinding", releaseNamespace, managerName+"-agent-version"),
 		key("ClusterManagementAddOn", "", addonName),
 		key("AddOnDeploymentConfig", releaseNamespace, addonName),
 		key("Placement", releaseNamespace, addonName),
@@ -310,6 +317,12 @@ func TestDefaults(t *testing.T) {
 	t.Run("RBAC", func(t *testing.T) {
 		clusterRole := convert[rbacv1.ClusterRole](t, rendered.get(t, "ClusterRole", "", managerName))
 		expectPermissions(t, "ClusterRole", clusterRole.Rules, managerClusterPermissions(true))
+		versionRole := convert[rbacv1.Role](t, rendered.get(t, "Role", releaseNamespace, managerName+"-agent-version"))
+		expectPermissions(t, "AgentVersion Role", versionRole.Rules, permissions(
+			rule{agentversion.Group, agentversion.Resource, "", []string{"create"}},
+			rule{agentversion.Group, agentversion.Resource, agentversion.DefaultName, []string{"update"}},
+		))
+		checkBinding(t, rendered.get(t, "RoleBinding", releaseNamespace, managerName+"-agent-version"), "Role", managerName+"-agent-version", releaseNamespace)
 		caRole := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-ca-secret"))
 		expectPermissions(t, "CA secret Role", caRole.Rules, permissions(
 			rule{"", "secrets", "argocd-agent-ca", []string{"get", "list", "watch"}},
@@ -349,7 +362,6 @@ func TestDefaults(t *testing.T) {
 			CustomizedVariables: []addonv1alpha1.CustomizedVariable{
 				{Name: "principalAddress", Value: "principal.example.com"},
 				{Name: "agentMode", Value: "managed"},
-				{Name: "agentImage", Value: "quay.io/argoprojlabs/argocd-agent:v0.9.0"},
 				{Name: "logLevel", Value: "info"},
 			},
 		})
@@ -436,6 +448,8 @@ func TestCustomValues(t *testing.T) {
 		key("RoleBinding", namespace, managerName+"-leader-election"),
 		key("Role", namespace, managerName+"-records"),
 		key("RoleBinding", namespace, managerName+"-records"),
+		key("Role", namespace, managerName+"-agent-version"),
+		key("RoleBinding", namespace, managerName+"-agent-version"),
 		key("ClusterManagementAddOn", "", addonName),
 		key("AddOnDeploymentConfig", namespace, "agents"),
 		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
@@ -473,6 +487,7 @@ func TestCustomValues(t *testing.T) {
 		"--cluster-secret-cert-lifetime=48h",
 		"--create-ca=false",
 		"--principal-pki=false",
+		"--principal-deployment=gitops-hub/argocd-agent-principal",
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 		"--v=4",
@@ -726,6 +741,7 @@ func managerClusterPermissions(metricsSecure bool) map[string]bool {
 		rule{addonGroup, "clustermanagementaddons/status", "", []string{"update", "patch"}},
 		rule{addonGroup, "clustermanagementaddons/finalizers", "", []string{"update"}},
 		rule{addonGroup, "addondeploymentconfigs", "", read},
+		rule{agentversion.Group, agentversion.Resource, "", read},
 		rule{"work.open-cluster-management.io", "manifestworks", "", []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 		rule{"", "events", "", []string{"create", "patch", "update"}},
 		rule{"events.k8s.io", "events", "", []string{"create", "patch", "update"}},
@@ -833,11 +849,14 @@ func checkBinding(t *testing.T, obj *unstructured.Unstructured, roleKind, roleNa
 }
 
 // deploymentConfigSupport is the ClusterManagementAddOn's supportedConfigs for a default
-// AddOnDeploymentConfig.
+// AddOnDeploymentConfig, and the AgentVersion the manager keeps.
 func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta {
 	return []addonv1alpha1.ConfigMeta{{
 		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: "addon.open-cluster-management.io", Resource: "addondeploymentconfigs"},
 		DefaultConfig:       &addonv1alpha1.ConfigReferent{Namespace: namespace, Name: name},
+	}, {
+		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: agentversion.Group, Resource: agentversion.Resource},
+		DefaultConfig:       &addonv1alpha1.ConfigReferent{Namespace: namespace, Name: agentversion.DefaultName},
 	}}
 }
 

@@ -196,5 +196,34 @@ func OCMCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 			}
 		}
 	}
+	own, err := AddonCRDs()
+	if err != nil {
+		return nil, err
+	}
+	return append(crds, own...), nil
+}
+
+// AddonCRDs are the add-on's own CRDs, from the chart's crds folder, as helm installs them.
+func AddonCRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/argocd-agent-addon/argocd-agent-addon").Output()
+	if err != nil {
+		return nil, fmt.Errorf("locating this module: %w", err)
+	}
+	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "charts", "argocd-agent-addon", "crds", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no CRDs in the chart's crds folder (%v)", err)
+	}
+	var crds []*apiextensionsv1.CustomResourceDefinition
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := yaml.Unmarshal(data, crd); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		crds = append(crds, crd)
+	}
 	return crds, nil
 }

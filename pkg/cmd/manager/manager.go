@@ -39,6 +39,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
@@ -213,7 +215,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.PrincipalPKI, "principal-pki", o.PrincipalPKI,
 		"Keep the principal's server certificates (argocd-agent-principal-tls, argocd-agent-resource-proxy-tls in the --principal-deployment namespace) issued from the CA for its Services' addresses and names, renewed at 80% of their lifetime, and its JWT key (argocd-agent-jwt), and roll the principal Deployment when they change. Secrets the add-on did not create are left alone.")
 	fs.StringVar(&o.PrincipalDeployment, "principal-deployment", o.PrincipalDeployment,
-		"NAMESPACE/NAME of the principal's Deployment, rolled with --principal-pki when its certificates change.")
+		"NAMESPACE/NAME of the principal's Deployment. Agents run its image unless their AddOnDeploymentConfig pins agentImage: the manager copies it into the AgentVersion argocd-agent in --namespace, which reaches the clusters by the ClusterManagementAddOn's rollout strategy. With --principal-pki it is rolled when its certificates change.")
 	fs.StringVar(&o.ResourceProxyService, "resource-proxy-service", o.ResourceProxyService,
 		"NAMESPACE/NAME of the Service of the principal's resource proxy, whose names and addresses its certificate covers (--principal-pki).")
 	fs.StringSliceVar(&o.PrincipalExtraSANs, "principal-extra-sans", o.PrincipalExtraSANs,
@@ -260,11 +262,12 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--cluster-secret-cert-lifetime %s is outside %s to %s", o.ClusterSecretCertLifetime, MinCertLifetime, MaxCertLifetime))
 		}
 	}
+	if _, err := namespacedName("--principal-deployment", o.PrincipalDeployment); err != nil {
+		errs = append(errs, err)
+	}
 	if o.PrincipalPKI {
-		for flag, v := range map[string]string{"--principal-deployment": o.PrincipalDeployment, "--resource-proxy-service": o.ResourceProxyService} {
-			if _, err := namespacedName(flag, v); err != nil {
-				errs = append(errs, err)
-			}
+		if _, err := namespacedName("--resource-proxy-service", o.ResourceProxyService); err != nil {
+			errs = append(errs, err)
 		}
 		for flag, sans := range map[string][]string{"--principal-extra-sans": o.PrincipalExtraSANs, "--resource-proxy-extra-sans": o.ResourceProxyExtraSANs} {
 			for _, san := range sans {
@@ -422,16 +425,15 @@ func (o *Options) Run(ctx context.Context) error {
 		&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
 		&certificatesv1.CertificateSigningRequest{}: {},
 	}
-	if o.PrincipalPKI {
-		deployment, err := namespacedName("--principal-deployment", o.PrincipalDeployment)
-		if err != nil {
-			return err
-		}
-		// Only the principal's Deployment (pkg/hubpki).
-		byObject[&appsv1.Deployment{}] = cache.ByObject{
-			Namespaces: map[string]cache.Config{deployment.Namespace: {}},
-			Field:      fields.OneTermEqualSelector("metadata.name", deployment.Name),
-		}
+	deployment, err := namespacedName("--principal-deployment", o.PrincipalDeployment)
+	if err != nil {
+		return err
+	}
+	// Only the principal's Deployment: agents follow its image (pkg/agentversion), and
+	// pkg/hubpki rolls it.
+	byObject[&appsv1.Deployment{}] = cache.ByObject{
+		Namespaces: map[string]cache.Config{deployment.Namespace: {}},
+		Field:      fields.OneTermEqualSelector("metadata.name", deployment.Name),
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -464,7 +466,11 @@ func (o *Options) Run(ctx context.Context) error {
 	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
 	discovery := &principal.Discovery{Reader: mgr.GetClient(), Service: principalKey, Fallback: o.PrincipalFallbackAddress}
 	agentAddon, err := addon.New(addon.Options{
-		Principal:    discovery.Discover,
+		Principal:     discovery.Discover,
+		AgentVersions: &agentversion.Getter{Reader: mgr.GetClient()},
+		PrincipalImage: func(ctx context.Context) (string, string, error) {
+			return agentversion.ReadPrincipalImage(ctx, mgr.GetClient(), deployment)
+		},
 		ConfigGetter: addon.CachedConfigGetter{Reader: mgr.GetClient()},
 		CA:           ca,
 		Subject:      style,
@@ -511,6 +517,11 @@ func (o *Options) Run(ctx context.Context) error {
 		return err
 	}
 	if err := (&addon.PrincipalTrigger{Client: mgr.GetClient(), Discovery: discovery, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&agentversion.Reconciler{Client: mgr.GetClient(), Principal: deployment,
+		Object:       types.NamespacedName{Namespace: o.Namespace, Name: agentversion.DefaultName},
+		DefaultImage: agentconfig.DefaultImage, Events: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if o.ClusterSecrets {

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
@@ -82,6 +83,9 @@ type Row struct {
 	// the add-on's PrincipalAddress condition, where it came from ("host:port (PrincipalService)"),
 	// or why there is none.
 	Principal string
+	// Version is the delivered image's version and how it compares with the principal's, from
+	// the add-on's AgentVersion condition.
+	Version string
 	// Config is where the cluster is in the rollout of its AddOnDeploymentConfig.
 	Config string
 	// Revoked is the revocation reason, empty if not revoked.
@@ -166,6 +170,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		}
 		row.Mode, row.Image, row.Config = ws.mode, ws.image, configState(&a)
 		row.Principal = principalState(&a, ws.principal)
+		row.Version = versionState(&a, ws.image)
 		row.Running = running(&a, ws, recorded, row.Available == string(metav1.ConditionTrue))
 		if len(cas) > 0 {
 			row.BundleApplied = ws.applied && bundleHolds(ws.bundle, cas[0])
@@ -199,6 +204,36 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Cluster < rows[j].Cluster })
 	return rows, all, nil
+}
+
+// versionState is the delivered image's version and, from the add-on's AgentVersion condition,
+// whether the principal accepts it. Like PrincipalAddress, the condition only labels what the
+// hub's ManifestWork delivers.
+func versionState(a *addonv1beta1.ManagedClusterAddOn, image string) string {
+	v := agentversion.Of(image)
+	if image == "" {
+		return ""
+	}
+	if v == "" {
+		v = "no version"
+	}
+	c := meta.FindStatusCondition(a.Status.Conditions, addon.ConditionAgentVersion)
+	switch {
+	case c == nil:
+		return v
+	case c.Status == metav1.ConditionTrue:
+		return v + " (= principal)"
+	case c.Status == metav1.ConditionFalse:
+		why := "following"
+		switch {
+		case strings.Contains(c.Message, "pins the image"):
+			why = "pinned"
+		case strings.Contains(c.Message, "rollout"):
+			why = "rollout pending"
+		}
+		return v + " MISMATCH: principal refuses it (" + why + ")"
+	}
+	return v + " (principal's unknown)"
 }
 
 // principalState is the delivered address with the source the add-on reports, or the reason
@@ -410,7 +445,7 @@ func bundleHolds(bundle []byte, ca *x509.Certificate) bool {
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tPRINCIPAL\tMODE\tIMAGE\tCONFIG\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tPRINCIPAL\tMODE\tIMAGE\tVERSION\tCONFIG\tREVOKED")
 	for _, r := range rows {
 		expires := expiry(r.CertNotAfter, now)
 		runs := "-"
@@ -428,7 +463,7 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Principal), orDash(r.Mode), orDash(r.Image), orDash(r.Config), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Principal), orDash(r.Mode), orDash(r.Image), orDash(r.Version), orDash(r.Config), revoked)
 	}
 	return w.Flush()
 }
