@@ -123,11 +123,21 @@ func New(o Options) (agent.AgentAddon, error) {
 			if err != nil {
 				return nil, err
 			}
-			if ok {
+			switch {
+			case ok:
 				if _, err := reference.ParseNormalizedNamed(av.Image); err != nil {
 					return nil, fmt.Errorf("%s %s: spec.image %q is not an image reference: %w", agentversion.Kind, av.Key, av.Image, err)
 				}
 				cfg.Image = av.Image
+			case o.PrincipalImage != nil:
+				// No AgentVersion resolved for the cluster (yet): the principal's image as it is
+				// now, which the AgentVersion holds too once the manager has caught up, so that
+				// the reference appearing later rolls nothing; the default only without one.
+				if image, _, err := o.PrincipalImage(ctx); err == nil {
+					if _, err := reference.ParseNormalizedNamed(image); err == nil {
+						cfg.Image = image
+					}
+				}
 			}
 		}
 		if err := cfg.ResolvePrincipal(ctx, o.Principal); err != nil {

@@ -99,9 +99,15 @@ func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedC
 }
 
 // Held sets AgentVersion for a cluster whose render is held back (its rollout has not reached
-// it): its agent runs what it ran, which may no longer be the principal's version.
+// it): its agent runs what it ran, which may no longer be the principal's version. Only after a
+// render of this manager's: an apply from a manager restarted since would name AgentVersion
+// alone and so remove the other conditions of its last apply, which a held cluster may not
+// render again for long (a paused rollout).
 func (r *StatusReporter) Held(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, version metav1.Condition) {
-	if version.Type != "" {
+	r.mu.Lock()
+	_, rendered := r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}]
+	r.mu.Unlock()
+	if version.Type != "" && rendered {
 		r.setConditions(ctx, addon, version)
 	}
 }

@@ -42,7 +42,7 @@ func (g *guardedAddon) versionCondition(ctx context.Context, addon *addonv1beta1
 		case err == nil && cfg.ImageSet:
 			why = fmt.Sprintf("customizedVariables[%s] of the cluster's AddOnDeploymentConfig pins the image: remove it to follow the principal", agentconfig.VarAgentImage)
 		case held != "":
-			why = "the ClusterManagementAddOn's rollout of the principal's version has not reached this cluster yet"
+			why = "the ClusterManagementAddOn's rollout has not reached this cluster yet: " + held
 		}
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonVersionMismatch
 		cond.Message = fmt.Sprintf("agent image %s (version %s) is not the principal's version %s (%s, %s): the principal refuses the agent; %s",

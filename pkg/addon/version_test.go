@@ -62,7 +62,10 @@ func TestAgentFollowsThePrincipal(t *testing.T) {
 		wantStatus       metav1.ConditionStatus
 		wantMessage      string
 		pending          bool
+		noReference      bool
 	}{
+		// Not the default image, which is another version: the principal's as it is now.
+		"no AgentVersion resolved yet": {noReference: true, wantImage: principalImage, wantStatus: metav1.ConditionTrue},
 		"follows":                   {versionHash: hash, wantImage: principalImage, wantStatus: metav1.ConditionTrue},
 		"pinned to another version": {pin: "quay.io/argoprojlabs/argocd-agent:v0.9.0", versionHash: hash, wantImage: "quay.io/argoprojlabs/argocd-agent:v0.9.0", wantStatus: metav1.ConditionFalse, wantMessage: "customizedVariables[agentImage]"},
 		"pinned to the same":        {pin: "mirror.example.com/argocd-agent:v0.9.1", versionHash: hash, wantImage: "mirror.example.com/argocd-agent:v0.9.1", wantStatus: metav1.ConditionTrue},
@@ -86,7 +89,11 @@ func TestAgentFollowsThePrincipal(t *testing.T) {
 			if !strings.Contains(strings.Join(gvrs(a.GetAgentAddonOptions().SupportedConfigGVRs), ","), agentversion.Resource) {
 				t.Fatalf("AgentVersion is not a config type of the add-on: %v", a.GetAgentAddonOptions().SupportedConfigGVRs)
 			}
-			objs, err := a.Manifests(context.Background(), cluster, mca(adc, tc.versionHash))
+			m := mca(adc, tc.versionHash)
+			if tc.noReference {
+				m = mcaFor(adc)
+			}
+			objs, err := a.Manifests(context.Background(), cluster, m)
 			if tc.pending {
 				if !errors.Is(err, addon.ErrRolloutPending) || objs != nil {
 					t.Fatalf("rendered before the rollout reached the cluster: %d objects, %v", len(objs), err)

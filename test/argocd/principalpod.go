@@ -384,6 +384,17 @@ func (p *PrincipalPod) Restart(ctx context.Context) error {
 	return p.WaitReady(ctx, 2*time.Minute)
 }
 
+// SetImage changes the image of the principal's container, as an upgrade of the principal does,
+// and returns once the new pod is ready and the old one gone.
+func (p *PrincipalPod) SetImage(ctx context.Context, image string) error {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: p.o.Namespace, Name: PrincipalName}}
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"image":%q}]}}}}`, PrincipalName, image)
+	if err := p.o.Client.Patch(ctx, d, client.RawPatch(types.StrategicMergePatchType, []byte(patch))); err != nil {
+		return err
+	}
+	return p.WaitReady(ctx, 2*time.Minute)
+}
+
 // followLogs streams each principal pod's log, in start order, to <Dir>/principal-<n>.log.
 func (p *PrincipalPod) followLogs(ctx context.Context) {
 	for ctx.Err() == nil {

@@ -128,6 +128,7 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
 		{"zero API QPS", map[string]string{"kubeAPI.qps": "0"}, "kubeAPI.qps 0"},
 		{"API burst below QPS", map[string]string{"kubeAPI.qps": "50", "kubeAPI.burst": "10"}, "kubeAPI.burst 10"},
+		{"the old key of the principal's Deployment", map[string]string{"pki.principal.deployment": "my-principal"}, "pki.principal.deployment has moved to principal.deployment"},
 		{"resource proxy without a port", map[string]string{"clusterSecrets.resourceProxyAddress": "argocd-agent-resource-proxy"}, `clusterSecrets.resourceProxyAddress "argocd-agent-resource-proxy"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,7 +18,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,7 +36,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -193,47 +191,13 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("Argo CD reads a spoke object through the resource proxy with the cluster secret the add-on keeps", func(t *testing.T) {
-		spoke := e.Spokes["cluster1"].API.Client
 		// What Argo CD's application controller on the spoke deploys for guestbook carries its
 		// tracking annotation; the agent serves only such objects, and only those its own RBAC
 		// lets it read: here the argocd namespace, not guestbook's (docs/operations.md).
-		tracked := func(namespace string) *corev1.ConfigMap {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "guestbook-ui",
-				Annotations: map[string]string{"argocd.argoproj.io/tracking-id": "guestbook:/ConfigMap:" + namespace + "/guestbook-ui"}},
-				Data: map[string]string{"color": "blue"}}
-			if err := spoke.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
-				t.Fatal(err)
-			}
-			must(t, spoke.Create(ctx, cm))
-			return cm
-		}
-		want := tracked(identity.DefaultInstallNamespace)
-		outOfReach := tracked("guestbook")
-		secret := &corev1.Secret{}
-		poll.Until(t, 60*time.Second, "cluster1's Argo CD cluster secret", func(ctx context.Context) (bool, error) {
-			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: clustersecret.Name("cluster1")}, secret)
-			return err == nil, client.IgnoreNotFound(err)
-		})
-		// Nothing but the secret: server URL and tlsClientConfig, as Argo CD reads them.
-		cfg, err := argocd.ClusterRESTConfig(secret)
-		must(t, err)
-		if want := "https://" + e.ResourceProxyAddr() + "?agentName=cluster1"; cfg.Host != want {
-			t.Fatalf("server %q, want %q", cfg.Host, want)
-		}
-		live, err := kubernetes.NewForConfig(cfg)
-		must(t, err)
-		var got *corev1.ConfigMap
-		poll.Until(t, 60*time.Second, "cluster1's guestbook-ui ConfigMap read through the resource proxy", func(ctx context.Context) (bool, error) {
-			var err error
-			got, err = live.CoreV1().ConfigMaps(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
-			if err != nil {
-				t.Logf("not yet: %v", err)
-			}
-			return err == nil, nil
-		})
-		if got.UID != want.UID || !reflect.DeepEqual(got.Data, want.Data) {
-			t.Errorf("read through the resource proxy: uid %s data %v; on the spoke: uid %s data %v", got.UID, got.Data, want.UID, want.Data)
-		}
+		want := trackedConfigMap(t, ctx, e, "cluster1")
+		outOfReach := createTracked(t, ctx, e, "cluster1", "guestbook")
+		resourceProxyGet(t, ctx, e, "cluster1", want)
+		live := resourceProxyClient(t, ctx, e, "cluster1")
 		for _, refused := range []struct{ namespace, name, why string }{
 			{outOfReach.Namespace, outOfReach.Name, "outside the agent's RBAC"},
 			{identity.DefaultInstallNamespace, identity.ParamsConfigMapName, "not managed by an Application"},

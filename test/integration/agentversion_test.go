@@ -36,7 +36,8 @@ import (
 func TestAgentVersionFollowsPrincipal(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "version"
-	const v1, v2 = "quay.io/argoprojlabs/argocd-agent:v0.9.0", "registry.example.com/argocd-agent:v0.9.1"
+	// Neither is the manager's default image, so only the AgentVersion can deliver them.
+	const v1, v2 = "mirror.example.com/argoprojlabs/argocd-agent:v0.9.0", "registry.example.com/argocd-agent:v0.9.1"
 	avKey := types.NamespacedName{Namespace: hubfixture.LeaderNamespace, Name: agentversion.DefaultName}
 	readAV := func(ctx context.Context) (*unstructured.Unstructured, string, error) {
 		u := &unstructured.Unstructured{}
@@ -145,7 +146,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 	setPrincipalImage(v2)
 	av = follows(v2)
 	delivered("held: the rollout has not reached the cluster, its agent keeps the old version", v1, addon.ReasonVersionMismatch,
-		"rollout of the principal's version has not reached this cluster")
+		"rollout has not reached this cluster yet: rollout pending: agentversions")
 	poll.Until(t, 30*time.Second, "an event on the AgentVersion says it followed the principal", func(ctx context.Context) (bool, error) {
 		list := &eventsv1.EventList{}
 		if err := env.Client.List(ctx, list, client.InNamespace(avKey.Namespace)); err != nil {
@@ -159,7 +160,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 		return false, nil
 	})
 	setDesired(av)
-	delivered("the rollout reaches the cluster: a mirror's image with the same tag matches", v2, addon.ReasonVersionMatches, "v0.9.1")
+	delivered("the rollout reaches the cluster", v2, addon.ReasonVersionMatches, "v0.9.1")
 
 	// Steady state: an update of the Deployment that does not change its image writes nothing.
 	rv := av.GetResourceVersion()
@@ -171,7 +172,10 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 		return env.Client.Update(ctx, principalDeploy)
 	}))
 
-	// A pin wins, and is named as the reason for the mismatch.
+	// A pin wins: a mirror's image of the principal's version matches; another version is a
+	// mismatch that names the pin.
+	setVariable(t, cluster, "agentImage", "mirror.example.com/argocd-agent:v0.9.1")
+	delivered("a pin to a mirror of the principal's version", "mirror.example.com/argocd-agent:v0.9.1", addon.ReasonVersionMatches, "v0.9.1")
 	setVariable(t, cluster, "agentImage", "quay.io/argoprojlabs/argocd-agent:v0.8.0")
 	delivered("a pinned image wins", "quay.io/argoprojlabs/argocd-agent:v0.8.0", addon.ReasonVersionMismatch, "customizedVariables[agentImage]")
 

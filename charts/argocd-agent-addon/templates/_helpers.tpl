@@ -102,6 +102,9 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- if not .Values.placement.name }}
 {{- fail "placement.name is required: the Placement whose clusters get the agent" }}
 {{- end }}
+{{- if hasKey .Values.pki.principal "deployment" }}
+{{- fail "pki.principal.deployment has moved to principal.deployment: the agents also follow that Deployment's image" }}
+{{- end }}
 {{- if and .Values.clusterSecrets.enabled (not (regexMatch "^[^:/]+:[0-9]+$" (toString .Values.clusterSecrets.resourceProxyAddress))) }}
 {{- fail (printf "clusterSecrets.resourceProxyAddress %q: want HOST:PORT of the principal's resource proxy" (toString .Values.clusterSecrets.resourceProxyAddress)) }}
 {{- end }}

@@ -31,8 +31,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"

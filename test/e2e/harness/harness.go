@@ -66,7 +66,19 @@ type Options struct {
 	// the add-on adopts the CA and touches none of them. Default: the add-on creates them all
 	// (chart pki.createCA and pki.principal.enabled) and the principal starts with those.
 	HarnessPKI bool
+	// ServerCertLifetime and ClusterSecretCertLifetime, if set, are the lifetimes of the
+	// principal's server certificates and of the Argo CD cluster secrets' client certificates
+	// the manager issues (chart pki.principal.certLifetime, clusterSecrets.certLifetime).
+	ServerCertLifetime, ClusterSecretCertLifetime time.Duration
+	// UpgradeImage puts UpgradeAgentImage on every node besides the agent image, for a
+	// principal upgrade.
+	UpgradeImage bool
 }
+
+// UpgradeAgentImage is argocd-agent built from the same code as the agent image but stamped with
+// another version (hack/test-tools.sh, ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE): to the principal and
+// the agents it is another release, which is all a version-lock test needs of an upgrade.
+const UpgradeAgentImage = "quay.io/argoprojlabs/argocd-agent:v0.9.0-upgrade"
 
 // Env is a running hub, its managed clusters, the principal and the manager.
 type Env struct {
@@ -159,6 +171,14 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	agentImages := []string{agentImage}
+	if o.UpgradeImage {
+		upgrade, err := binaryFromEnv("ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE")
+		if err != nil {
+			return nil, err
+		}
+		agentImages = append(agentImages, upgrade)
+	}
 
 	// Hub, with a real node for the manager's and the principal's pods.
 	hubCRDs, err := HubCRDs(ctx)
@@ -190,7 +210,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs,
 		// as on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
 		n, err := node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
-			Images: []string{managerImage, agentImage}, Logf: o.progress})
+			Images: append([]string{managerImage}, agentImages...), Logf: o.progress})
 		if err != nil {
 			errs[0] = fmt.Errorf("hub node: %w", err)
 			return
@@ -207,7 +227,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	for i, name := range o.Clusters {
 		go func() {
 			defer wg.Done()
-			spokes[i], errs[i+2] = e.startSpoke(ctx, name, spokeCRDs, agentImage, ocmLocal)
+			spokes[i], errs[i+2] = e.startSpoke(ctx, name, spokeCRDs, agentImages, ocmLocal)
 		}()
 	}
 	wg.Wait()
@@ -269,6 +289,12 @@ func (e *Env) installAddon(ctx context.Context) error {
 		"logVerbosity":         "2",
 		// Where the test process, standing in for Argo CD, reaches the resource proxy.
 		"clusterSecrets.resourceProxyAddress": e.ResourceProxyAddr(),
+	}
+	if o.ServerCertLifetime > 0 {
+		values["pki.principal.certLifetime"] = o.ServerCertLifetime.String()
+	}
+	if o.ClusterSecretCertLifetime > 0 {
+		values["clusterSecrets.certLifetime"] = o.ClusterSecretCertLifetime.String()
 	}
 	if !o.HarnessPKI {
 		values["pki.createCA"] = "true"
@@ -359,7 +385,7 @@ func (e *Env) startOCMHub(ctx context.Context, ocmLocal string) error {
 
 // startSpoke starts one managed cluster: its API server, a real node, Argo CD's redis and the
 // OCM klusterlet agents, which join the hub.
-func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensionsv1.CustomResourceDefinition, agentImage, ocmLocal string) (*Spoke, error) {
+func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensionsv1.CustomResourceDefinition, agentImages []string, ocmLocal string) (*Spoke, error) {
 	s := &Spoke{Name: name}
 	var err error
 	// Clusters may share a service range: each node routes only its own pods' ClusterIPs.
@@ -373,7 +399,7 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 		return nil, err
 	}
 	if s.Node, err = node.Start(ctx, node.Options{Name: name, Dir: filepath.Join(e.opts.Dir, name), API: s.API,
-		Images: []string{agentImage}, Logf: e.opts.progress}); err != nil {
+		Images: agentImages, Logf: e.opts.progress}); err != nil {
 		return nil, fmt.Errorf("node of %s: %w", name, err)
 	}
 	e.onStop(s.Node.Stop)
