@@ -66,10 +66,10 @@ func TestAgentFollowsThePrincipal(t *testing.T) {
 	}{
 		// Not the default image, which is another version: the principal's as it is now.
 		"no AgentVersion resolved yet": {noReference: true, wantImage: principalImage, wantStatus: metav1.ConditionTrue},
-		"follows":                   {versionHash: hash, wantImage: principalImage, wantStatus: metav1.ConditionTrue},
-		"pinned to another version": {pin: "quay.io/argoprojlabs/argocd-agent:v0.9.0", versionHash: hash, wantImage: "quay.io/argoprojlabs/argocd-agent:v0.9.0", wantStatus: metav1.ConditionFalse, wantMessage: "customizedVariables[agentImage]"},
-		"pinned to the same":        {pin: "mirror.example.com/argocd-agent:v0.9.1", versionHash: hash, wantImage: "mirror.example.com/argocd-agent:v0.9.1", wantStatus: metav1.ConditionTrue},
-		"rollout not there yet":     {versionHash: "older", pending: true},
+		"follows":                      {versionHash: hash, wantImage: principalImage, wantStatus: metav1.ConditionTrue},
+		"pinned to another version":    {pin: "quay.io/argoprojlabs/argocd-agent:v0.9.0", versionHash: hash, wantImage: "quay.io/argoprojlabs/argocd-agent:v0.9.0", wantStatus: metav1.ConditionFalse, wantMessage: "customizedVariables[agentImage]"},
+		"pinned to the same":           {pin: "mirror.example.com/argocd-agent:v0.9.1", versionHash: hash, wantImage: "mirror.example.com/argocd-agent:v0.9.1", wantStatus: metav1.ConditionTrue},
+		"rollout not there yet":        {versionHash: "older", pending: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			vars := map[string]string{"principalAddress": "principal.example.com"}
