@@ -132,7 +132,7 @@ func Issue(ca *authority.CA, agent string, lifetime time.Duration, now time.Time
 
 // Check says whether creds can stay in agent's cluster secret at now: a certificate of the
 // signing CA for client authentication, CN = agent, with the key that goes with it. It returns
-// when the certificate is due for renewal: two thirds into its life.
+// when the certificate is due for renewal: two thirds into its life (renewalTime).
 func Check(ca *authority.CA, agent string, creds Credentials, now time.Time) (renewAt time.Time, err error) {
 	cert, err := ca.Verify(creds.CertPEM, now)
 	if err != nil {
@@ -162,7 +162,20 @@ func Check(ca *authority.CA, agent string, creds Credentials, now time.Time) (re
 	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
 		return time.Time{}, errors.New("private key does not match the certificate")
 	}
-	return cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 2 / 3), nil
+	return renewalTime(cert), nil
+}
+
+// renewalTime is two thirds into a certificate's life counted from when it was issued, not from
+// its NotBefore, which the signer backdates by authority.ClockSkew: counted from NotBefore, a
+// certificate whose lifetime is under twice the skew would be due at once, and each renewal
+// would be due again as soon as it was written. A certificate another tool issued without
+// backdating is renewed a third of the skew later than it would be otherwise.
+func renewalTime(cert *x509.Certificate) time.Time {
+	issued := cert.NotBefore.Add(authority.ClockSkew)
+	if !issued.Before(cert.NotAfter) {
+		issued = cert.NotBefore
+	}
+	return issued.Add(cert.NotAfter.Sub(issued) * 2 / 3)
 }
 
 // CredentialsOf reads the client certificate and key of a cluster secret; ok is false when the

@@ -52,9 +52,19 @@ func TestIssueAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	life := cert.NotAfter.Sub(cert.NotBefore)
-	if got := renewAt.Sub(cert.NotBefore); got != life*2/3 {
-		t.Errorf("renewal %s after notBefore, want two thirds of %s", got, life)
+	issued := cert.NotBefore.Add(authority.ClockSkew) // the signer backdates
+	life := cert.NotAfter.Sub(issued)
+	if got := renewAt.Sub(issued); got != life*2/3 {
+		t.Errorf("renewal %s after issue, want two thirds of %s", got, life)
+	}
+	// A lifetime shorter than the backdating is still renewed two thirds into it, not at once
+	// (which would renew it again on every reconcile).
+	short, err := Issue(ca, "cluster1", time.Minute, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewAt, err := Check(ca, "cluster1", short, now); err != nil || renewAt.Sub(now).Round(time.Second) != 40*time.Second {
+		t.Errorf("a 1m certificate is due %s after issue (%v), want 40s", renewAt.Sub(now), err)
 	}
 
 	other := newCA(t, "other-ca")

@@ -308,6 +308,10 @@ func TestEndToEnd(t *testing.T) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 		})
+		poll.Until(t, 90*time.Second, "cluster2's Argo CD cluster secret deleted", func(ctx context.Context) (bool, error) {
+			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: clustersecret.Name("cluster2")}, &corev1.Secret{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
 		// Unenrolled, cluster2 tries to enrol itself with its own OCM credentials.
 		attacksFrom := time.Now()
 		key, value := enrolmentLabel()

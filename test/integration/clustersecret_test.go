@@ -23,7 +23,6 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
@@ -215,10 +214,9 @@ func TestClusterSecretAdoptRenewRevoke(t *testing.T) {
 	const cluster = "argo-adopt"
 	ca := currentCA(t)
 	// As `argocd-agentctl agent create -l team=a` writes it: RSA PKCS#1 key. Issued so that
-	// two thirds of its life (renewal; it starts ClockSkew back) are reached in about 20 s,
-	// expiry minutes later.
+	// two thirds of its life from issue (renewal) are reached in 30 s, expiry 15 s later.
 	now := time.Now()
-	lifetime := (authority.ClockSkew+20*time.Second)*3/2 - authority.ClockSkew
+	lifetime := 45 * time.Second
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	must(t, err)
 	certPEM, err := ca.Sign(&x509.CertificateRequest{Subject: pkix.Name{CommonName: cluster, Organization: []string{"DO NOT USE IN PRODUCTION"}}, PublicKey: key.Public()}, lifetime, now)
