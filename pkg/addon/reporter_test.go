@@ -21,6 +21,7 @@ import (
 // all by a manager that has not rendered it since it started (that apply would remove them).
 func TestHeldKeepsTheOtherConditions(t *testing.T) {
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: "argocd-agent"}}
+	//lint:ignore SA1019 OCM's api module generates no NewClientset (no apply configurations); the reactor below is all this test needs.
 	client := addonfake.NewSimpleClientset()
 	var applied [][]string
 	client.PrependReactor("patch", "managedclusteraddons", func(a clienttesting.Action) (bool, runtime.Object, error) {

@@ -66,7 +66,7 @@ func PrincipalImage(d *appsv1.Deployment) (string, error) {
 	if len(containers) == 1 {
 		return containers[0].Image, nil
 	}
-	return "", fmt.Errorf("Deployment %s/%s has no container %s, none runs the principal command, and it has %d containers",
+	return "", fmt.Errorf("the principal Deployment %s/%s has no container %s, none runs the principal command, and it has %d containers",
 		d.Namespace, d.Name, PrincipalContainer, len(containers))
 }
 

@@ -7,6 +7,7 @@ package chartinstall
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
@@ -30,6 +31,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -41,6 +43,7 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
@@ -56,52 +59,9 @@ import (
 const releaseNamespace = "open-cluster-management-addon"
 
 func TestChartRBACRunsTheManager(t *testing.T) {
-	helm := os.Getenv("HELM")
-	if helm == "" {
-		t.Fatal("HELM is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
-	}
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := env.Client
-
-	objs, err := chart.Render(helm, releaseNamespace, map[string]string{"agent.principal.address": "principal.example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ns := range []string{releaseNamespace, "argocd"} {
-		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-	}
-	var deployment *appsv1.Deployment
-	metricsReader := ""
-	for _, o := range objs {
-		if o.GetKind() == "Deployment" {
-			deployment = &appsv1.Deployment{}
-			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
-		}
-		if o.GetKind() == "ClusterRole" && strings.HasSuffix(o.GetName(), "-metrics-reader") {
-			metricsReader = o.GetName()
-		}
-		if err := c.Create(ctx, o); err != nil {
-			t.Fatalf("installing %s %s: %v", o.GetKind(), o.GetName(), err)
-		}
-	}
-	if deployment == nil {
-		t.Fatal("chart has no Deployment")
-	}
-	if metricsReader == "" {
-		t.Fatal("chart has no metrics-reader ClusterRole")
-	}
-	podSpec := deployment.Spec.Template.Spec
-	saUser := fmt.Sprintf("system:serviceaccount:%s:%s", releaseNamespace, podSpec.ServiceAccountName)
+	env, c, inst := installChart(t, map[string]string{"agent.principal.address": "principal.example.com"})
+	ctx := context.Background()
+	podSpec, saUser, asSA, metricsReader := inst.podSpec, inst.saUser, inst.asSA, inst.metricsReader
 
 	caCert, caKey, err := testca.New("argocd-agent-ca", 365*24*time.Hour)
 	must(t, err)
@@ -111,38 +71,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	}))
 	// A secret the manager must not be able to read, next to the CA.
 	must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-secret"}}))
-
-	// The manager, as the chart's ServiceAccount, with the chart's arguments.
-	asSA := rest.CopyConfig(env.Config)
-	asSA.Impersonate = rest.ImpersonationConfig{UserName: saUser,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
-	o := optionsFromArgs(t, podSpec.Containers[0].Args)
-	o.RestConfig = asSA
-	// Metrics as the chart serves them (secure), on a free loopback port instead of :8080.
-	if !o.MetricsSecure {
-		t.Fatal("the chart serves metrics without --metrics-secure")
-	}
-	ports, err := proc.FreePorts(1)
-	must(t, err)
-	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	o.MetricsBindAddress, o.HealthProbeBindAddress = metricsAddr, "0"
-	// POD_NAMESPACE is what the chart sets; the leader lease lives in the release namespace.
-	if o.LeaderElectionNamespace != releaseNamespace || !o.LeaderElect {
-		t.Fatalf("chart runs leader election in %q (enabled=%v), want %q", o.LeaderElectionNamespace, o.LeaderElect, releaseNamespace)
-	}
-	done := make(chan error, 1)
-	go func() { done <- o.Run(klog.NewContext(ctx, klog.Background())) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("manager did not stop")
-		}
-	})
+	metricsAddr := runManager(t, inst)
 
 	// The rendered CMA is v1alpha1 (what OCM >= 1.0 hubs serve); without OCM's conversion
 	// webhook here its default config does not reach v1beta1, so the add-on is pointed at the
@@ -189,6 +118,18 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 			return false, nil
 		}
 		return err == nil && s.Labels[clustersecret.ManagedLabel] == "true", err
+	})
+	// The AgentVersion the agents follow, created by the chart's identity (no principal
+	// Deployment here: the default image) and owned by the chart's ClusterManagementAddOn.
+	poll.Until(t, 60*time.Second, "AgentVersion argocd-agent created by the chart's identity", func(ctx context.Context) (bool, error) {
+		av := &unstructured.Unstructured{}
+		av.SetGroupVersionKind(agentversion.GVK)
+		err := c.Get(ctx, types.NamespacedName{Namespace: releaseNamespace, Name: agentversion.DefaultName}, av)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		image, _, _ := unstructured.NestedString(av.Object, "spec", "image")
+		return err == nil && image != "" && len(av.GetOwnerReferences()) == 1, err
 	})
 	// The chart's identity keeps the record of what it issued, in the release namespace, and it
 	// was there before the certificate reached the CSR.
@@ -252,6 +193,12 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		{Verb: "create", Resource: "serviceaccounts/token", Namespace: releaseNamespace, Name: podSpec.ServiceAccountName},
 		{Verb: "impersonate", Resource: "users"},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system"},
+		// Its own AgentVersion only; the principal's Deployment is read, never written here.
+		{Verb: "update", Group: agentversion.Group, Resource: agentversion.Resource, Namespace: releaseNamespace, Name: "another"},
+		{Verb: "create", Group: agentversion.Group, Resource: agentversion.Resource, Namespace: "c1"},
+		{Verb: "delete", Group: agentversion.Group, Resource: agentversion.Resource, Namespace: releaseNamespace, Name: agentversion.DefaultName},
+		{Verb: "update", Group: "apps", Resource: "deployments", Namespace: "argocd", Name: "argocd-agent-principal"},
+		{Verb: "get", Group: "apps", Resource: "deployments", Namespace: "argocd", Name: "argocd-server"},
 	}
 	for _, attrs := range forbidden {
 		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -423,6 +370,146 @@ func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 	}
 	sneaky.Labels = nil
 	must(t, bootstrap.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
+}
+
+// installed is the chart as installChart installed it.
+type installed struct {
+	podSpec       corev1.PodSpec
+	saUser        string
+	asSA          *rest.Config
+	metricsReader string
+}
+
+// installChart renders the chart with values and creates every object it renders in a fresh API
+// server, with the release namespace and argocd.
+func installChart(t *testing.T, values map[string]string) (*testenv.Env, client.Client, installed) {
+	t.Helper()
+	helm := os.Getenv("HELM")
+	if helm == "" {
+		t.Fatal("HELM is not set: run `make test`, or `eval \"$(hack/test-tools.sh)\"` first")
+	}
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := context.Background()
+	c := env.Client
+	objs, err := chart.Render(helm, releaseNamespace, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{releaseNamespace, "argocd"} {
+		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	var deployment *appsv1.Deployment
+	var inst installed
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			deployment = &appsv1.Deployment{}
+			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
+		}
+		if o.GetKind() == "ClusterRole" && strings.HasSuffix(o.GetName(), "-metrics-reader") {
+			inst.metricsReader = o.GetName()
+		}
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatalf("installing %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	if deployment == nil {
+		t.Fatal("chart has no Deployment")
+	}
+	if inst.metricsReader == "" {
+		t.Fatal("chart has no metrics-reader ClusterRole")
+	}
+	inst.podSpec = deployment.Spec.Template.Spec
+	inst.saUser = fmt.Sprintf("system:serviceaccount:%s:%s", releaseNamespace, inst.podSpec.ServiceAccountName)
+	inst.asSA = rest.CopyConfig(env.Config)
+	inst.asSA.Impersonate = rest.ImpersonationConfig{UserName: inst.saUser,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
+	return env, c, inst
+}
+
+// runManager runs the manager as the chart's ServiceAccount with the chart's arguments until
+// the test ends, and returns its metrics address.
+func runManager(t *testing.T, inst installed) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	o := optionsFromArgs(t, inst.podSpec.Containers[0].Args)
+	o.RestConfig = inst.asSA
+	o.SkipControllerNameValidation = true // each test of the package runs a manager
+	// Metrics as the chart serves them (secure), on a free loopback port instead of :8080.
+	if !o.MetricsSecure {
+		t.Fatal("the chart serves metrics without --metrics-secure")
+	}
+	ports, err := proc.FreePorts(1)
+	must(t, err)
+	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	o.MetricsBindAddress, o.HealthProbeBindAddress = metricsAddr, "0"
+	// POD_NAMESPACE is what the chart sets; the leader lease lives in the release namespace.
+	if o.LeaderElectionNamespace != releaseNamespace || !o.LeaderElect {
+		t.Fatalf("chart runs leader election in %q (enabled=%v), want %q", o.LeaderElectionNamespace, o.LeaderElect, releaseNamespace)
+	}
+	done := make(chan error, 1)
+	go func() { done <- o.Run(klog.NewContext(ctx, klog.Background())) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("manager did not stop")
+		}
+	})
+	return metricsAddr
+}
+
+// With pki.createCA alone (no principal PKI), the manager under the chart's identity creates the
+// CA and delivers agents signed by it: the chart grants what that takes, and the manager asks
+// for nothing more (it once watched every Deployment, which the chart does not allow).
+func TestChartCreateCAOnly(t *testing.T) {
+	_, c, inst := installChart(t, map[string]string{"agent.principal.address": "principal.example.com", "pki.createCA": "true"})
+	runManager(t, inst)
+	ctx := context.Background()
+	ca := &corev1.Secret{}
+	poll.Until(t, 60*time.Second, "CA secret created by the chart's identity", func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, types.NamespacedName{Namespace: "argocd", Name: "argocd-agent-ca"}, ca)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil && ca.Type == corev1.SecretTypeTLS && len(ca.Data[corev1.TLSPrivateKeyKey]) > 0, err
+	})
+	joinCluster(t, c, "c1")
+	poll.Until(t, 60*time.Second, "ManifestWork delivered with the created CA", func(ctx context.Context) (bool, error) {
+		mw := &workv1.ManifestWork{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "c1", Name: "addon-argocd-agent-deploy-0"}, mw); err != nil {
+			return false, nil
+		}
+		want, err := authority.ParseCertificates(ca.Data[corev1.TLSCertKey])
+		if err != nil {
+			return false, err
+		}
+		for _, m := range mw.Spec.Workload.Manifests {
+			bundle := &corev1.Secret{}
+			if json.Unmarshal(m.Raw, bundle) != nil || bundle.Kind != "Secret" || bundle.Name != identity.CASecretName {
+				continue
+			}
+			got, err := authority.ParseCertificates(bundle.Data["ca.crt"])
+			return err == nil && len(got) == 1 && got[0].Equal(want[0]), err
+		}
+		return false, nil
+	})
+	for _, name := range []string{"argocd-agent-principal-tls", "argocd-agent-jwt"} {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "argocd", Name: name}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			t.Errorf("secret %s without pki.principal.enabled: %v", name, err)
+		}
+	}
 }
 
 // optionsFromArgs parses the chart's container args with the manager's own flags.

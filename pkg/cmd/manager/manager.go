@@ -26,12 +26,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"open-cluster-management.io/addon-framework/pkg/addonmanager"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -127,6 +129,9 @@ type Options struct {
 
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
+	// SkipControllerNameValidation lets one process run the manager more than once (tests):
+	// controller-runtime refuses a controller name it has seen in the process before.
+	SkipControllerNameValidation bool
 }
 
 // NewOptions returns the defaults.
@@ -445,8 +450,9 @@ func (o *Options) Run(ctx context.Context) error {
 		LeaderElectionReleaseOnCancel: true,
 		// CachedConfigGetter reads AddOnDeploymentConfigs unstructured; without this, unstructured
 		// reads bypass the cache and go to the API server.
-		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Cache:  cache.Options{ByObject: byObject},
+		Client:     client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Cache:      cache.Options{ByObject: byObject},
+		Controller: config.Controller{SkipNameValidation: ptr.To(o.SkipControllerNameValidation)},
 	})
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
