@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -135,7 +136,7 @@ func StartPrincipal(ctx context.Context, opts PrincipalOptions) (*Principal, err
 		}
 	}
 	p.serverCA = caPEM
-	jwtKey, err := NewJWTKey()
+	jwtKey, err := hubpki.NewJWTKey()
 	if err != nil {
 		return nil, err
 	}

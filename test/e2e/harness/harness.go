@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
@@ -501,7 +502,7 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 			if err := e.writeResourceProxyServerCert(ctx); err != nil {
 				return err
 			}
-			jwtKey, err := argocd.NewJWTKey()
+			jwtKey, err := hubpki.NewJWTKey()
 			if err != nil {
 				return err
 			}
