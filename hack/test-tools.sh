@@ -110,22 +110,28 @@ build_helm() {
 		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-build_argocd_agent() {
-	# Stamp the version as upstream's Makefile does (the VERSION file: no leading v), so
-	# `argocd-agent version` prints argocd-agent-0.9.0 like the release image. The principal
-	# rejects an agent whose version differs from its own, and the default is 99.9.9-unreleased.
-	local version=${ARGOCD_AGENT_VERSION#v}
-	if have "$ARGOCD_AGENT_DIR/argocd-agent" "^argocd-agent-$version\$" version; then return; fi
-	log "building argocd-agent $ARGOCD_AGENT_VERSION (cold: 4-12 min on 2 cores)"
-	mkdir -p "$ARGOCD_AGENT_DIR"
+# go_build_argocd_agent VERSION OUT: argocd-agent stamped as upstream's Makefile stamps it (the
+# VERSION file: no leading v), so `argocd-agent version` prints argocd-agent-VERSION. The
+# principal rejects an agent whose version differs from its own, and the default is
+# 99.9.9-unreleased.
+go_build_argocd_agent() {
+	local version=$1 out=$2
+	mkdir -p "$(dirname "$out")"
 	# go.sum of the wrapper module is complete; GONOSUMDB only matters if it ever is not
 	# (golang.stackrox.io/grpc-http1 is replaced by its GitHub repository, unknown to sum.golang.org).
 	(cd "$ROOT/hack/tools/argocd-agent" &&
 		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 CGO_ENABLED=0 \
-			go build -trimpath -o "$ARGOCD_AGENT_DIR/argocd-agent.tmp" \
+			go build -trimpath -o "$out.tmp" \
 			-ldflags "-s -w -X github.com/argoproj-labs/argocd-agent/internal/version.version=$version -X github.com/argoproj-labs/argocd-agent/internal/version.gitRevision=$ARGOCD_AGENT_VERSION" \
 			github.com/argoproj-labs/argocd-agent/cmd/argocd-agent)
-	mv "$ARGOCD_AGENT_DIR/argocd-agent.tmp" "$ARGOCD_AGENT_DIR/argocd-agent"
+	mv "$out.tmp" "$out"
+}
+
+build_argocd_agent() {
+	local version=${ARGOCD_AGENT_VERSION#v}
+	if have "$ARGOCD_AGENT_DIR/argocd-agent" "^argocd-agent-$version\$" version; then return; fi
+	log "building argocd-agent $ARGOCD_AGENT_VERSION (cold: 4-12 min on 2 cores)"
+	go_build_argocd_agent "$version" "$ARGOCD_AGENT_DIR/argocd-agent"
 }
 
 # The same code stamped with another version: the principal "upgraded" in test/e2e's version-lock
@@ -135,12 +141,7 @@ build_argocd_agent_upgrade() {
 	local version=${ARGOCD_AGENT_UPGRADE_VERSION#v}
 	if have "$ARGOCD_AGENT_DIR/argocd-agent-upgrade" "^argocd-agent-$version\$" version; then return; fi
 	log "linking argocd-agent as $ARGOCD_AGENT_UPGRADE_VERSION"
-	(cd "$ROOT/hack/tools/argocd-agent" &&
-		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 CGO_ENABLED=0 \
-			go build -trimpath -o "$ARGOCD_AGENT_DIR/argocd-agent-upgrade.tmp" \
-			-ldflags "-s -w -X github.com/argoproj-labs/argocd-agent/internal/version.version=$version -X github.com/argoproj-labs/argocd-agent/internal/version.gitRevision=$ARGOCD_AGENT_VERSION" \
-			github.com/argoproj-labs/argocd-agent/cmd/argocd-agent)
-	mv "$ARGOCD_AGENT_DIR/argocd-agent-upgrade.tmp" "$ARGOCD_AGENT_DIR/argocd-agent-upgrade"
+	go_build_argocd_agent "$version" "$ARGOCD_AGENT_DIR/argocd-agent-upgrade"
 }
 
 # Upstream's install manifests (install/kubernetes) of the same version, from its module: the
