@@ -15,10 +15,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
@@ -29,6 +31,9 @@ func main() {
 	n := flag.Int("clusters", 2, "number of simulated managed clusters")
 	dir := flag.String("dir", "", "directory for kubeconfigs, files and logs (default: a new temporary directory)")
 	flag.Parse()
+	// The API servers' test environment logs through controller-runtime, which otherwise prints
+	// a stack trace saying no logger was set; the demo prints its own progress instead.
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(*n, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
