@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -103,7 +104,22 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		t.Errorf("status does not show the revocation:\n%s", statusOut)
 	}
 
+	// Unrevoke deletes the CSRs denied meanwhile: OCM's registration agent files none while ten
+	// exist, and they would stay for an hour.
+	out.Reset()
 	must(t, o.Unrevoke(ctx, "compromised", out))
+	if !strings.Contains(out.String(), " CSRs denied while it was revoked deleted)") || strings.Contains(out.String(), "(0 CSRs") {
+		t.Errorf("unrevoke says %q, want the denied CSRs deleted", out.String())
+	}
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	must(t, env.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "compromised"}))
+	for _, csr := range csrs.Items {
+		for _, c := range csr.Status.Conditions {
+			if c.Type == certificatesv1.CertificateDenied {
+				t.Errorf("denied CSR %s left after unrevoke", csr.Name)
+			}
+		}
+	}
 	again := signed(fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"}))
 	if _, err := currentCA(t).Verify(again, time.Now()); err != nil {
 		t.Fatal(err)

@@ -11,15 +11,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -160,11 +163,41 @@ func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) e
 	if err := revocation.Set(ctx, c, cluster, nil); err != nil {
 		return err
 	}
+	removed, err := deleteDeniedCSRs(ctx, c, cluster)
+	if err != nil {
+		return err
+	}
 	if _, err := setRevokedLabel(ctx, c, cluster, false); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "unrevoked %s: it can get certificates and the add-on again\n", cluster)
+	_, err = fmt.Fprintf(out, "unrevoked %s: it can get certificates and the add-on again (%d CSRs denied while it was revoked deleted)\n", cluster, removed)
 	return err
+}
+
+// deleteDeniedCSRs deletes the cluster's denied CSRs for the add-on's signer. OCM's
+// registration agent files no CSR for an add-on while ten of its CSRs exist on the hub, and
+// kube-controller-manager deletes denied ones only after an hour: those denied while the
+// cluster was revoked would keep its agent from coming back for that long.
+func deleteDeniedCSRs(ctx context.Context, c client.Client, cluster string) (int, error) {
+	list := &certificatesv1.CertificateSigningRequestList{}
+	if err := c.List(ctx, list, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster, addonv1beta1.AddonLabelKey: identity.AddonName}); err != nil {
+		return 0, fmt.Errorf("listing the CSRs of %s: %w", cluster, err)
+	}
+	n := 0
+	for i := range list.Items {
+		csr := &list.Items[i]
+		denied := slices.ContainsFunc(csr.Status.Conditions, func(c certificatesv1.CertificateSigningRequestCondition) bool {
+			return c.Type == certificatesv1.CertificateDenied
+		})
+		if !denied || csr.Spec.SignerName != identity.SignerName {
+			continue
+		}
+		if err := c.Delete(ctx, csr); client.IgnoreNotFound(err) != nil {
+			return n, fmt.Errorf("deleting denied CSR %s: %w", csr.Name, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // setRevokedLabel sets or removes the label the chart's Placement excludes revoked clusters by.
