@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,6 +113,9 @@ func Start(ctx context.Context, name, dir, bin string, args ...string) (*Process
 	}()
 	return p, nil
 }
+
+// Args are the arguments the process was started with, to start it again.
+func (p *Process) Args() []string { return slices.Clone(p.cmd.Args[1:]) }
 
 // Exited reports whether the process has ended, and how.
 func (p *Process) Exited() (bool, error) {

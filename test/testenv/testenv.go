@@ -50,7 +50,19 @@ type Options struct {
 	ClientCADir string
 	// Node, if set, lets real nodes join (see NodeNetwork); it needs ClientCADir.
 	Node *NodeNetwork
+	// AuditLog, if set, is where the API server writes an audit event (JSON, metadata level)
+	// for every request it completes, synchronously, so a reader can tell which client made
+	// which requests (test/audit reads it).
+	AuditLog string
 }
+
+// auditPolicy records every request's metadata once, when it completes.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+- level: Metadata
+`
 
 // Start starts kube-apiserver and etcd with the OCM CRDs the add-on uses. KUBEBUILDER_ASSETS
 // must name the folder with both binaries (`eval "$(hack/test-tools.sh print-env)"`, which
@@ -104,6 +116,21 @@ func StartWith(o Options) (*Env, error) {
 		}
 	} else if o.Node != nil {
 		return nil, errors.New("testenv: Options.Node needs ClientCADir")
+	}
+	if o.AuditLog != "" {
+		if env.ControlPlane.APIServer == nil {
+			env.ControlPlane.APIServer = &envtest.APIServer{}
+		}
+		policy := o.AuditLog + ".policy.yaml"
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+		env.ControlPlane.APIServer.Configure().
+			Set("audit-policy-file", policy).
+			Set("audit-log-path", o.AuditLog).
+			Set("audit-log-format", "json").
+			Set("audit-log-mode", "blocking").
+			Set("audit-log-maxsize", "0")
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -36,7 +39,13 @@ type hubOptions struct {
 	autoApproveUsers stringList
 	featureGates     string
 	readyFile        string
+	controllers      string
+	webhook          bool
 }
+
+// hubControllers are the parts --controllers selects from. "registration" brings the two pieces
+// of kube-controller-manager OCM relies on (CSR signer and cleaner) with it.
+var hubControllers = []string{"registration", "placement", "work", "addon-manager"}
 
 // runHub runs the OCM hub: registration hub, placement, work hub, OCM's addon-manager, the add-on
 // conversion webhook, and the two pieces of kube-controller-manager OCM relies on (the
@@ -55,9 +64,21 @@ func runHub(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.autoAccept, "auto-accept", true, "enable ManagedClusterAutoApproval: accept new clusters and approve bootstrap CSRs filed by the --kubeconfig user and --auto-approve-user users")
 	fs.Var(&o.autoApproveUsers, "auto-approve-user", "extra bootstrap user whose cluster CSRs are approved (repeatable)")
 	fs.StringVar(&o.featureGates, "feature-gates", "", "OCM hub feature gates, e.g. ClusterProfile=true")
+	fs.StringVar(&o.controllers, "controllers", strings.Join(hubControllers, ","), "comma-separated hub controllers to run, of "+strings.Join(hubControllers, ",")+"; a benchmark runs the addon-manager in a process of its own to measure it alone")
+	fs.BoolVar(&o.webhook, "conversion-webhook", true, "serve the add-on conversion webhook and wire the CRDs to it (exactly one process on a hub must)")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write a JSON file (webhook URL, CA file, pid) here once the conversion webhook is wired; the controllers start right after")
 	_ = fs.Parse(args)
 	setupLogging()
+	run := map[string]bool{}
+	for _, c := range strings.Split(o.controllers, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if !slices.Contains(hubControllers, c) {
+			return fmt.Errorf("--controllers: unknown controller %q (known: %s)", c, strings.Join(hubControllers, ","))
+		}
+		run[c] = true
+	}
 
 	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
@@ -96,50 +117,64 @@ func runHub(ctx context.Context, args []string) error {
 		}
 	}
 
-	if o.webhookCertDir == "" {
-		if o.webhookCertDir, err = os.MkdirTemp("", "ocm-local-webhook-"); err != nil {
-			return err
+	var comps []component
+	ready := map[string]any{"pid": os.Getpid()}
+	if o.webhook {
+		if o.webhookCertDir == "" {
+			if o.webhookCertDir, err = os.MkdirTemp("", "ocm-local-webhook-"); err != nil {
+				return err
+			}
+			defer os.RemoveAll(o.webhookCertDir)
 		}
-		defer os.RemoveAll(o.webhookCertDir)
-	}
-	// The conversion webhook must serve before anything reads add-ons: the CRDs store one version
-	// and OCM v1.2.1 reads v1alpha1 while addon-framework v1.3 reads v1beta1.
-	wh, err := startConversionWebhook(ctx, cfg, o.webhookPort, o.webhookCertDir)
-	if err != nil {
-		return err
-	}
-
-	comps := []component{
-		{"conversion webhook", wh.wait},
-		{"registration hub", func(ctx context.Context) error {
-			return hubOpts.RunControllerManager(ctx, controllerContext(cfg, "registration-hub"))
-		}},
-		{"placement", func(ctx context.Context) error {
-			return placementcontrollers.RunControllerManager(ctx, controllerContext(cfg, "placement"))
-		}},
-		{"work hub", func(ctx context.Context) error {
-			// The "kube" driver with no config file uses the controller context's config.
-			return workhub.NewWorkHubManagerConfig(workhub.NewWorkHubManagerOptions()).
-				RunWorkHubManager(ctx, controllerContext(cfg, "work-hub"))
-		}},
-		{"addon-manager", func(ctx context.Context) error {
-			return addon.RunManager(ctx, controllerContext(cfg, "addon-manager"))
-		}},
-		{"csr cleaner", func(ctx context.Context) error {
-			return runCSRCleaner(ctx, kubeClient, o.csrMaxAge, o.csrDoneMaxAge)
-		}},
-	}
-	if o.clientCACert != "" || o.clientCAKey != "" {
-		signer, err := newCSRSigner(kubeClient, clusterclient.NewForConfigOrDie(cfg), o.clientCACert, o.clientCAKey, o.signingDuration)
+		// The conversion webhook must serve before anything reads add-ons: the CRDs store one version
+		// and OCM v1.2.1 reads v1alpha1 while addon-framework v1.3 reads v1beta1.
+		wh, err := startConversionWebhook(ctx, cfg, o.webhookPort, o.webhookCertDir)
 		if err != nil {
 			return err
 		}
-		comps = append(comps, component{"csr signer", signer.run})
-	} else {
-		klog.Warning("No --client-ca-cert/--client-ca-key: kube-apiserver-client CSRs will not be signed, klusterlets cannot finish joining")
+		comps = append(comps, component{"conversion webhook", wh.wait})
+		ready["webhookURL"], ready["webhookCABundleFile"] = wh.url, wh.caFile
+		klog.InfoS("Conversion webhook wired", "url", wh.url, "caBundle", wh.caFile)
+	}
+	if run["registration"] {
+		comps = append(comps,
+			component{"registration hub", func(ctx context.Context) error {
+				return hubOpts.RunControllerManager(ctx, controllerContext(cfg, "registration-hub"))
+			}},
+			component{"csr cleaner", func(ctx context.Context) error {
+				return runCSRCleaner(ctx, kubeClient, o.csrMaxAge, o.csrDoneMaxAge)
+			}})
+		if o.clientCACert != "" || o.clientCAKey != "" {
+			signer, err := newCSRSigner(kubeClient, clusterclient.NewForConfigOrDie(cfg), o.clientCACert, o.clientCAKey, o.signingDuration)
+			if err != nil {
+				return err
+			}
+			comps = append(comps, component{"csr signer", signer.run})
+		} else {
+			klog.Warning("No --client-ca-cert/--client-ca-key: kube-apiserver-client CSRs will not be signed, klusterlets cannot finish joining")
+		}
+	}
+	if run["placement"] {
+		comps = append(comps, component{"placement", func(ctx context.Context) error {
+			return placementcontrollers.RunControllerManager(ctx, controllerContext(cfg, "placement"))
+		}})
+	}
+	if run["work"] {
+		comps = append(comps, component{"work hub", func(ctx context.Context) error {
+			// The "kube" driver with no config file uses the controller context's config.
+			return workhub.NewWorkHubManagerConfig(workhub.NewWorkHubManagerOptions()).
+				RunWorkHubManager(ctx, controllerContext(cfg, "work-hub"))
+		}})
+	}
+	if run["addon-manager"] {
+		comps = append(comps, component{"addon-manager", func(ctx context.Context) error {
+			return addon.RunManager(ctx, controllerContext(cfg, "addon-manager"))
+		}})
+	}
+	if len(comps) == 0 {
+		return errors.New("nothing to run: --controllers is empty and --conversion-webhook=false")
 	}
 
-	ready := map[string]any{"webhookURL": wh.url, "webhookCABundleFile": wh.caFile, "pid": os.Getpid()}
 	if o.readyFile != "" {
 		// Written before the controllers run: they start within milliseconds and each retries on
 		// its own, so callers may go ahead and create objects.
@@ -148,7 +183,7 @@ func runHub(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	klog.InfoS("OCM hub started", "conversionWebhook", wh.url, "caBundle", wh.caFile)
+	klog.InfoS("OCM hub started", "controllers", o.controllers)
 	return runAll(ctx, comps...)
 }
 

@@ -86,8 +86,11 @@ func restConfig(path string) (*rest.Config, error) {
 // library-go's controllercmd (leader election, health server); we only need the config and a
 // recorder. Server stays nil, which only skips placement's debug endpoint.
 func controllerContext(cfg *rest.Config, component string) *controllercmd.ControllerContext {
+	cfg = rest.CopyConfig(cfg)
+	// Each component says who it is, so an API server audit log can tell their requests apart.
+	cfg.UserAgent = "ocm-local/" + component
 	return &controllercmd.ControllerContext{
-		KubeConfig:    rest.CopyConfig(cfg),
+		KubeConfig:    cfg,
 		EventRecorder: events.NewLoggingEventRecorder(component, clock.RealClock{}),
 	}
 }
