@@ -213,4 +213,3 @@ func parallel(items []string, workers int, f func(string) error) error {
 	wg.Wait()
 	return first
 }
-
