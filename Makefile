@@ -82,7 +82,7 @@ fuzz-ci: ## each fuzz target for its count of executions (FUZZ_TARGETS), as make
 fuzz: ## each fuzz target for longer (FUZZTIME=5m)
 	$(MAKE) fuzz-ci FUZZ_BUDGET=$(FUZZTIME) FUZZMINIMIZETIME_CI=60s
 
-bench: tools ## fleet rollout and CSR signing on a real kube-apiserver, against baselines (BENCH_ARGS=-h)
+bench: tools ## our manager side by side with OCM's template add-on on a real hub, and under SIGKILL (BENCH_ARGS=-h)
 	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench $(BENCH_ARGS)
 
 # The manager image for every platform in IMAGE_PLATFORMS, from static binaries, with no Docker

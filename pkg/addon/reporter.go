@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -52,19 +55,67 @@ const (
 
 // StatusReporter records configuration validity as a condition and, for bad input, an event on
 // the ManagedClusterAddOn.
+//
+// The conditions are written a moment after the render that produced them (delay), by Run:
+// a render runs inside addon-framework's deploy controller, which then patches the same status
+// guarded by the resourceVersion it read, so a write of ours in between made that patch fail
+// with a conflict and the whole sync, render included, run again (test/bench counted it on
+// every cluster of a rollout). Waiting also folds the several renders of one sync into one write.
 type StatusReporter struct {
 	client   addonclient.Interface
 	recorder events.EventRecorder
+	delay    time.Duration
+	queue    workqueue.TypedDelayingInterface[types.NamespacedName]
 
 	mu sync.Mutex
 	// owned holds, per add-on, the conditions of this manager's last apply, by type: an apply
 	// names all of them (see setConditions), also those a call does not change.
-	owned map[types.NamespacedName]map[string]metav1.Condition
+	owned map[types.NamespacedName]applied
+	// pending holds the apply due for an add-on, the newest render's.
+	pending map[types.NamespacedName][]metav1.Condition
 }
 
-// NewStatusReporter reports through client and recorder.
-func NewStatusReporter(client addonclient.Interface, recorder events.EventRecorder) *StatusReporter {
-	return &StatusReporter{client: client, recorder: recorder, owned: map[types.NamespacedName]map[string]metav1.Condition{}}
+// applied is one apply: its conditions by type, and the resourceVersion the API server gave the
+// add-on with it.
+type applied struct {
+	conds           map[string]metav1.Condition
+	resourceVersion string
+}
+
+// NewStatusReporter reports through client and recorder, delay after a render; with a delay,
+// Run must run for anything to be written. A zero delay writes in the render's call.
+func NewStatusReporter(client addonclient.Interface, recorder events.EventRecorder, delay time.Duration) *StatusReporter {
+	r := &StatusReporter{client: client, recorder: recorder, delay: delay,
+		owned: map[types.NamespacedName]applied{}, pending: map[types.NamespacedName][]metav1.Condition{}}
+	if delay > 0 {
+		r.queue = workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[types.NamespacedName]{Name: "addon-status-reporter"})
+	}
+	return r
+}
+
+// Run writes the pending conditions until ctx ends. The manager runs it while it leads.
+func (r *StatusReporter) Run(ctx context.Context) error {
+	if r.queue == nil {
+		return nil
+	}
+	go func() {
+		<-ctx.Done()
+		r.queue.ShutDown()
+	}()
+	for {
+		key, shutdown := r.queue.Get()
+		if shutdown {
+			return nil
+		}
+		r.mu.Lock()
+		conds, ok := r.pending[key]
+		delete(r.pending, key)
+		r.mu.Unlock()
+		if ok {
+			r.apply(ctx, key, conds)
+		}
+		r.queue.Done(key)
+	}
 }
 
 // Invalid sets the condition to False with the field error, and records a warning event.
@@ -104,10 +155,7 @@ func (r *StatusReporter) Valid(ctx context.Context, addon *addonv1beta1.ManagedC
 // alone and so remove the other conditions of its last apply, which a held cluster may not
 // render again for long (a paused rollout).
 func (r *StatusReporter) Held(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, version metav1.Condition) {
-	r.mu.Lock()
-	_, rendered := r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}]
-	r.mu.Unlock()
-	if version.Type != "" && rendered {
+	if version.Type != "" && r.rendered(types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}) {
 		r.setConditions(ctx, addon, version)
 	}
 }
@@ -123,9 +171,11 @@ const FieldManager = "argocd-agent-addon"
 // names all of them, since one left out would be removed: conds, and the others of this
 // manager's last apply. Those come from its memory, never from the status, which the cluster can
 // write; a manager restarted since forgets them, and they come back with the next render.
-// Nothing is sent when nothing changed.
+// Nothing is sent when nothing changed, nor again for a status this manager has already
+// applied to since the caller read it (a later render of the same sync sees the old status).
 func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, conds ...metav1.Condition) {
-	conds = r.withOwned(addon, conds)
+	key := types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}
+	conds = r.withOwned(key, conds)
 	changed := false
 	for i := range conds {
 		cond := &conds[i]
@@ -141,36 +191,60 @@ func (r *StatusReporter) setConditions(ctx context.Context, addon *addonv1beta1.
 		}
 		cond.ObservedGeneration = addon.Generation
 	}
-	if !changed {
-		r.remember(addon, conds)
+	r.mu.Lock()
+	last, hasLast := r.owned[key]
+	switch {
+	case !changed:
+		// The status shows them: nothing is due, an older pending apply included.
+		delete(r.pending, key)
+		r.owned[key] = applied{conds: byType(conds), resourceVersion: last.resourceVersion}
+		r.mu.Unlock()
+		return
+	case hasLast && sameConditions(last.conds, conds) && olderThan(addon.ResourceVersion, last.resourceVersion):
+		delete(r.pending, key)
+		r.mu.Unlock()
 		return
 	}
+	if r.queue == nil {
+		r.mu.Unlock()
+		r.apply(ctx, key, conds)
+		return
+	}
+	r.pending[key] = conds
+	r.mu.Unlock()
+	r.queue.AddAfter(key, r.delay)
+}
+
+// apply sends one apply of conds.
+func (r *StatusReporter) apply(ctx context.Context, key types.NamespacedName, conds []metav1.Condition) {
 	patch, err := json.Marshal(map[string]any{
 		"apiVersion": addonv1beta1.GroupVersion.String(),
 		"kind":       "ManagedClusterAddOn",
-		"metadata":   map[string]any{"name": addon.Name, "namespace": addon.Namespace},
+		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
 		"status":     map[string]any{"conditions": conds},
 	})
+	var out *addonv1beta1.ManagedClusterAddOn
 	if err == nil {
-		_, err = r.client.AddonV1beta1().ManagedClusterAddOns(addon.Namespace).Patch(ctx, addon.Name, types.ApplyPatchType, patch,
+		out, err = r.client.AddonV1beta1().ManagedClusterAddOns(key.Namespace).Patch(ctx, key.Name, types.ApplyPatchType, patch,
 			metav1.PatchOptions{FieldManager: FieldManager, Force: ptr.To(true)}, "status")
-	}
-	if err == nil {
-		r.remember(addon, conds)
 	}
 	// A failure is left to the next reconcile of the add-on, which reports again.
 	if err != nil {
-		klog.FromContext(ctx).Info("Could not update the add-on's conditions", "cluster", addon.Namespace, "err", err)
+		klog.FromContext(ctx).Info("Could not update the add-on's conditions", "cluster", key.Namespace, "err", err)
+		return
 	}
+	r.mu.Lock()
+	r.owned[key] = applied{conds: byType(conds), resourceVersion: out.ResourceVersion}
+	r.mu.Unlock()
 }
 
 // withOwned is conds plus the conditions of the last apply that conds does not name, in type
 // order, so that an apply's content does not depend on which call made it.
-func (r *StatusReporter) withOwned(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) []metav1.Condition {
+func (r *StatusReporter) withOwned(key types.NamespacedName, conds []metav1.Condition) []metav1.Condition {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	merged := map[string]metav1.Condition{}
-	for t, c := range r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}] {
+	for t, c := range r.owned[key].conds {
 		merged[t] = c
 	}
 	for _, c := range conds {
@@ -183,13 +257,42 @@ func (r *StatusReporter) withOwned(addon *addonv1beta1.ManagedClusterAddOn, cond
 	return out
 }
 
-// remember notes the conditions of an apply.
-func (r *StatusReporter) remember(addon *addonv1beta1.ManagedClusterAddOn, conds []metav1.Condition) {
-	owned := map[string]metav1.Condition{}
-	for _, c := range conds {
-		owned[c.Type] = c
-	}
+// rendered says whether this manager has applied or is about to apply the add-on's conditions.
+func (r *StatusReporter) rendered(key types.NamespacedName) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.owned[types.NamespacedName{Namespace: addon.Namespace, Name: addon.Name}] = owned
+	_, applied := r.owned[key]
+	_, pending := r.pending[key]
+	return applied || pending
+}
+
+func byType(conds []metav1.Condition) map[string]metav1.Condition {
+	out := make(map[string]metav1.Condition, len(conds))
+	for _, c := range conds {
+		out[c.Type] = c
+	}
+	return out
+}
+
+// sameConditions says whether conds say what last does, times aside.
+func sameConditions(last map[string]metav1.Condition, conds []metav1.Condition) bool {
+	if len(last) != len(conds) {
+		return false
+	}
+	for _, c := range conds {
+		l, ok := last[c.Type]
+		if !ok || l.Status != c.Status || l.Reason != c.Reason || l.Message != c.Message {
+			return false
+		}
+	}
+	return true
+}
+
+// olderThan says whether resourceVersion a is older than b. Resource versions are opaque, but
+// the Kubernetes API server's are etcd revisions, which only grow; anything else is not older,
+// so the apply is sent.
+func olderThan(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && x < y
 }

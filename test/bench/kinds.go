@@ -161,6 +161,7 @@ func (h *hub) installTemplate(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName,
 			Annotations: map[string]string{addonv1alpha1.AddonLifecycleAnnotationKey: addonv1alpha1.AddonLifecycleAddonManagerAnnotationValue}},
 		Spec: addonv1alpha1.ClusterManagementAddOnSpec{
+			//lint:ignore SA1019 the v1alpha1 form is what the AddOnTemplate add-ons users run today declare (addon-contrib's argocd-agent add-on).
 			SupportedConfigs: []addonv1alpha1.ConfigMeta{
 				{ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: addonv1alpha1.GroupName, Resource: "addontemplates"},
 					DefaultConfig: &addonv1alpha1.ConfigReferent{Name: templateName}},

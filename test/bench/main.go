@@ -43,7 +43,10 @@ type options struct {
 	// clusterSecrets runs our manager with the Argo CD cluster secrets on, as the chart's
 	// default; the template add-on makes none.
 	clusterSecrets bool
-	timeout        time.Duration
+	// chaosClusters, if set, runs chaos with that many clusters and kills kills.
+	chaosClusters, kills int
+	seed                 uint64
+	timeout              time.Duration
 	// logs, if set, keeps each run's process logs and audit log there.
 	logs   string
 	ocmBin string
@@ -58,6 +61,9 @@ func main() {
 	flag.DurationVar(&o.steady, "steady", 0, "after the rollout and signing, count every request the managers make for this long with nothing changing")
 	flag.BoolVar(&o.restart, "restart", false, "then restart the manager over the settled fleet and count its requests until it is idle")
 	flag.BoolVar(&o.clusterSecrets, "cluster-secrets", false, "run our manager with its Argo CD cluster secrets on (the chart's default); the template add-on has none")
+	flag.IntVar(&o.chaosClusters, "chaos-clusters", 0, "then roll our manager out to this many clusters while their agents file CSRs (some hostile), killing it (SIGKILL) -kills times, and check that the fleet converges")
+	flag.IntVar(&o.kills, "kills", 20, "how many times -chaos-clusters kills the manager")
+	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the kill times (printed, to repeat a run)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on one measurement after this long")
 	flag.StringVar(&o.logs, "logs", "", "directory to keep each run's logs in (KIND-CLUSTERS/)")
 	flag.Parse()
@@ -156,6 +162,22 @@ func run(o options, out io.Writer) ([]*result, error) {
 		}
 	}
 	report(out, results)
+	if o.chaosClusters > 0 {
+		caseDir := filepath.Join(dir, fmt.Sprintf("chaos-%d", o.chaosClusters))
+		if err := os.MkdirAll(caseDir, 0o755); err != nil {
+			return results, err
+		}
+		c, err := chaos(o, caseDir, bin, o.chaosClusters, o.kills, o.seed)
+		if o.logs != "" {
+			if err := keepLogs(caseDir, filepath.Join(o.logs, filepath.Base(caseDir))); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: keeping logs:", err)
+			}
+		}
+		if err != nil {
+			return results, fmt.Errorf("chaos (seed %d): %w", o.seed, err)
+		}
+		reportChaos(out, c, o.seed)
+	}
 	return results, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 )
 
 // TestBenchRuns runs the bench at its smallest, both kinds, so it cannot rot: each completes on
@@ -80,4 +82,29 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("parseKinds(%q) accepted", bad)
 		}
 	}
+}
+
+// TestManagerKilledConverges kills the manager (SIGKILL) a few times during a small rollout
+// while the fleet files CSRs, hostile ones among them; chaos fails unless everything converges
+// as it must: one ManifestWork per cluster, every legitimate CSR signed once and recorded, every
+// hostile one denied. `make bench BENCH_ARGS="-chaos-clusters 500 -kills 20"` runs it at size.
+func TestManagerKilledConverges(t *testing.T) {
+	ocmBin, helm, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin, err := proc.BuildAddon(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := uint64(time.Now().UnixNano())
+	c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, dir, bin, 20, 3, seed)
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	if c.signed != 20 || c.denied != 20/hostileEvery {
+		t.Fatalf("%d CSRs signed and %d denied, want 20 and %d", c.signed, c.denied, 20/hostileEvery)
+	}
+	t.Logf("seed %d: converged in %s, restarts %v", seed, c.converged, c.restarts)
 }

@@ -74,6 +74,12 @@ func measure(o options, dir, bin, kind string, n int) *result {
 		res.err = fmt.Errorf("joining clusters: %w", err)
 		return res
 	}
+	// OCM's registration controller sets up each new cluster (namespace, RBAC, status): let it
+	// finish, so the rollout is timed on a settled hub, as when a Placement is made over a fleet.
+	if err := waitIdle(ctx, h, []string{compOCM}, 0, 5*time.Second, o.timeout); err != nil {
+		res.err = err
+		return res
+	}
 	var mgr *proc.Process
 	switch kind {
 	case kindAddon:

@@ -116,3 +116,13 @@ func ratio(a, b float64) string {
 	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
+
+func reportChaos(out io.Writer, c *chaosResult, seed uint64) {
+	var longest time.Duration
+	for _, r := range c.restarts {
+		longest = max(longest, r)
+	}
+	fmt.Fprintf(out, "\nchaos (seed %d): manager killed %d times during a rollout to %d clusters; converged %s after the Placement: "+
+		"every cluster one ManifestWork, %d CSRs signed once each and recorded, %d hostile CSRs denied; a restarted manager led after at most %s (the killed one's Lease expiring)\n",
+		seed, c.kills, c.clusters, c.converged.Round(100*time.Millisecond), c.signed, c.denied, longest.Round(100*time.Millisecond))
+}

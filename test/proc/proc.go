@@ -117,6 +117,17 @@ func Start(ctx context.Context, name, dir, bin string, args ...string) (*Process
 // Args are the arguments the process was started with, to start it again.
 func (p *Process) Args() []string { return slices.Clone(p.cmd.Args[1:]) }
 
+// Kill sends SIGKILL, as a node losing power or the OOM killer would, and waits for the
+// process to end: nothing of it runs on, no lease is released.
+func (p *Process) Kill() {
+	p.once.Do(func() {
+		if done, _ := p.Exited(); !done {
+			_ = p.cmd.Process.Kill()
+		}
+	})
+	<-p.done
+}
+
 // Exited reports whether the process has ended, and how.
 func (p *Process) Exited() (bool, error) {
 	select {

@@ -77,6 +77,9 @@ const (
 	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.
 	DefaultGRPCServerUsername = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
 	leaderElectionID          = "argocd-agent-addon-manager"
+	// statusReportDelay is how long after a render its conditions are written: past the deploy
+	// controller's own status patch of the same sync (addon.StatusReporter).
+	statusReportDelay = time.Second
 )
 
 // Options are the manager's settings.
@@ -471,6 +474,11 @@ func (o *Options) Run(ctx context.Context) error {
 	recorder := mgr.GetEventRecorder("argocd-agent-addon")
 	ca := authority.NewSecretSource(mgr.GetClient(), caKey)
 	discovery := &principal.Discovery{Reader: mgr.GetClient(), Service: principalKey, Fallback: o.PrincipalFallbackAddress}
+	reporter := addon.NewStatusReporter(addonClient, recorder, statusReportDelay)
+	// Leader-only, as every runnable that does not say otherwise: only the leader renders.
+	if err := mgr.Add(manager.RunnableFunc(reporter.Run)); err != nil {
+		return err
+	}
 	agentAddon, err := addon.New(addon.Options{
 		Principal:     discovery.Discover,
 		AgentVersions: &agentversion.Getter{Reader: mgr.GetClient()},
@@ -480,7 +488,7 @@ func (o *Options) Run(ctx context.Context) error {
 		ConfigGetter: addon.CachedConfigGetter{Reader: mgr.GetClient()},
 		CA:           ca,
 		Subject:      style,
-		Reporter:     addon.NewStatusReporter(addonClient, recorder),
+		Reporter:     reporter,
 		Hub:          mgr.GetClient(),
 		Works:        mgr.GetAPIReader(),
 	})

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	workv1 "open-cluster-management.io/api/work/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// chaosResult is one run of the manager killed during a rollout.
+type chaosResult struct {
+	clusters, kills int
+	// converged is from the Placement to every check below holding, kills included.
+	converged time.Duration
+	// restarts are how long each restarted manager took to lead: the dead one's Lease must
+	// expire first.
+	restarts []time.Duration
+	// signed and denied count the fleet's CSRs: legitimate ones signed, hostile ones denied.
+	signed, denied int
+}
+
+// hostileEvery makes every hostileEvery-th cluster also file a hostile CSR: its agent asks for
+// the next cluster's identity.
+const hostileEvery = 5
+
+// chaos rolls our manager out to n clusters while their agents file CSRs, and kills the manager
+// (SIGKILL) kills times at random moments, starting it again each time. It then checks that the
+// fleet converged: every cluster has one ManifestWork with the objects the first cluster has,
+// every legitimate CSR has one certificate and every certificate is in its cluster's record,
+// with nothing else recorded (no CSR signed twice), and every hostile CSR is denied, unsigned.
+func chaos(o options, dir, bin string, n, kills int, seed uint64) (*chaosResult, error) {
+	res := &chaosResult{clusters: n, kills: kills}
+	rnd := rand.New(rand.NewPCG(seed, seed))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := startHub(ctx, dir, o.ocmBin, o.helm)
+	if err != nil {
+		return nil, err
+	}
+	defer h.stop()
+	clusters, err := h.join(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := h.installAddon(ctx, bin, false)
+	if err != nil {
+		return nil, err
+	}
+	args := mgr.Args()
+	ca, err := authority.Parse(h.caCert, h.caKey, time.Now())
+	if err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	if err := h.createPlacement(ctx); err != nil {
+		return nil, err
+	}
+	// The fleet files its CSRs over the rollout, a few at a time, while the manager dies.
+	var (
+		filed      sync.WaitGroup
+		mu         sync.Mutex
+		legitimate = map[string]string{} // CSR name -> cluster
+		hostile    = map[string]bool{}
+		fileErr    error
+	)
+	fileRnd := rand.New(rand.NewPCG(seed+1, seed+1))
+	filed.Add(1)
+	go func() {
+		defer filed.Done()
+		for i, cluster := range clusters {
+			// OCM's registration agent files the add-on's CSR once the add-on exists on its cluster.
+			if err := poll.Wait(ctx, 100*time.Millisecond, o.timeout, func(ctx context.Context) (bool, error) {
+				err := h.c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+				return err == nil, err
+			}); err != nil {
+				mu.Lock()
+				fileErr = errors.Join(fileErr, fmt.Errorf("the add-on of %s: %w", cluster, err))
+				mu.Unlock()
+				return
+			}
+			reqs := []ocmcsr.Request{{Cluster: cluster, CAID: ca.ID()}}
+			if i%hostileEvery == 0 {
+				// cluster's agent, with its own credentials, asks for the next cluster's identity.
+				reqs = append(reqs, ocmcsr.Request{Cluster: clusters[(i+1)%n], CAID: ca.ID()})
+			}
+			for j, r := range reqs {
+				name, err := h.fileCSR(ctx, cluster, r)
+				mu.Lock()
+				switch {
+				case err != nil:
+					fileErr = errors.Join(fileErr, err)
+				case j == 0:
+					legitimate[name] = cluster
+				default:
+					hostile[name] = true
+				}
+				mu.Unlock()
+			}
+			time.Sleep(time.Duration(fileRnd.IntN(40)) * time.Millisecond)
+		}
+	}()
+	for range kills {
+		time.Sleep(time.Duration(200+rnd.IntN(2800)) * time.Millisecond)
+		mgr.Kill()
+		up := time.Now()
+		if mgr, err = h.startManager(ctx, bin, args); err != nil {
+			return nil, fmt.Errorf("restarting the killed manager: %w", err)
+		}
+		res.restarts = append(res.restarts, time.Since(up))
+	}
+	filed.Wait()
+	if fileErr != nil {
+		return nil, fmt.Errorf("filing CSRs: %w", fileErr)
+	}
+	var last error
+	if err := poll.Wait(ctx, time.Second, o.timeout, func(ctx context.Context) (bool, error) {
+		if err := h.exited(mgr); err != nil {
+			return false, poll.Stop(err)
+		}
+		last = h.converged(ctx, clusters, legitimate, hostile, res)
+		return last == nil, nil
+	}); err != nil {
+		return nil, fmt.Errorf("not converged after %d kills: %v (%w)", kills, last, err)
+	}
+	res.converged = time.Since(start)
+	return res, nil
+}
+
+// fileCSR files r as the registration agent of cluster and returns the CSR's name.
+func (h *hub) fileCSR(ctx context.Context, cluster string, r ocmcsr.Request) (string, error) {
+	csr, _, err := ocmcsr.New(r)
+	if err != nil {
+		return "", err
+	}
+	user := ocmcsr.AgentUsername(cluster)
+	cs, err := kubernetes.NewForConfig(h.agentConfig(user, append(ocmcsr.AgentGroupsOf(user), "system:authenticated")))
+	if err != nil {
+		return "", err
+	}
+	created, err := cs.CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	return created.Name, nil
+}
+
+// converged says what is not yet as it must end, or nil.
+func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[string]string, hostile map[string]bool, res *chaosResult) error {
+	var first *workv1.ManifestWork
+	for _, c := range clusters {
+		works := &workv1.ManifestWorkList{}
+		if err := h.c.List(ctx, works, client.InNamespace(c)); err != nil {
+			return err
+		}
+		if len(works.Items) != 1 || works.Items[0].Name != workName {
+			return fmt.Errorf("cluster %s has %d ManifestWorks, want only %s", c, len(works.Items), workName)
+		}
+		w := &works.Items[0]
+		if first == nil {
+			first = w
+		} else if len(w.Spec.Workload.Manifests) != len(first.Spec.Workload.Manifests) {
+			return fmt.Errorf("cluster %s's ManifestWork has %d objects, %s's %d", c, len(w.Spec.Workload.Manifests), clusters[0], len(first.Spec.Workload.Manifests))
+		}
+	}
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	if err := h.c.List(ctx, csrs); err != nil {
+		return err
+	}
+	certs := map[string][]string{} // cluster -> fingerprints of its CSRs' certificates
+	signed, denied := 0, 0
+	for _, csr := range csrs.Items {
+		switch {
+		case hostile[csr.Name]:
+			if len(csr.Status.Certificate) > 0 {
+				return fmt.Errorf("hostile CSR %s was signed", csr.Name)
+			}
+			if !hasCondition(&csr, certificatesv1.CertificateDenied) {
+				return fmt.Errorf("hostile CSR %s is not denied yet", csr.Name)
+			}
+			denied++
+		case legitimate[csr.Name] != "":
+			if len(csr.Status.Certificate) == 0 {
+				return fmt.Errorf("CSR %s of %s is not signed yet", csr.Name, legitimate[csr.Name])
+			}
+			cert, err := issued.ParseCertificate(csr.Status.Certificate)
+			if err != nil {
+				return fmt.Errorf("CSR %s: %w", csr.Name, err)
+			}
+			c := legitimate[csr.Name]
+			certs[c] = append(certs[c], issued.BlocklistKey(cert.Raw))
+			signed++
+		}
+	}
+	if signed+denied != len(legitimate)+len(hostile) {
+		return fmt.Errorf("%d of %d CSRs found", signed+denied, len(legitimate)+len(hostile))
+	}
+	for c, want := range certs {
+		cm := &corev1.ConfigMap{}
+		if err := h.c.Get(ctx, client.ObjectKey{Namespace: addonNamespace, Name: issued.RecordName(c)}, cm); err != nil {
+			return fmt.Errorf("the record of %s: %w", c, err)
+		}
+		rec, err := issued.ReadRecord(cm)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, r := range rec {
+			got = append(got, r.Fingerprint)
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("cluster %s: record %v, certificates of its CSRs %v: each issued certificate must be recorded, and nothing else", c, got, want)
+		}
+	}
+	res.signed, res.denied = signed, denied
+	return nil
+}
+
+func hasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == t {
+			return true
+		}
+	}
+	return false
+}
