@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,16 +24,18 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 )
 
 // chaosResult is one run of the manager killed during a rollout.
 type chaosResult struct {
-	clusters, kills int
+	clusters, kills, replicas int
 	// converged is from the Placement to every check below holding, kills included.
 	converged time.Duration
-	// restarts are how long each restarted manager took to lead: the dead one's Lease must
-	// expire first.
-	restarts []time.Duration
+	// takeovers are, for each kill, how long until another manager led: a replica started in
+	// the dead one's place (replicas 1) or the standby (replicas 2). Either waits for the dead
+	// leader's Lease to expire.
+	takeovers []time.Duration
 	// signed and denied count the fleet's CSRs: legitimate ones signed, hostile ones denied.
 	signed, denied int
 }
@@ -41,13 +44,18 @@ type chaosResult struct {
 // the next cluster's identity.
 const hostileEvery = 5
 
-// chaos rolls our manager out to n clusters while their agents file CSRs, and kills the manager
-// (SIGKILL) kills times at random moments, starting it again each time. It then checks that the
+// chaos rolls our manager out to n clusters while their agents file CSRs, and kills the leading
+// manager (SIGKILL) kills times at random moments while it works. With one replica a new one is
+// started in its place, as the Deployment's ReplicaSet does; with two the standby must take over
+// (and a new standby is started). It then checks that the
 // fleet converged: every cluster has one ManifestWork with the objects the first cluster has,
 // every legitimate CSR has one certificate and every certificate is in its cluster's record,
 // with nothing else recorded (no CSR signed twice), and every hostile CSR is denied, unsigned.
-func chaos(o options, dir, bin string, n, kills int, seed uint64) (*chaosResult, error) {
-	res := &chaosResult{clusters: n, kills: kills}
+func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*chaosResult, error) {
+	if replicas != 1 && replicas != 2 {
+		return nil, fmt.Errorf("%d replicas: want 1 or 2", replicas)
+	}
+	res := &chaosResult{clusters: n, kills: kills, replicas: replicas}
 	rnd := rand.New(rand.NewPCG(seed, seed))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -65,6 +73,14 @@ func chaos(o options, dir, bin string, n, kills int, seed uint64) (*chaosResult,
 		return nil, err
 	}
 	args := mgr.Args()
+	managers := []*proc.Process{mgr}
+	if replicas == 2 {
+		standby, err := h.spawnManager(ctx, bin, args)
+		if err != nil {
+			return nil, err
+		}
+		managers = append(managers, standby)
+	}
 	ca, err := authority.Parse(h.caCert, h.caKey, time.Now())
 	if err != nil {
 		return nil, err
@@ -120,12 +136,32 @@ func chaos(o options, dir, bin string, n, kills int, seed uint64) (*chaosResult,
 	}()
 	for range kills {
 		time.Sleep(time.Duration(200+rnd.IntN(2800)) * time.Millisecond)
-		mgr.Kill()
-		up := time.Now()
-		if mgr, err = h.startManager(ctx, bin, args); err != nil {
-			return nil, fmt.Errorf("restarting the killed manager: %w", err)
+		leader := slices.IndexFunc(managers, leads)
+		if leader < 0 {
+			return nil, errors.New("no manager leads")
 		}
-		res.restarts = append(res.restarts, time.Since(up))
+		managers[leader].Kill()
+		killed := time.Now()
+		managers = slices.Delete(managers, leader, leader+1)
+		if replicas == 1 {
+			// The Deployment's ReplicaSet starts a pod in the killed one's place.
+			p, err := h.spawnManager(ctx, bin, args)
+			if err != nil {
+				return nil, err
+			}
+			managers = append(managers, p)
+		}
+		if err := waitLeads(ctx, managers[0]); err != nil {
+			return nil, fmt.Errorf("after kill %d: %w", len(res.takeovers)+1, err)
+		}
+		res.takeovers = append(res.takeovers, time.Since(killed))
+		if replicas == 2 {
+			p, err := h.spawnManager(ctx, bin, args)
+			if err != nil {
+				return nil, err
+			}
+			managers = append(managers, p)
+		}
 	}
 	filed.Wait()
 	if fileErr != nil {
@@ -133,7 +169,7 @@ func chaos(o options, dir, bin string, n, kills int, seed uint64) (*chaosResult,
 	}
 	var last error
 	if err := poll.Wait(ctx, time.Second, o.timeout, func(ctx context.Context) (bool, error) {
-		if err := h.exited(mgr); err != nil {
+		if err := h.exited(managers...); err != nil {
 			return false, poll.Stop(err)
 		}
 		last = h.converged(ctx, clusters, legitimate, hostile, res)

@@ -246,15 +246,22 @@ func (h *hub) agentConfig(user string, groups []string) *rest.Config {
 	return cfg
 }
 
-// waitLeader waits until the Lease name in namespace has a holder.
-func (h *hub) waitLeader(ctx context.Context, p *proc.Process, namespace, name string) error {
+// leaseAcquired is what client-go's leader election (v0.35) logs when a process takes the lease.
+// A Lease's holder alone cannot tell: a killed leader stays its holder until the lease
+// expires, and every replica's identity is the host name plus a random suffix.
+const leaseAcquired = `"Successfully acquired lease"`
+
+// leads says whether p took the leader lease (and has not exited since).
+func leads(p *proc.Process) bool {
+	done, _ := p.Exited()
+	return !done && strings.Contains(p.Log(), leaseAcquired)
+}
+
+// waitLeads waits until p takes the leader lease.
+func waitLeads(ctx context.Context, p *proc.Process) error {
 	return p.WaitFor(ctx, 2*time.Minute, "leader election", func() error {
-		l, err := h.kube.CoordinationV1().Leases(namespace).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
-			return errors.New("no holder")
+		if !leads(p) {
+			return errors.New("not leading")
 		}
 		return nil
 	})

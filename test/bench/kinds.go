@@ -76,12 +76,21 @@ func (h *hub) installAddon(ctx context.Context, bin string, clusterSecrets bool)
 
 // startManager starts the manager and waits until it leads.
 func (h *hub) startManager(ctx context.Context, bin string, args []string) (*proc.Process, error) {
+	p, err := h.spawnManager(ctx, bin, args)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitLeads(ctx, p)
+}
+
+// spawnManager starts a manager replica, leading or standing by.
+func (h *hub) spawnManager(ctx context.Context, bin string, args []string) (*proc.Process, error) {
 	p, err := proc.Start(ctx, "manager", h.dir, bin, args...)
 	if err != nil {
 		return nil, err
 	}
 	h.stops = append(h.stops, p.Stop)
-	return p, h.waitLeader(ctx, p, addonNamespace, "argocd-agent-addon-manager")
+	return p, nil
 }
 
 // managerArgs are the manager container's arguments in the chart's Deployment, with the metrics

@@ -45,8 +45,10 @@ type options struct {
 	clusterSecrets bool
 	// chaosClusters, if set, runs chaos with that many clusters and kills kills.
 	chaosClusters, kills int
-	seed                 uint64
-	timeout              time.Duration
+	// replicas are the manager replica counts chaos runs with, each on a fresh hub.
+	replicas []int
+	seed     uint64
+	timeout  time.Duration
 	// logs, if set, keeps each run's process logs and audit log there.
 	logs   string
 	ocmBin string
@@ -55,22 +57,26 @@ type options struct {
 
 func main() {
 	o := options{}
-	var sizes, kinds string
-	flag.StringVar(&sizes, "clusters", "100", "comma-separated fleet sizes; each kind at each size runs on a fresh API server")
+	var sizes, kinds, replicas string
+	flag.StringVar(&sizes, "clusters", "100", "comma-separated fleet sizes; each kind at each size runs on a fresh API server (none: only -chaos-clusters)")
 	flag.StringVar(&kinds, "kinds", kindAddon+","+kindTemplate, "which managers to measure: "+kindAddon+" (ours), "+kindTemplate+" (an AddOnTemplate run by OCM's addon-manager)")
 	flag.DurationVar(&o.steady, "steady", 0, "after the rollout and signing, count every request the managers make for this long with nothing changing")
 	flag.BoolVar(&o.restart, "restart", false, "then restart the manager over the settled fleet and count its requests until it is idle")
 	flag.BoolVar(&o.clusterSecrets, "cluster-secrets", false, "run our manager with its Argo CD cluster secrets on (the chart's default); the template add-on has none")
 	flag.IntVar(&o.chaosClusters, "chaos-clusters", 0, "then roll our manager out to this many clusters while their agents file CSRs (some hostile), killing it (SIGKILL) -kills times, and check that the fleet converges")
-	flag.IntVar(&o.kills, "kills", 20, "how many times -chaos-clusters kills the manager")
+	flag.IntVar(&o.kills, "kills", 20, "how many times -chaos-clusters kills the leading manager")
+	flag.StringVar(&replicas, "replicas", "1,2", "comma-separated manager replica counts for -chaos-clusters: 1 starts a new manager after each kill, 2 kills the leader and times the standby's takeover")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the kill times (printed, to repeat a run)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on one measurement after this long")
 	flag.StringVar(&o.logs, "logs", "", "directory to keep each run's logs in (KIND-CLUSTERS/)")
 	flag.Parse()
 	ctrllog.SetLogger(klog.NewKlogr()) // envtest logs through controller-runtime
 	var err error
-	if o.sizes, err = parseSizes(sizes); err == nil {
+	if o.sizes, err = parseSizes("-clusters", sizes); err == nil {
 		o.kinds, err = parseKinds(kinds)
+	}
+	if err == nil {
+		o.replicas, err = parseSizes("-replicas", replicas)
 	}
 	if err == nil {
 		o.ocmBin, o.helm, err = binaries()
@@ -102,12 +108,16 @@ func binaries() (ocmBin, helm string, err error) {
 	return ocmBin, helm, nil
 }
 
-func parseSizes(s string) ([]int, error) {
+// parseSizes parses the comma-separated positive numbers of flag; "none" is no number.
+func parseSizes(flag, s string) ([]int, error) {
+	if strings.TrimSpace(s) == "none" {
+		return nil, nil
+	}
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-clusters: %q is not a fleet size", f)
+			return nil, fmt.Errorf("%s: %q is not a positive number", flag, f)
 		}
 		out = append(out, n)
 	}
@@ -161,20 +171,25 @@ func run(o options, out io.Writer) ([]*result, error) {
 			fmt.Fprintf(os.Stderr, "bench: %s at %d clusters done: rollout %s, signing %s\n", kind, n, res.rollout.Round(time.Millisecond), res.sign.Round(time.Millisecond))
 		}
 	}
-	report(out, results)
-	if o.chaosClusters > 0 {
-		caseDir := filepath.Join(dir, fmt.Sprintf("chaos-%d", o.chaosClusters))
+	if len(results) > 0 {
+		report(out, results)
+	}
+	for _, replicas := range o.replicas {
+		if o.chaosClusters == 0 {
+			break
+		}
+		caseDir := filepath.Join(dir, fmt.Sprintf("chaos-%d-replicas-%d", o.chaosClusters, replicas))
 		if err := os.MkdirAll(caseDir, 0o755); err != nil {
 			return results, err
 		}
-		c, err := chaos(o, caseDir, bin, o.chaosClusters, o.kills, o.seed)
+		c, err := chaos(o, caseDir, bin, o.chaosClusters, o.kills, replicas, o.seed)
 		if o.logs != "" {
 			if err := keepLogs(caseDir, filepath.Join(o.logs, filepath.Base(caseDir))); err != nil {
 				fmt.Fprintln(os.Stderr, "bench: keeping logs:", err)
 			}
 		}
 		if err != nil {
-			return results, fmt.Errorf("chaos (seed %d): %w", o.seed, err)
+			return results, fmt.Errorf("chaos with %d replica(s) (seed %d): %w", replicas, o.seed, err)
 		}
 		reportChaos(out, c, o.seed)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -66,14 +67,14 @@ func TestBenchRuns(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	if s, err := parseSizes("5, 50"); err != nil || len(s) != 2 || s[1] != 50 {
+	if s, err := parseSizes("-clusters", "5, 50"); err != nil || len(s) != 2 || s[1] != 50 {
 		t.Fatalf("parseSizes: %v %v", s, err)
 	}
 	if k, err := parseKinds("template, addon,template"); err != nil || len(k) != 2 || k[0] != kindTemplate {
 		t.Fatalf("parseKinds: %v %v", k, err)
 	}
 	for _, bad := range []string{"0", "x", "-3", ""} {
-		if _, err := parseSizes(bad); err == nil {
+		if _, err := parseSizes("-clusters", bad); err == nil {
 			t.Errorf("parseSizes(%q) accepted", bad)
 		}
 	}
@@ -84,27 +85,32 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestManagerKilledConverges kills the manager (SIGKILL) a few times during a small rollout
-// while the fleet files CSRs, hostile ones among them; chaos fails unless everything converges
-// as it must: one ManifestWork per cluster, every legitimate CSR signed once and recorded, every
-// hostile one denied. `make bench BENCH_ARGS="-chaos-clusters 500 -kills 20"` runs it at size.
+// TestManagerKilledConverges kills the leading manager (SIGKILL) a few times during a small
+// rollout while the fleet files CSRs, hostile ones among them, once with one replica (a new one
+// started after each kill) and once with two (the standby takes over). chaos fails unless
+// everything converges as it must: one ManifestWork per cluster, every legitimate CSR signed
+// once and recorded, every hostile one denied. `make chaos` runs it at size.
 func TestManagerKilledConverges(t *testing.T) {
 	ocmBin, helm, err := binaries()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	bin, err := proc.BuildAddon(dir)
+	bin, err := proc.BuildAddon(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed := uint64(time.Now().UnixNano())
-	c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, dir, bin, 20, 3, seed)
-	if err != nil {
-		t.Fatalf("seed %d: %v", seed, err)
+	for _, replicas := range []int{1, 2} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			seed := uint64(time.Now().UnixNano())
+			const clusters, kills = 20, 2
+			c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, t.TempDir(), bin, clusters, kills, replicas, seed)
+			if err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			if c.signed != clusters || c.denied != clusters/hostileEvery || len(c.takeovers) != kills {
+				t.Fatalf("%d CSRs signed and %d denied, %d takeovers; want %d, %d and %d", c.signed, c.denied, len(c.takeovers), clusters, clusters/hostileEvery, kills)
+			}
+			t.Logf("seed %d: converged in %s, takeovers %v", seed, c.converged, c.takeovers)
+		})
 	}
-	if c.signed != 20 || c.denied != 20/hostileEvery {
-		t.Fatalf("%d CSRs signed and %d denied, want 20 and %d", c.signed, c.denied, 20/hostileEvery)
-	}
-	t.Logf("seed %d: converged in %s, restarts %v", seed, c.converged, c.restarts)
 }

@@ -118,11 +118,21 @@ func ratio(a, b float64) string {
 }
 
 func reportChaos(out io.Writer, c *chaosResult, seed uint64) {
-	var longest time.Duration
-	for _, r := range c.restarts {
-		longest = max(longest, r)
+	var longest, sum time.Duration
+	for _, t := range c.takeovers {
+		longest = max(longest, t)
+		sum += t
 	}
-	fmt.Fprintf(out, "\nchaos (seed %d): manager killed %d times during a rollout to %d clusters; converged %s after the Placement: "+
-		"every cluster one ManifestWork, %d CSRs signed once each and recorded, %d hostile CSRs denied; a restarted manager led after at most %s (the killed one's Lease expiring)\n",
-		seed, c.kills, c.clusters, c.converged.Round(100*time.Millisecond), c.signed, c.denied, longest.Round(100*time.Millisecond))
+	mean := time.Duration(0)
+	if len(c.takeovers) > 0 {
+		mean = sum / time.Duration(len(c.takeovers))
+	}
+	who := "a manager started in its place"
+	if c.replicas == 2 {
+		who = "the standby replica"
+	}
+	fmt.Fprintf(out, "\nchaos (seed %d, %d replica(s)): leading manager killed %d times during a rollout to %d clusters; converged %s after the Placement: "+
+		"every cluster one ManifestWork, %d CSRs signed once each and recorded, %d hostile CSRs denied; after each kill %s led within %s on average, %s at most (the killed leader's Lease expiring)\n",
+		seed, c.replicas, c.kills, c.clusters, c.converged.Round(100*time.Millisecond), c.signed, c.denied, who,
+		mean.Round(100*time.Millisecond), longest.Round(100*time.Millisecond))
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"io"
 	"math"
 	"net"
@@ -33,9 +34,12 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
@@ -457,4 +461,57 @@ func TestReplayedKeyRefused(t *testing.T) {
 		got, err := getCSR(ctx, fresh)
 		return err == nil && len(got.Status.Certificate) > 0, err
 	})
+}
+
+// A manager that recorded a certificate for a CSR but died before putting it on the CSR (or
+// whose status write failed) puts that same certificate there when it comes back, instead of
+// signing the CSR a second time: each CSR gets one certificate, and the record holds only
+// certificates handed out. The record is written here as the dead manager left it, while the
+// CSR waits for the CA.
+func TestRecordedCertificateReused(t *testing.T) {
+	joinCluster(t, "reused", nil)
+	ctx := context.Background()
+	must(t, env.Client.Delete(ctx, caSecret()))
+	restored := false
+	defer func() {
+		if !restored {
+			_ = env.Client.Create(ctx, caSecret())
+		}
+	}()
+	name := fileCSR(t, ocmcsr.AgentUsername("reused"), ocmcsr.Request{Cluster: "reused"})
+	waitForEvent(t, name, certificates.ReasonCAUnavailable)
+	csr, err := getCSR(ctx, name)
+	must(t, err)
+	block, _ := pem.Decode(csr.Spec.Request)
+	if block == nil {
+		t.Fatal("CSR request is not PEM")
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	must(t, err)
+	ca := currentCA(t)
+	now := time.Now()
+	left, err := ca.Sign(req, time.Hour, now)
+	must(t, err)
+	leftCert, err := issued.ParseCertificate(left)
+	must(t, err)
+	entry := issued.Of(leftCert, ca.ID())
+	entry.CSR, entry.PEM = csr.UID, string(left)
+	cma, err := revocation.ClusterManagementAddOn(ctx, env.Client)
+	must(t, err)
+	must(t, issued.Record(ctx, env.Client, hubfixture.LeaderNamespace, "reused", entry, now, cma))
+
+	must(t, env.Client.Create(ctx, caSecret()))
+	restored = true
+	poll.Until(t, 20*time.Second, "CSR signed after the CA came back", func(ctx context.Context) (bool, error) {
+		csr, err = getCSR(ctx, name)
+		return err == nil && len(csr.Status.Certificate) > 0, err
+	})
+	if string(csr.Status.Certificate) != string(left) {
+		t.Fatal("the CSR got a new certificate, not the one recorded for it: it was signed twice")
+	}
+	recorded, err := issued.Recorded(ctx, env.Client, hubfixture.LeaderNamespace, "reused")
+	must(t, err)
+	if len(recorded) != 1 || recorded[0].Fingerprint != entry.Fingerprint {
+		t.Fatalf("record %+v, want only the certificate on the CSR", recorded)
+	}
 }

@@ -2,7 +2,8 @@
 // that have not expired: fingerprint, signing CA and expiry. The record of a cluster is a
 // ConfigMap in the manager's namespace (RecordName), written before the certificate is put on
 // its CSR, so that no certificate leaves the hub unrecorded, even if the manager crashes in
-// between (the record then holds a certificate nobody received, which is harmless).
+// between; the entry then names the CSR and holds the certificate, which the next manager puts
+// on that CSR instead of signing it again (ForCSR).
 //
 // CSRs are no record: kube-controller-manager deletes them an hour after they are signed, while
 // an agent certificate lives for days. The record is what `revoke` blocklists, what `status`
@@ -59,6 +60,12 @@ type Certificate struct {
 	// CA is the ID of the CA that signed it (authority.ID).
 	CA       string    `json:"ca"`
 	NotAfter time.Time `json:"notAfter"`
+	// CSR is the UID of the CSR it was issued for, and PEM the certificate itself (public), so
+	// that a manager that dies after recording it but before putting it on the CSR puts this
+	// one there when it comes back, instead of signing the CSR a second time. Empty in
+	// records written by earlier versions and for certificates OnHub found only on CSRs.
+	CSR types.UID `json:"csr,omitempty"`
+	PEM string    `json:"pem,omitempty"`
 }
 
 // BlocklistKey is the SHA-256 of a certificate's DER as argocd-agent's TLS blocklist keys it:
@@ -71,6 +78,17 @@ func BlocklistKey(der []byte) string {
 // Of describes cert, signed by the CA with ID caID.
 func Of(cert *x509.Certificate, caID string) Certificate {
 	return Certificate{Fingerprint: BlocklistKey(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC()}
+}
+
+// ForCSR returns the certificate recorded for the CSR with UID uid, signed by the CA with ID caID
+// and still valid at now, and false if there is none.
+func ForCSR(certs []Certificate, uid types.UID, caID string, now time.Time) ([]byte, bool) {
+	for _, c := range Valid(certs, now) {
+		if uid != "" && c.CSR == uid && c.CA == caID && c.PEM != "" {
+			return []byte(c.PEM), true
+		}
+	}
+	return nil, false
 }
 
 // Read returns the record on obj, oldest first; none if it has no record.
@@ -128,6 +146,15 @@ func ReadRecord(cm *corev1.ConfigMap) ([]Certificate, error) {
 		return nil, fmt.Errorf("record %s/%s: %w", cm.Namespace, cm.Name, err)
 	}
 	return certs, nil
+}
+
+// Recorded returns cluster's record in namespace, none if it has no record ConfigMap.
+func Recorded(ctx context.Context, c client.Reader, namespace, cluster string) ([]Certificate, error) {
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: RecordName(cluster)}, cm); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return ReadRecord(cm)
 }
 
 // Record adds cert to cluster's record in namespace, unless it is there already, creating the

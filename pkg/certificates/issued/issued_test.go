@@ -2,6 +2,7 @@ package issued_test
 
 import (
 	"crypto/x509"
+	"k8s.io/apimachinery/pkg/types"
 	"regexp"
 	"testing"
 	"time"
@@ -89,6 +90,24 @@ func TestByCA(t *testing.T) {
 	for i := range want {
 		if rows[i] != want[i] {
 			t.Errorf("row %d %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+}
+
+// ForCSR finds the certificate recorded for a CSR only for that CSR, from the same CA, unexpired.
+func TestForCSR(t *testing.T) {
+	now := time.Now()
+	certs := []issued.Certificate{
+		{Fingerprint: "OLD", CA: "ca", NotAfter: now.Add(-time.Minute), CSR: "u1", PEM: "expired"},
+		{Fingerprint: "A", CA: "ca", NotAfter: now.Add(time.Hour), CSR: "u1", PEM: "a"},
+		{Fingerprint: "B", CA: "ca", NotAfter: now.Add(time.Hour)}, // recorded by an earlier version
+	}
+	if pem, ok := issued.ForCSR(certs, "u1", "ca", now); !ok || string(pem) != "a" {
+		t.Errorf("ForCSR(u1) = %q, %v; want a", pem, ok)
+	}
+	for _, tc := range []struct{ uid, ca string }{{"u2", "ca"}, {"u1", "other-ca"}, {"", "ca"}} {
+		if pem, ok := issued.ForCSR(certs, types.UID(tc.uid), tc.ca, now); ok {
+			t.Errorf("ForCSR(%q, %q) = %q, want none", tc.uid, tc.ca, pem)
 		}
 	}
 }

@@ -7,6 +7,7 @@ package signer
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -45,6 +46,51 @@ type Reconciler struct {
 	Events events.EventRecorder
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// unsent holds, by CSR UID, the certificates recorded whose CSR status write failed (a
+	// conflict, an API error), so that the retry puts the same one on the CSR.
+	unsent sync.Map
+}
+
+// certificateFor returns the certificate for csr: the one already issued for it and recorded
+// but never put on it (this process's write failed, or the manager died in between, the
+// record says so), else a new one from sign, recorded before it leaves the hub. Each CSR thus
+// gets exactly one certificate and the record holds only certificates handed out.
+func (r *Reconciler) certificateFor(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, cluster string, now time.Time, sign func() ([]byte, error), caID string) ([]byte, error) {
+	if pem, ok := r.unsent.Load(csr.UID); ok {
+		return pem.([]byte), nil
+	}
+	recorded, err := issued.Recorded(ctx, r.Client, r.RecordNamespace, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("reading the record of %s: %w", cluster, err)
+	}
+	if pem, ok := issued.ForCSR(recorded, csr.UID, caID, now); ok {
+		log.FromContext(ctx).Info("Putting the certificate recorded for the CSR on it", "csr", csr.Name, "cluster", cluster)
+		r.unsent.Store(csr.UID, pem)
+		return pem, nil
+	}
+	certPEM, err := sign()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := issued.ParseCertificate(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
+	// record that `revoke` blocklists from.
+	cma, err := revocation.ClusterManagementAddOn(ctx, r.Client) // the records' owner
+	if err != nil {
+		return nil, err
+	}
+	entry := issued.Of(cert, caID)
+	entry.CSR, entry.PEM = csr.UID, string(certPEM)
+	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, entry, now, cma); err != nil {
+		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
+		return nil, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
+	}
+	r.unsent.Store(csr.UID, certPEM)
+	return certPEM, nil
 }
 
 // SetupWithManager watches CSRs for the add-on's signer, and the CA secret so that CSRs waiting
@@ -96,7 +142,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			lifetime = requested
 		}
 	}
-	certPEM, err := ca.Sign(x509req, lifetime, now)
+	certPEM, err := r.certificateFor(ctx, csr, cluster, now, func() ([]byte, error) { return ca.Sign(x509req, lifetime, now) }, ca.ID())
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -104,20 +150,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
-	// record that `revoke` blocklists from, at worst it records one that was never handed out.
-	cma, err := revocation.ClusterManagementAddOn(ctx, r.Client) // the records' owner
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, issued.Of(cert, ca.ID()), now, cma); err != nil {
-		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
-		return ctrl.Result{}, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
-	}
 	csr.Status.Certificate = certPEM
 	if res, ok, err := certificates.UpdateStatus(ctx, r.Client.Status(), csr); !ok {
 		return res, err
 	}
+	r.unsent.Delete(csr.UID)
 	notAfter := cert.NotAfter
 	metrics.CSRsSigned.Inc()
 	logger.Info("Signed agent certificate", "csr", csr.Name, "cluster", cluster, "notAfter", notAfter.UTC().Format(time.RFC3339))

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"open-cluster-management.io/addon-framework/pkg/addonmanager"
@@ -91,6 +92,11 @@ type Options struct {
 	GRPCServerUsername      string
 	LeaderElect             bool
 	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the leader lease: a standby takes over
+	// a leader that died without releasing it after at most LeaseDuration + RetryPeriod.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
 	// Namespace is where the manager runs and keeps the record of the certificates it issued.
 	Namespace              string
 	MetricsBindAddress     string
@@ -140,12 +146,16 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
-		Namespace:              os.Getenv("POD_NAMESPACE"),
-		CASecret:               hubclient.DefaultCASecret,
-		CertLifetime:           DefaultCertLifetime,
-		CertificateSubject:     string(identity.SubjectClusterName),
-		GRPCServerUsername:     DefaultGRPCServerUsername,
-		LeaderElect:            true,
+		Namespace:          os.Getenv("POD_NAMESPACE"),
+		CASecret:           hubclient.DefaultCASecret,
+		CertLifetime:       DefaultCertLifetime,
+		CertificateSubject: string(identity.SubjectClusterName),
+		GRPCServerUsername: DefaultGRPCServerUsername,
+		LeaderElect:        true,
+		// client-go's and controller-runtime's defaults.
+		LeaseDuration:          15 * time.Second,
+		RenewDeadline:          10 * time.Second,
+		RetryPeriod:            2 * time.Second,
 		MetricsBindAddress:     ":8080",
 		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
@@ -200,6 +210,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Namespace the manager runs in (default $POD_NAMESPACE); it keeps the record of the certificates it issued there, one ConfigMap per cluster, which the revoke command blocklists from.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace,
 		"Namespace of the leader lease; empty means the namespace the manager runs in.")
+	fs.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", o.LeaseDuration,
+		"How long a standby waits, from the leader's last renewal, before it takes the lease of a leader that died without releasing it.")
+	fs.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", o.RenewDeadline,
+		"How long the leader keeps retrying a failed renewal before it gives up leading and exits; below the lease duration.")
+	fs.DurationVar(&o.RetryPeriod, "leader-election-retry-period", o.RetryPeriod,
+		"How often the leader renews and standbys try to acquire the lease.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure,
 		"Serve metrics over HTTPS, only to scrapers sending a bearer token whose identity may get the non-resource URL /metrics (checked with TokenReview and SubjectAccessReview on the hub API server). false serves plain HTTP to anyone who can reach the port.")
@@ -252,6 +268,11 @@ func (o *Options) Validate() error {
 		if _, _, err := principal.ParseFallback(o.PrincipalFallbackAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--principal-fallback-address: %w", err))
 		}
+	}
+	if o.LeaderElect && (o.RetryPeriod <= 0 || float64(o.RenewDeadline) <= leaderelection.JitterFactor*float64(o.RetryPeriod) || o.LeaseDuration <= o.RenewDeadline) {
+		// client-go's leader election refuses these at run time; say so before starting.
+		errs = append(errs, fmt.Errorf("--leader-election-lease-duration %s, --leader-election-renew-deadline %s, --leader-election-retry-period %s: want lease duration > renew deadline > %.1f × retry period > 0",
+			o.LeaseDuration, o.RenewDeadline, o.RetryPeriod, leaderelection.JitterFactor))
 	}
 	if o.CertLifetime < MinCertLifetime || o.CertLifetime > MaxCertLifetime {
 		errs = append(errs, fmt.Errorf("--cert-lifetime %s is outside %s to %s", o.CertLifetime, MinCertLifetime, MaxCertLifetime))
@@ -451,6 +472,9 @@ func (o *Options) Run(ctx context.Context) error {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.LeaseDuration,
+		RenewDeadline:                 &o.RenewDeadline,
+		RetryPeriod:                   &o.RetryPeriod,
 		// CachedConfigGetter reads AddOnDeploymentConfigs unstructured; without this, unstructured
 		// reads bypass the cache and go to the API server.
 		Client:     client.Options{Cache: &client.CacheOptions{Unstructured: true}},

@@ -33,20 +33,22 @@ func TestOptions(t *testing.T) {
 		mutate func(*Options)
 		want   string
 	}{
-		"CA secret without namespace":         {func(o *Options) { o.CASecret = "argocd-agent-ca" }, "--ca-secret"},
-		"CA secret bad name":                  {func(o *Options) { o.CASecret = "argocd/Bad_Name" }, "--ca-secret"},
-		"lifetime too short":                  {func(o *Options) { o.CertLifetime = 30 * time.Second }, "--cert-lifetime"},
-		"lifetime too long":                   {func(o *Options) { o.CertLifetime = 10 * 365 * 24 * time.Hour }, "--cert-lifetime"},
-		"unknown subject":                     {func(o *Options) { o.CertificateSubject = "cn" }, "--certificate-subject"},
-		"zero QPS":                            {func(o *Options) { o.KubeAPIQPS = 0 }, "--kube-api-qps"},
-		"NaN QPS":                             {func(o *Options) { o.KubeAPIQPS = float32(math.NaN()) }, "--kube-api-qps"},
-		"burst below QPS":                     {func(o *Options) { o.KubeAPIBurst = 10 }, "--kube-api-burst"},
-		"no namespace":                        {func(o *Options) { o.Namespace = "" }, "--namespace"},
-		"principal service without namespace": {func(o *Options) { o.PrincipalService = "argocd-agent-principal" }, "--principal-service"},
-		"principal fallback with a scheme":    {func(o *Options) { o.PrincipalFallbackAddress = "https://principal" }, "--principal-fallback-address"},
-		"resource proxy without a port":       {func(o *Options) { o.ResourceProxyAddress = "argocd-agent-resource-proxy" }, "--resource-proxy-address"},
-		"cluster secret namespace bad":        {func(o *Options) { o.ClusterSecretNamespace = "Argo CD" }, "--cluster-secret-namespace"},
-		"cluster secret lifetime too long":    {func(o *Options) { o.ClusterSecretCertLifetime = 10 * 365 * 24 * time.Hour }, "--cluster-secret-cert-lifetime"},
+		"CA secret without namespace":          {func(o *Options) { o.CASecret = "argocd-agent-ca" }, "--ca-secret"},
+		"CA secret bad name":                   {func(o *Options) { o.CASecret = "argocd/Bad_Name" }, "--ca-secret"},
+		"lifetime too short":                   {func(o *Options) { o.CertLifetime = 30 * time.Second }, "--cert-lifetime"},
+		"lifetime too long":                    {func(o *Options) { o.CertLifetime = 10 * 365 * 24 * time.Hour }, "--cert-lifetime"},
+		"unknown subject":                      {func(o *Options) { o.CertificateSubject = "cn" }, "--certificate-subject"},
+		"renew deadline past the lease":        {func(o *Options) { o.RenewDeadline = o.LeaseDuration }, "--leader-election-lease-duration"},
+		"retry period near the renew deadline": {func(o *Options) { o.RetryPeriod = o.RenewDeadline }, "--leader-election-retry-period"},
+		"zero QPS":                             {func(o *Options) { o.KubeAPIQPS = 0 }, "--kube-api-qps"},
+		"NaN QPS":                              {func(o *Options) { o.KubeAPIQPS = float32(math.NaN()) }, "--kube-api-qps"},
+		"burst below QPS":                      {func(o *Options) { o.KubeAPIBurst = 10 }, "--kube-api-burst"},
+		"no namespace":                         {func(o *Options) { o.Namespace = "" }, "--namespace"},
+		"principal service without namespace":  {func(o *Options) { o.PrincipalService = "argocd-agent-principal" }, "--principal-service"},
+		"principal fallback with a scheme":     {func(o *Options) { o.PrincipalFallbackAddress = "https://principal" }, "--principal-fallback-address"},
+		"resource proxy without a port":        {func(o *Options) { o.ResourceProxyAddress = "argocd-agent-resource-proxy" }, "--resource-proxy-address"},
+		"cluster secret namespace bad":         {func(o *Options) { o.ClusterSecretNamespace = "Argo CD" }, "--cluster-secret-namespace"},
+		"cluster secret lifetime too long":     {func(o *Options) { o.ClusterSecretCertLifetime = 10 * 365 * 24 * time.Hour }, "--cluster-secret-cert-lifetime"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()
