@@ -35,7 +35,7 @@ STATICCHECK := $(or $(ARGOCD_AGENT_ADDON_TOOLS),$(or $(XDG_CACHE_HOME),$(HOME)/.
 export CGO_ENABLED := 0
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench tools vet image image-push clean demo
+.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench chaos tools vet image image-push clean demo
 
 all: build
 
@@ -84,6 +84,10 @@ fuzz: ## each fuzz target for longer (FUZZTIME=5m)
 
 bench: tools ## our manager side by side with OCM's template add-on on a real hub, and under SIGKILL (BENCH_ARGS=-h)
 	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench $(BENCH_ARGS)
+
+CHAOS_ARGS ?= -chaos-clusters 500 -kills 20
+chaos: tools ## the leading manager SIGKILLed 20 times during a 500-cluster rollout, 1 and 2 replicas (CHAOS_ARGS)
+	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench -clusters none $(CHAOS_ARGS)
 
 # The manager image for every platform in IMAGE_PLATFORMS, from static binaries, with no Docker
 # daemon (hack/image): an OCI image layout in $(IMAGE_OCI). `docker load` or `ctr images import`

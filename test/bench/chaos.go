@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,15 +28,37 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 )
 
-// chaosResult is one run of the manager killed during a rollout.
+// Faults chaos injects.
+const (
+	// faultKill kills the leading manager (SIGKILL).
+	faultKill = "kill"
+	// faultAPIServer restarts kube-apiserver (SIGTERM, etcd keeps its data); the managers run on.
+	faultAPIServer = "apiserver"
+)
+
+// apiServerGrace is how long a restarted kube-apiserver gets to exit before it is killed: the
+// restart must stay well within the manager's lease renew deadline (10 s), past which it stops
+// leading and exits by design.
+const apiServerGrace = 3 * time.Second
+
+// fault is what chaos does to the hub, how often, with how many manager replicas.
+type fault struct {
+	kind     string
+	count    int
+	replicas int
+}
+
+// chaosResult is one run of a rollout under faults.
 type chaosResult struct {
-	clusters, kills, replicas int
-	// converged is from the Placement to every check below holding, kills included.
+	clusters int
+	fault    fault
+	// converged is from the Placement to every check below holding, faults included.
 	converged time.Duration
-	// takeovers are, for each kill, how long until another manager led: a replica started in
-	// the dead one's place (replicas 1) or the standby (replicas 2). Either waits for the dead
-	// leader's Lease to expire.
-	takeovers []time.Duration
+	// recoveries are, for each fault, how long until the hub worked again: for a kill, until
+	// another manager led (a replica started in the dead one's place, or the standby; either
+	// waits for the dead leader's Lease to expire); for an API server restart, how long it was
+	// down.
+	recoveries []time.Duration
 	// signed and denied count the fleet's CSRs: legitimate ones signed, hostile ones denied.
 	signed, denied int
 }
@@ -44,18 +67,26 @@ type chaosResult struct {
 // the next cluster's identity.
 const hostileEvery = 5
 
-// chaos rolls our manager out to n clusters while their agents file CSRs, and kills the leading
-// manager (SIGKILL) kills times at random moments while it works. With one replica a new one is
-// started in its place, as the Deployment's ReplicaSet does; with two the standby must take over
-// (and a new standby is started). It then checks that the
-// fleet converged: every cluster has one ManifestWork with the objects the first cluster has,
-// every legitimate CSR has one certificate and every certificate is in its cluster's record,
-// with nothing else recorded (no CSR signed twice), and every hostile CSR is denied, unsigned.
-func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*chaosResult, error) {
-	if replicas != 1 && replicas != 2 {
-		return nil, fmt.Errorf("%d replicas: want 1 or 2", replicas)
+// chaos rolls our manager out to n clusters while their agents file CSRs, and injects f.count
+// faults at random moments while it works:
+//   - kill: the leading manager is killed (SIGKILL). With one replica a new one is started in its
+//     place, as the Deployment's ReplicaSet does; with two the standby must take over (and a new
+//     standby is started).
+//   - apiserver: kube-apiserver is restarted; the manager must recover by itself, without
+//     exiting, and lead throughout (it takes the lease once).
+//
+// It then checks that the fleet converged: every cluster has one ManifestWork with the objects
+// the first cluster has, every legitimate CSR has one certificate and every certificate is in
+// its cluster's record, with nothing else recorded (no CSR signed twice), and every hostile CSR
+// is denied, unsigned.
+func chaos(o options, dir, bin string, n int, f fault, seed uint64) (*chaosResult, error) {
+	if f.replicas != 1 && f.replicas != 2 {
+		return nil, fmt.Errorf("%d replicas: want 1 or 2", f.replicas)
 	}
-	res := &chaosResult{clusters: n, kills: kills, replicas: replicas}
+	if f.kind != faultKill && f.kind != faultAPIServer {
+		return nil, fmt.Errorf("fault %q: want %s or %s", f.kind, faultKill, faultAPIServer)
+	}
+	res := &chaosResult{clusters: n, fault: f}
 	rnd := rand.New(rand.NewPCG(seed, seed))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -74,7 +105,7 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 	}
 	args := mgr.Args()
 	managers := []*proc.Process{mgr}
-	if replicas == 2 {
+	if f.replicas == 2 {
 		standby, err := h.spawnManager(ctx, bin, args)
 		if err != nil {
 			return nil, err
@@ -90,7 +121,7 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 	if err := h.createPlacement(ctx); err != nil {
 		return nil, err
 	}
-	// The fleet files its CSRs over the rollout, a few at a time, while the manager dies.
+	// The fleet files its CSRs over the rollout, a few at a time, through the faults.
 	var (
 		filed      sync.WaitGroup
 		mu         sync.Mutex
@@ -103,7 +134,8 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 	go func() {
 		defer filed.Done()
 		for i, cluster := range clusters {
-			// OCM's registration agent files the add-on's CSR once the add-on exists on its cluster.
+			// OCM's registration agent files the add-on's CSR once the add-on exists on its
+			// cluster, and retries while the hub is unreachable.
 			if err := poll.Wait(ctx, 100*time.Millisecond, o.timeout, func(ctx context.Context) (bool, error) {
 				err := h.c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 				return err == nil, err
@@ -119,7 +151,12 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 				reqs = append(reqs, ocmcsr.Request{Cluster: clusters[(i+1)%n], CAID: ca.ID()})
 			}
 			for j, r := range reqs {
-				name, err := h.fileCSR(ctx, cluster, r)
+				var name string
+				err := poll.Wait(ctx, 200*time.Millisecond, o.timeout, func(ctx context.Context) (bool, error) {
+					var err error
+					name, err = h.fileCSR(ctx, cluster, r)
+					return err == nil, err
+				})
 				mu.Lock()
 				switch {
 				case err != nil:
@@ -134,34 +171,18 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 			time.Sleep(time.Duration(fileRnd.IntN(40)) * time.Millisecond)
 		}
 	}()
-	for range kills {
+	for i := range f.count {
 		time.Sleep(time.Duration(200+rnd.IntN(2800)) * time.Millisecond)
-		leader := slices.IndexFunc(managers, leads)
-		if leader < 0 {
-			return nil, errors.New("no manager leads")
+		var took time.Duration
+		if f.kind == faultAPIServer {
+			took, err = h.env.RestartAPIServer(apiServerGrace)
+		} else {
+			took, managers, err = h.killLeader(ctx, bin, args, managers)
 		}
-		managers[leader].Kill()
-		killed := time.Now()
-		managers = slices.Delete(managers, leader, leader+1)
-		if replicas == 1 {
-			// The Deployment's ReplicaSet starts a pod in the killed one's place.
-			p, err := h.spawnManager(ctx, bin, args)
-			if err != nil {
-				return nil, err
-			}
-			managers = append(managers, p)
+		if err != nil {
+			return nil, fmt.Errorf("fault %d (%s): %w", i+1, f.kind, err)
 		}
-		if err := waitLeads(ctx, managers[0]); err != nil {
-			return nil, fmt.Errorf("after kill %d: %w", len(res.takeovers)+1, err)
-		}
-		res.takeovers = append(res.takeovers, time.Since(killed))
-		if replicas == 2 {
-			p, err := h.spawnManager(ctx, bin, args)
-			if err != nil {
-				return nil, err
-			}
-			managers = append(managers, p)
-		}
+		res.recoveries = append(res.recoveries, took)
 	}
 	filed.Wait()
 	if fileErr != nil {
@@ -175,10 +196,50 @@ func chaos(o options, dir, bin string, n, kills, replicas int, seed uint64) (*ch
 		last = h.converged(ctx, clusters, legitimate, hostile, res)
 		return last == nil, nil
 	}); err != nil {
-		return nil, fmt.Errorf("not converged after %d kills: %v (%w)", kills, last, err)
+		return nil, fmt.Errorf("not converged after %d faults (%s): %v (%w)", f.count, f.kind, last, err)
 	}
 	res.converged = time.Since(start)
+	if f.kind == faultAPIServer {
+		// Recovered by itself: the first manager still leads, having taken the lease once.
+		if n := strings.Count(managers[0].Log(), leaseAcquired); n != 1 {
+			return nil, fmt.Errorf("the manager took the lease %d times over the API server restarts, want once", n)
+		}
+	}
 	return res, nil
+}
+
+// killLeader kills the leading manager of managers and waits until another leads: with one
+// manager, a new one started in its place; with more, a standby, a new standby started after.
+// It returns how long it took and the managers now running.
+func (h *hub) killLeader(ctx context.Context, bin string, args []string, managers []*proc.Process) (time.Duration, []*proc.Process, error) {
+	replicas := len(managers)
+	leader := slices.IndexFunc(managers, leads)
+	if leader < 0 {
+		return 0, nil, errors.New("no manager leads")
+	}
+	managers[leader].Kill()
+	killed := time.Now()
+	managers = slices.Delete(managers, leader, leader+1)
+	if replicas == 1 {
+		// The Deployment's ReplicaSet starts a pod in the killed one's place.
+		p, err := h.spawnManager(ctx, bin, args)
+		if err != nil {
+			return 0, nil, err
+		}
+		managers = append(managers, p)
+	}
+	if err := waitLeads(ctx, managers[0]); err != nil {
+		return 0, nil, err
+	}
+	took := time.Since(killed)
+	if replicas > 1 {
+		p, err := h.spawnManager(ctx, bin, args)
+		if err != nil {
+			return 0, nil, err
+		}
+		managers = append(managers, p)
+	}
+	return took, managers, nil
 }
 
 // fileCSR files r as the registration agent of cluster and returns the CSR's name.
@@ -244,6 +305,12 @@ func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[s
 			c := legitimate[csr.Name]
 			certs[c] = append(certs[c], issued.BlocklistKey(cert.Raw))
 			signed++
+		case len(csr.Status.Certificate) > 0:
+			// Filed by a request whose answer the API server restart lost: still the cluster's.
+			if cert, err := issued.ParseCertificate(csr.Status.Certificate); err == nil {
+				c := csr.Labels[clusterv1.ClusterNameLabelKey]
+				certs[c] = append(certs[c], issued.BlocklistKey(cert.Raw))
+			}
 		}
 	}
 	if signed+denied != len(legitimate)+len(hostile) {

@@ -44,7 +44,7 @@ type options struct {
 	// default; the template add-on makes none.
 	clusterSecrets bool
 	// chaosClusters, if set, runs chaos with that many clusters and kills kills.
-	chaosClusters, kills int
+	chaosClusters, kills, apiRestarts int
 	// replicas are the manager replica counts chaos runs with, each on a fresh hub.
 	replicas []int
 	seed     uint64
@@ -65,6 +65,7 @@ func main() {
 	flag.BoolVar(&o.clusterSecrets, "cluster-secrets", false, "run our manager with its Argo CD cluster secrets on (the chart's default); the template add-on has none")
 	flag.IntVar(&o.chaosClusters, "chaos-clusters", 0, "then roll our manager out to this many clusters while their agents file CSRs (some hostile), killing it (SIGKILL) -kills times, and check that the fleet converges")
 	flag.IntVar(&o.kills, "kills", 20, "how many times -chaos-clusters kills the leading manager")
+	flag.IntVar(&o.apiRestarts, "apiserver-restarts", 5, "then, with -chaos-clusters, restart kube-apiserver this many times during a rollout (0: not)")
 	flag.StringVar(&replicas, "replicas", "1,2", "comma-separated manager replica counts for -chaos-clusters: 1 starts a new manager after each kill, 2 kills the leader and times the standby's takeover")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the kill times (printed, to repeat a run)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on one measurement after this long")
@@ -174,22 +175,29 @@ func run(o options, out io.Writer) ([]*result, error) {
 	if len(results) > 0 {
 		report(out, results)
 	}
-	for _, replicas := range o.replicas {
-		if o.chaosClusters == 0 {
-			break
-		}
-		caseDir := filepath.Join(dir, fmt.Sprintf("chaos-%d-replicas-%d", o.chaosClusters, replicas))
+	if o.chaosClusters == 0 {
+		return results, nil
+	}
+	var faults []fault
+	for _, r := range o.replicas {
+		faults = append(faults, fault{kind: faultKill, count: o.kills, replicas: r})
+	}
+	if o.apiRestarts > 0 {
+		faults = append(faults, fault{kind: faultAPIServer, count: o.apiRestarts, replicas: 1})
+	}
+	for _, f := range faults {
+		caseDir := filepath.Join(dir, fmt.Sprintf("chaos-%d-%s-replicas-%d", o.chaosClusters, f.kind, f.replicas))
 		if err := os.MkdirAll(caseDir, 0o755); err != nil {
 			return results, err
 		}
-		c, err := chaos(o, caseDir, bin, o.chaosClusters, o.kills, replicas, o.seed)
+		c, err := chaos(o, caseDir, bin, o.chaosClusters, f, o.seed)
 		if o.logs != "" {
 			if err := keepLogs(caseDir, filepath.Join(o.logs, filepath.Base(caseDir))); err != nil {
 				fmt.Fprintln(os.Stderr, "bench: keeping logs:", err)
 			}
 		}
 		if err != nil {
-			return results, fmt.Errorf("chaos with %d replica(s) (seed %d): %w", replicas, o.seed, err)
+			return results, fmt.Errorf("chaos, %s with %d replica(s) (seed %d): %w", f.kind, f.replicas, o.seed, err)
 		}
 		reportChaos(out, c, o.seed)
 	}

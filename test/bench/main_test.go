@@ -85,12 +85,14 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestManagerKilledConverges kills the leading manager (SIGKILL) a few times during a small
-// rollout while the fleet files CSRs, hostile ones among them, once with one replica (a new one
-// started after each kill) and once with two (the standby takes over). chaos fails unless
-// everything converges as it must: one ManifestWork per cluster, every legitimate CSR signed
-// once and recorded, every hostile one denied. `make chaos` runs it at size.
-func TestManagerKilledConverges(t *testing.T) {
+// TestFaultsConverge kills the leading manager (SIGKILL) a few times during a small rollout
+// while the fleet files CSRs, hostile ones among them, once with one replica (a new one started
+// after each kill) and once with two (the standby takes over), and restarts kube-apiserver a
+// few times during another. chaos fails unless everything converges as it must: one
+// ManifestWork per cluster, every legitimate CSR signed once and recorded, every hostile one
+// denied; and, over the API server restarts, the manager never exits. `make chaos` runs it at
+// size.
+func TestFaultsConverge(t *testing.T) {
 	ocmBin, helm, err := binaries()
 	if err != nil {
 		t.Fatal(err)
@@ -99,18 +101,18 @@ func TestManagerKilledConverges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, replicas := range []int{1, 2} {
-		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+	for _, f := range []fault{{faultKill, 2, 1}, {faultKill, 2, 2}, {faultAPIServer, 2, 1}} {
+		t.Run(fmt.Sprintf("%s-replicas=%d", f.kind, f.replicas), func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
-			const clusters, kills = 20, 2
-			c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, t.TempDir(), bin, clusters, kills, replicas, seed)
+			const clusters = 20
+			c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, t.TempDir(), bin, clusters, f, seed)
 			if err != nil {
 				t.Fatalf("seed %d: %v", seed, err)
 			}
-			if c.signed != clusters || c.denied != clusters/hostileEvery || len(c.takeovers) != kills {
-				t.Fatalf("%d CSRs signed and %d denied, %d takeovers; want %d, %d and %d", c.signed, c.denied, len(c.takeovers), clusters, clusters/hostileEvery, kills)
+			if c.signed != clusters || c.denied != clusters/hostileEvery || len(c.recoveries) != f.count {
+				t.Fatalf("%d CSRs signed and %d denied, %d recoveries; want %d, %d and %d", c.signed, c.denied, len(c.recoveries), clusters, clusters/hostileEvery, f.count)
 			}
-			t.Logf("seed %d: converged in %s, takeovers %v", seed, c.converged, c.takeovers)
+			t.Logf("seed %d: converged in %s, recoveries %v", seed, c.converged, c.recoveries)
 		})
 	}
 }

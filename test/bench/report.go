@@ -119,20 +119,28 @@ func ratio(a, b float64) string {
 
 func reportChaos(out io.Writer, c *chaosResult, seed uint64) {
 	var longest, sum time.Duration
-	for _, t := range c.takeovers {
+	for _, t := range c.recoveries {
 		longest = max(longest, t)
 		sum += t
 	}
 	mean := time.Duration(0)
-	if len(c.takeovers) > 0 {
-		mean = sum / time.Duration(len(c.takeovers))
+	if len(c.recoveries) > 0 {
+		mean = sum / time.Duration(len(c.recoveries))
 	}
-	who := "a manager started in its place"
-	if c.replicas == 2 {
-		who = "the standby replica"
+	var what, recovered string
+	switch {
+	case c.fault.kind == faultAPIServer:
+		what = fmt.Sprintf("kube-apiserver restarted %d times", c.fault.count)
+		recovered = "it was down for"
+	case c.fault.replicas == 2:
+		what = fmt.Sprintf("leading manager of 2 killed %d times", c.fault.count)
+		recovered = "the standby led after"
+	default:
+		what = fmt.Sprintf("manager killed %d times", c.fault.count)
+		recovered = "a manager started in its place led after"
 	}
-	fmt.Fprintf(out, "\nchaos (seed %d, %d replica(s)): leading manager killed %d times during a rollout to %d clusters; converged %s after the Placement: "+
-		"every cluster one ManifestWork, %d CSRs signed once each and recorded, %d hostile CSRs denied; after each kill %s led within %s on average, %s at most (the killed leader's Lease expiring)\n",
-		seed, c.replicas, c.kills, c.clusters, c.converged.Round(100*time.Millisecond), c.signed, c.denied, who,
+	fmt.Fprintf(out, "\nchaos (seed %d): %s during a rollout to %d clusters; converged %s after the Placement: "+
+		"every cluster one ManifestWork, %d CSRs signed once each and recorded, %d hostile CSRs denied; each time %s %s on average, %s at most\n",
+		seed, what, c.clusters, c.converged.Round(100*time.Millisecond), c.signed, c.denied, recovered,
 		mean.Round(100*time.Millisecond), longest.Round(100*time.Millisecond))
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -38,6 +39,10 @@ type Env struct {
 	Scheme *runtime.Scheme
 	// Node holds what nodes need, if Options.Node was set.
 	Node *NodeFiles
+	// certDir holds the API server's serving certificates and flags' files; ours rather than
+	// envtest's, which removes its own when the API server stops, so RestartAPIServer can
+	// start it again with the same certificates on the same port.
+	certDir string
 }
 
 // Options select what StartWith installs and how clients authenticate.
@@ -117,10 +122,15 @@ func StartWith(o Options) (*Env, error) {
 	} else if o.Node != nil {
 		return nil, errors.New("testenv: Options.Node needs ClientCADir")
 	}
+	if env.ControlPlane.APIServer == nil {
+		env.ControlPlane.APIServer = &envtest.APIServer{}
+	}
+	certDir, err := os.MkdirTemp("", "testenv-apiserver-")
+	if err != nil {
+		return nil, err
+	}
+	env.ControlPlane.APIServer.CertDir = certDir
 	if o.AuditLog != "" {
-		if env.ControlPlane.APIServer == nil {
-			env.ControlPlane.APIServer = &envtest.APIServer{}
-		}
 		policy := o.AuditLog + ".policy.yaml"
 		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
 			return nil, err
@@ -134,6 +144,7 @@ func StartWith(o Options) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	if nodeFiles != nil {
@@ -147,16 +158,73 @@ func StartWith(o Options) (*Env, error) {
 			return nil, fmt.Errorf("API server port of %s: %w", cfg.Host, err)
 		}
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		_ = env.Stop()
+	e := &Env{env: env, Config: cfg, Scheme: scheme, Node: nodeFiles, certDir: certDir}
+	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		_ = e.Stop()
 		return nil, err
 	}
-	return &Env{env: env, Config: cfg, Client: c, Scheme: scheme, Node: nodeFiles}, nil
+	return e, nil
 }
 
 // Stop stops the API server and etcd.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	defer os.RemoveAll(e.certDir)
+	return e.env.Stop()
+}
+
+// RestartAPIServer stops kube-apiserver, SIGTERM and after grace SIGKILL, and starts it again on
+// the same port with the same certificates, etcd keeping its data; clients and users made
+// before go on working. It returns how long the API server was down. (envtest's own stop waits
+// 20 s for a graceful exit, which kube-apiserver with open watches does not make in time.)
+func (e *Env) RestartAPIServer(grace time.Duration) (time.Duration, error) {
+	api := e.env.ControlPlane.APIServer
+	start := time.Now()
+	pid, err := pidWithArg("kube-apiserver", e.certDir)
+	if err != nil {
+		return 0, err
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return 0, err
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for p.Signal(syscall.Signal(0)) == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = p.Kill()
+	// envtest reaps it, and then stops only its authenticator.
+	if err := api.Stop(); err != nil {
+		return 0, fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	if err := api.Start(); err != nil {
+		return time.Since(start), fmt.Errorf("starting kube-apiserver again: %w", err)
+	}
+	return time.Since(start), nil
+}
+
+// pidWithArg finds the process named name with an argument containing arg.
+func pidWithArg(name, arg string) (int, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if filepath.Base(args[0]) == name && strings.Contains(string(cmdline), arg) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s process with %s in its arguments", name, arg)
+}
 
 // AddUser adds a user to the API server (e.g. one in system:masters) and returns its config.
 func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
