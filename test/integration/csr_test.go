@@ -360,13 +360,7 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 func TestSigningWaitsForCA(t *testing.T) {
 	joinCluster(t, "noca", nil)
 	ctx := context.Background()
-	must(t, env.Client.Delete(ctx, caSecret()))
-	restored := false
-	defer func() {
-		if !restored {
-			_ = env.Client.Create(ctx, caSecret())
-		}
-	}()
+	restored := withoutCA(t)
 	name := fileCSR(t, ocmcsr.AgentUsername("noca"), ocmcsr.Request{Cluster: "noca"})
 	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	time.Sleep(2 * time.Second)
@@ -387,7 +381,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: caName}, fixed))
 	fixed.Data[corev1.TLSPrivateKeyKey] = caKeyPEM
 	must(t, env.Client.Update(ctx, fixed))
-	restored = true
+	restored()
 	// Well before the one-minute retry: the CA secret watch resumes approval and signing.
 	poll.Until(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
@@ -397,6 +391,20 @@ func TestSigningWaitsForCA(t *testing.T) {
 	if _, err := currentCA(t).Verify(csr.Status.Certificate, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// withoutCA deletes the CA secret; the test puts it back and calls restored, or its cleanup
+// puts it back.
+func withoutCA(t *testing.T) (restored func()) {
+	t.Helper()
+	must(t, env.Client.Delete(context.Background(), caSecret()))
+	done := false
+	t.Cleanup(func() {
+		if !done {
+			_ = env.Client.Create(context.Background(), caSecret())
+		}
+	})
+	return func() { done = true }
 }
 
 func waitForEvent(t *testing.T, csrName, reason string) {
@@ -471,13 +479,7 @@ func TestReplayedKeyRefused(t *testing.T) {
 func TestRecordedCertificateReused(t *testing.T) {
 	joinCluster(t, "reused", nil)
 	ctx := context.Background()
-	must(t, env.Client.Delete(ctx, caSecret()))
-	restored := false
-	defer func() {
-		if !restored {
-			_ = env.Client.Create(ctx, caSecret())
-		}
-	}()
+	restored := withoutCA(t)
 	name := fileCSR(t, ocmcsr.AgentUsername("reused"), ocmcsr.Request{Cluster: "reused"})
 	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	csr, err := getCSR(ctx, name)
@@ -501,7 +503,7 @@ func TestRecordedCertificateReused(t *testing.T) {
 	must(t, issued.Record(ctx, env.Client, hubfixture.LeaderNamespace, "reused", entry, now, cma))
 
 	must(t, env.Client.Create(ctx, caSecret()))
-	restored = true
+	restored()
 	poll.Until(t, 20*time.Second, "CSR signed after the CA came back", func(ctx context.Context) (bool, error) {
 		csr, err = getCSR(ctx, name)
 		return err == nil && len(csr.Status.Certificate) > 0, err
