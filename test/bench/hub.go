@@ -130,7 +130,9 @@ func startHub(ctx context.Context, dir, ocmBin, helm string) (_ *hub, err error)
 	// Registration, placement, work and the conversion webhook first: the webhook must serve
 	// before anything reads add-ons.
 	ready := filepath.Join(dir, "ocm-ready.json")
-	if h.ocm, err = h.startOCM(ctx, "ocm-hub", ocmHubUser, "--controllers=registration,placement,work", "--ready-file="+ready); err != nil {
+	// CSRs stay as long as kube-controller-manager keeps signed ones (1 h), not ocm-local's
+	// 10 min default: a chaos run checks every CSR of the fleet at its end.
+	if h.ocm, err = h.startOCM(ctx, "ocm-hub", ocmHubUser, "--controllers=registration,placement,work", "--csr-done-max-age=1h", "--ready-file="+ready); err != nil {
 		return nil, err
 	}
 	if err := h.ocm.WaitFor(ctx, 90*time.Second, "OCM hub ready", func() error { _, err := os.Stat(ready); return err }); err != nil {

@@ -140,7 +140,9 @@ func StartWith(o Options) (*Env, error) {
 			Set("audit-log-path", o.AuditLog).
 			Set("audit-log-format", "json").
 			Set("audit-log-mode", "blocking").
-			Set("audit-log-maxsize", "0")
+			// Megabytes before it rotates; 0 means lumberjack's default of 100, and a reader
+			// following the file by offset must not see it rotate.
+			Set("audit-log-maxsize", "1000000")
 	}
 	cfg, err := env.Start()
 	if err != nil {
