@@ -13,6 +13,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -134,9 +135,14 @@ func chaos(o options, dir, bin string, n int, f fault, seed uint64) (*chaosResul
 	go func() {
 		defer filed.Done()
 		for i, cluster := range clusters {
-			// OCM's registration agent files the add-on's CSR once the add-on exists on its
-			// cluster, and retries while the hub is unreachable.
+			// OCM's registration agent files the add-on's CSR once its cluster is accepted (it
+			// has no hub credentials before) and the add-on exists on it, and retries while the
+			// hub is unreachable.
 			if err := poll.Wait(ctx, 100*time.Millisecond, o.timeout, func(ctx context.Context) (bool, error) {
+				mc := &clusterv1.ManagedCluster{}
+				if err := h.c.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil || !meta.IsStatusConditionTrue(mc.Status.Conditions, clusterv1.ManagedClusterConditionHubAccepted) {
+					return false, err
+				}
 				err := h.c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 				return err == nil, err
 			}); err != nil {
