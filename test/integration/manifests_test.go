@@ -80,10 +80,11 @@ func TestManifestWorkDelivered(t *testing.T) {
 		}
 		return false, nil
 	})
-	cond, err := addonCondition(ctx, "deliver", addon.ConditionAgentConfigValid)
-	if err != nil || cond.Status != metav1.ConditionTrue {
-		t.Errorf("AgentConfigValid: %v %v", cond, err)
-	}
+	// The manager writes its conditions a moment after rendering, coalesced per add-on.
+	poll.Until(t, 20*time.Second, "AgentConfigValid=True", func(ctx context.Context) (bool, error) {
+		cond, err := addonCondition(ctx, "deliver", addon.ConditionAgentConfigValid)
+		return err == nil && cond.Status == metav1.ConditionTrue, err
+	})
 	// The condition is applied server-side, so addon-framework's concurrent status patches do
 	// not conflict with it.
 	mca := &addonv1beta1.ManagedClusterAddOn{}

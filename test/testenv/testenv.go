@@ -43,6 +43,8 @@ type Env struct {
 	// envtest's, which removes its own when the API server stops, so RestartAPIServer can
 	// start it again with the same certificates on the same port.
 	certDir string
+	// ownCertDir is certDir if StartWith made it (and Stop removes it).
+	ownCertDir string
 }
 
 // Options select what StartWith installs and how clients authenticate.
@@ -125,11 +127,15 @@ func StartWith(o Options) (*Env, error) {
 	if env.ControlPlane.APIServer == nil {
 		env.ControlPlane.APIServer = &envtest.APIServer{}
 	}
-	certDir, err := os.MkdirTemp("", "testenv-apiserver-")
-	if err != nil {
-		return nil, err
+	// configureForNodes chose one already (the nodes' files live there); else make ours.
+	certDir, ownDir := env.ControlPlane.APIServer.CertDir, ""
+	if certDir == "" {
+		if certDir, err = os.MkdirTemp("", "testenv-apiserver-"); err != nil {
+			return nil, err
+		}
+		ownDir = certDir
+		env.ControlPlane.APIServer.CertDir = certDir
 	}
-	env.ControlPlane.APIServer.CertDir = certDir
 	if o.AuditLog != "" {
 		policy := o.AuditLog + ".policy.yaml"
 		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
@@ -146,7 +152,7 @@ func StartWith(o Options) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
-		_ = os.RemoveAll(certDir)
+		_ = os.RemoveAll(ownDir)
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	if nodeFiles != nil {
@@ -160,7 +166,7 @@ func StartWith(o Options) (*Env, error) {
 			return nil, fmt.Errorf("API server port of %s: %w", cfg.Host, err)
 		}
 	}
-	e := &Env{env: env, Config: cfg, Scheme: scheme, Node: nodeFiles, certDir: certDir}
+	e := &Env{env: env, Config: cfg, Scheme: scheme, Node: nodeFiles, certDir: certDir, ownCertDir: ownDir}
 	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		_ = e.Stop()
 		return nil, err
@@ -170,7 +176,9 @@ func StartWith(o Options) (*Env, error) {
 
 // Stop stops the API server and etcd.
 func (e *Env) Stop() error {
-	defer os.RemoveAll(e.certDir)
+	if e.ownCertDir != "" {
+		defer os.RemoveAll(e.ownCertDir)
+	}
 	return e.env.Stop()
 }
 
