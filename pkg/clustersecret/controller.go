@@ -73,6 +73,7 @@ func SecretCacheOptions(namespace string) (cache.Options, error) {
 	return cache.Options{
 		DefaultNamespaces: map[string]cache.Config{namespace: {}},
 		ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: labels.NewSelector().Add(*req)}},
+		DefaultTransform:  cache.TransformStripManagedFields(),
 	}, nil
 }
 

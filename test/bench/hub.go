@@ -82,6 +82,7 @@ type hub struct {
 	helm   string
 	ocm    *proc.Process
 	addons *proc.Process // OCM's addon-manager
+	pprof  string        // our manager's --pprof-bind-address
 	caCert []byte
 	caKey  []byte
 	stops  []func()

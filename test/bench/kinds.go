@@ -71,6 +71,10 @@ func (h *hub) installAddon(ctx context.Context, bin string, clusterSecrets bool)
 		return nil, err
 	}
 	args = append(args, "--kubeconfig="+kubeconfig)
+	if h.pprof, err = freeLocalAddress(); err != nil {
+		return nil, err
+	}
+	args = append(args, "--pprof-bind-address="+h.pprof)
 	return h.startManager(ctx, bin, args)
 }
 

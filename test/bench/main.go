@@ -204,7 +204,8 @@ func run(o options, out io.Writer) ([]*result, error) {
 	return results, nil
 }
 
-// keepLogs copies the logs of a case's directory (process logs, the audit log) to dst.
+// keepLogs copies the logs of a case's directory (process logs, the audit log, the manager's
+// heap profile) to dst.
 func keepLogs(src, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
@@ -214,7 +215,7 @@ func keepLogs(src, dst string) error {
 		return err
 	}
 	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".log") {
+		if e.IsDir() || (!strings.HasSuffix(e.Name(), ".log") && !strings.HasSuffix(e.Name(), ".pprof")) {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join(src, e.Name()))

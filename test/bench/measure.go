@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -172,6 +176,13 @@ func measure(o options, dir, bin, kind string, n int) *result {
 		end = next
 	}
 	res.managerRSS, res.addonManagerRSS = peakRSS(mgr), peakRSS(h.addons)
+	if kind == kindAddon {
+		// What the manager holds at its peak, for `go tool pprof` (kept with -logs).
+		if err := saveHeapProfile(ctx, h.pprof, filepath.Join(dir, "manager-heap.pprof")); err != nil {
+			res.err = err
+			return res
+		}
+	}
 	if kind == kindTemplate {
 		res.managerRSS = res.addonManagerRSS
 	}
@@ -215,6 +226,38 @@ func restart(ctx context.Context, h *hub, bin, kind string, mgr **proc.Process) 
 	p, err := h.startManager(ctx, bin, (*mgr).Args())
 	*mgr = p
 	return err
+}
+
+// saveHeapProfile writes the Go heap profile served at addr (--pprof-bind-address) to path,
+// after a garbage collection, so it shows what is live.
+func saveHeapProfile(ctx context.Context, addr, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("manager heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("manager heap profile: %s", resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("manager heap profile: %w", err)
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+// freeLocalAddress is a loopback address with a port nothing listens on now.
+func freeLocalAddress() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func peakRSS(p *proc.Process) int64 {

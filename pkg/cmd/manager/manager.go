@@ -101,8 +101,10 @@ type Options struct {
 	Namespace              string
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
-	KubeAPIQPS             float32
-	KubeAPIBurst           int
+	// PprofBindAddress serves Go's /debug/pprof/ profiles, unauthenticated: off by default.
+	PprofBindAddress string
+	KubeAPIQPS       float32
+	KubeAPIBurst     int
 	// PrincipalService is NAMESPACE/NAME of the principal's Service, whose load balancer
 	// address clusters without a principalAddress of their own dial; PrincipalFallbackAddress
 	// is used when it has none.
@@ -159,6 +161,7 @@ func NewOptions() *Options {
 		MetricsBindAddress:     ":8080",
 		MetricsSecure:          true,
 		HealthProbeBindAddress: ":8081",
+		PprofBindAddress:       "0",
 		// client-go's own default (5/10) throttles a fleet-wide rollout to a crawl; see
 		// docs/operations.md#sizing for what test/bench measured.
 		KubeAPIQPS:       50,
@@ -222,6 +225,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", o.MetricsCertDir,
 		"Directory with the metrics serving certificate and key (tls.crt, tls.key; reloaded when they change), for scrapers that verify it. Empty means a self-signed certificate generated in memory at start (unless controller-runtime's default directory, $TMPDIR/k8s-metrics-server/serving-certs, holds both files). Needs --metrics-secure.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.StringVar(&o.PprofBindAddress, "pprof-bind-address", o.PprofBindAddress,
+		"Address of Go's /debug/pprof/ profiling endpoints, to find where memory or CPU goes; 0 disables them. They have no authentication: bind to 127.0.0.1 and reach them with kubectl port-forward.")
 	fs.StringVar(&o.PrincipalService, "principal-service", o.PrincipalService,
 		"NAMESPACE/NAME of the Argo CD agent principal's Service on the hub. Clusters whose AddOnDeploymentConfig sets no principalAddress dial its first load balancer address (status.loadBalancer.ingress) on its https port (else its first TCP port); principalPort, if set, still wins.")
 	fs.StringVar(&o.PrincipalFallbackAddress, "principal-fallback-address", o.PrincipalFallbackAddress,
@@ -468,6 +473,7 @@ func (o *Options) Run(ctx context.Context) error {
 		Scheme:                        scheme,
 		Metrics:                       o.metricsServerOptions(),
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		PprofBindAddress:              o.PprofBindAddress,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
@@ -477,8 +483,10 @@ func (o *Options) Run(ctx context.Context) error {
 		RetryPeriod:                   &o.RetryPeriod,
 		// CachedConfigGetter reads AddOnDeploymentConfigs unstructured; without this, unstructured
 		// reads bypass the cache and go to the API server.
-		Client:     client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Cache:      cache.Options{ByObject: byObject},
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		// Nothing reads managedFields from the cache; a ManagedClusterAddOn's are larger than
+		// the rest of it.
+		Cache:      cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()},
 		Controller: config.Controller{SkipNameValidation: ptr.To(o.SkipControllerNameValidation)},
 	})
 	if err != nil {
@@ -528,7 +536,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	// addon-framework has no leader election of its own: run it as a leader-only runnable.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		if err := addonMgr.Start(ctx); err != nil {
+		if err := addon.StartManager(ctx, cfg, addonMgr); err != nil {
 			return fmt.Errorf("starting the add-on manager: %w", err)
 		}
 		<-ctx.Done()
