@@ -64,7 +64,8 @@ type Reconciler struct {
 }
 
 // SecretCacheOptions limit a cache to the cluster secrets of namespace, which is all the
-// controller reads of it.
+// controller reads of it. It keeps managedFields: the steady-state check compares what this
+// add-on owns of a secret (ExtractSecret).
 func SecretCacheOptions(namespace string) (cache.Options, error) {
 	req, err := labels.NewRequirement(AgentNameLabel, selection.Exists, nil)
 	if err != nil {
@@ -73,7 +74,6 @@ func SecretCacheOptions(namespace string) (cache.Options, error) {
 	return cache.Options{
 		DefaultNamespaces: map[string]cache.Config{namespace: {}},
 		ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: labels.NewSelector().Add(*req)}},
-		DefaultTransform:  cache.TransformStripManagedFields(),
 	}, nil
 }
 
