@@ -30,6 +30,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
@@ -82,10 +83,21 @@ type Options struct {
 	// PrincipalImage, if set, reads the image the principal runs now, and where it was read,
 	// for the AgentVersion condition.
 	PrincipalImage func(context.Context) (image, from string, err error)
+	// Customizations, if set, reads the AgentCustomization OCM resolved for each cluster, which
+	// adds to what is delivered (pkg/customization).
+	Customizations Customizations
 	// Works, if set, reads a cluster's deploy ManifestWorks when its render is held back, so
 	// that a renewed certificate still reaches its agent (deliverRenewal). Uncached: it is read
 	// only then.
 	Works client.Reader
+}
+
+// Customizations reads a cluster's AgentCustomization; customization.Getter is one.
+type Customizations interface {
+	// Desired returns the one the add-on's status names as desired, nil if none.
+	Desired(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (*customization.Customization, error)
+	// GetWithSpecHash reads one, and its spec hash as OCM computes it.
+	GetWithSpecHash(ctx context.Context, namespace, name string) (*customization.Customization, string, error)
 }
 
 // New builds the add-on.
@@ -103,11 +115,15 @@ func New(o Options) (agent.AgentAddon, error) {
 		}
 		return agentconfig.FromDeploymentConfig(adc)
 	}
-	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA, principalImage: o.PrincipalImage, config: config}
+	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA, principalImage: o.PrincipalImage, config: config,
+		customizations: o.Customizations}
 	hashers := specHashers(o)
 	configGVRs := []schema.GroupVersionResource{utils.AddOnDeploymentConfigGVR}
 	if o.AgentVersions != nil {
 		configGVRs = append(configGVRs, agentversion.GVR)
+	}
+	if o.Customizations != nil {
+		configGVRs = append(configGVRs, customization.GVR)
 	}
 	values := func(cluster *clusterv1.ManagedCluster, addon *addonv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
 		ctx := context.Background() // addonfactory passes values funcs no context
@@ -214,6 +230,17 @@ func specHashers(o Options) map[schema.GroupResource]specHash {
 			return hash, err
 		}
 	}
+	if o.Customizations != nil {
+		out[customization.GVR.GroupResource()] = func(ctx context.Context, namespace, name string) (string, error) {
+			_, hash, err := o.Customizations.GetWithSpecHash(ctx, namespace, name)
+			var fieldErr *agentconfig.FieldError
+			if errors.As(err, &fieldErr) {
+				// Its hash is still known: the render reports the field.
+				return hash, nil
+			}
+			return hash, err
+		}
+	}
 	return out
 }
 
@@ -281,6 +308,7 @@ type guardedAddon struct {
 	// principalImage reads the principal's image now; config reads a cluster's config.
 	principalImage func(context.Context) (image, from string, err error)
 	config         func(*addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error)
+	customizations Customizations
 }
 
 // configResolved: OCM has set Configured=True, or set the condition at all while the status
@@ -335,9 +363,14 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 	}
 	objects, err = g.inner.Manifests(ctx, cluster, addon)
 	if err == nil {
-		if err = requireOwnContent(objects); err != nil {
-			objects = nil
-		}
+		err = requireOwnContent(objects)
+	}
+	if err == nil && g.customizations != nil {
+		// After the content keys, which it must not change (nor can: it only adds).
+		objects, err = customize(ctx, g.customizations, addon, objects)
+	}
+	if err != nil {
+		objects = nil
 	}
 	if g.reporter != nil {
 		var fieldErr *agentconfig.FieldError
@@ -366,4 +399,13 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 		}
 	}
 	return objects, err
+}
+
+// customize adds the cluster's AgentCustomization, if it has one, to the rendered objects.
+func customize(ctx context.Context, c Customizations, addon *addonv1beta1.ManagedClusterAddOn, objects []runtime.Object) ([]runtime.Object, error) {
+	cust, err := c.Desired(ctx, addon)
+	if err != nil || cust == nil {
+		return objects, err
+	}
+	return cust.Apply(objects)
 }

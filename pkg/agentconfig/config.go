@@ -105,13 +105,20 @@ func Default() Config {
 // FieldError is a configuration value the add-on refuses. Field is the path in the
 // AddOnDeploymentConfig spec, e.g. `customizedVariables[principalPort]`.
 type FieldError struct {
+	// Config names the config the field is in ("AgentCustomization ns/name"); empty means the
+	// AddOnDeploymentConfig.
+	Config string
 	Field  string
 	Value  string
 	Reason string
 }
 
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("invalid AddOnDeploymentConfig field %s=%q: %s", e.Field, e.Value, e.Reason)
+	config := e.Config
+	if config == "" {
+		config = "AddOnDeploymentConfig"
+	}
+	return fmt.Sprintf("invalid %s field %s=%q: %s", config, e.Field, e.Value, e.Reason)
 }
 
 func fieldErr(field, value, format string, args ...any) *FieldError {

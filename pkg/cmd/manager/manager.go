@@ -51,6 +51,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
@@ -517,12 +518,13 @@ func (o *Options) Run(ctx context.Context) error {
 		PrincipalImage: func(ctx context.Context) (string, string, error) {
 			return agentversion.ReadPrincipalImage(ctx, mgr.GetClient(), deployment)
 		},
-		ConfigGetter: addon.CachedConfigGetter{Reader: mgr.GetClient()},
-		CA:           ca,
-		Subject:      style,
-		Reporter:     reporter,
-		Hub:          mgr.GetClient(),
-		Works:        mgr.GetAPIReader(),
+		ConfigGetter:   addon.CachedConfigGetter{Reader: mgr.GetClient()},
+		Customizations: customization.Getter{Reader: mgr.GetClient()},
+		CA:             ca,
+		Subject:        style,
+		Reporter:       reporter,
+		Hub:            mgr.GetClient(),
+		Works:          mgr.GetAPIReader(),
 	})
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"open-cluster-management.io/addon-framework/pkg/utils"
@@ -22,13 +23,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
 // Options are the render settings.
 type Options struct {
-	Cluster            string
-	ConfigFile         string
+	Cluster string
+	// ConfigFiles are an AddOnDeploymentConfig and an AgentCustomization, each at most once.
+	ConfigFiles        []string
 	CAFile             string
 	CertificateSubject string
 }
@@ -37,11 +40,12 @@ type Options struct {
 func NewCommand() *cobra.Command {
 	o := &Options{CertificateSubject: string(identity.SubjectClusterName)}
 	cmd := &cobra.Command{
-		Use:   "render --cluster NAME [--config ADC.yaml] [--ca CA.crt]",
+		Use:   "render --cluster NAME [--config ADC.yaml] [--config CUSTOMIZATION.yaml] [--ca CA.crt]",
 		Short: "Print the manifests the manager would deliver to a cluster",
 		Long: `Render prints, without any API server, the objects the manager delivers to the named cluster,
-given the AddOnDeploymentConfig that applies to it. Use it to review a configuration or to diff
-it in GitOps. Without --ca the argocd-agent-ca Secret is left out.`,
+given the AddOnDeploymentConfig and the AgentCustomization that apply to it. Use it to review a
+configuration or to diff it in GitOps; a customisation the manager would refuse is refused here
+with the same field and reason. Without --ca the argocd-agent-ca Secret is left out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
@@ -57,7 +61,7 @@ it in GitOps. Without --ca the argocd-agent-ca Secret is left out.`,
 // AddFlags binds the options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Cluster, "cluster", o.Cluster, "Name of the managed cluster (required).")
-	fs.StringVar(&o.ConfigFile, "config", o.ConfigFile, "AddOnDeploymentConfig YAML that applies to the cluster; none means the defaults.")
+	fs.StringArrayVar(&o.ConfigFiles, "config", o.ConfigFiles, "AddOnDeploymentConfig or AgentCustomization YAML that applies to the cluster; give it twice for both. None means the defaults.")
 	fs.StringVar(&o.CAFile, "ca", o.CAFile, "PEM CA certificate(s) the agent trusts (certificates only, never the key).")
 	fs.StringVar(&o.CertificateSubject, "certificate-subject", o.CertificateSubject, "Agent certificate subject style, as the manager's flag.")
 }
@@ -85,20 +89,26 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: o.Cluster},
 		Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{{
 			Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}}}
-	if o.ConfigFile != "" {
-		adc, err := readConfig(o.ConfigFile)
+	var custom *customization.Customization
+	for _, path := range o.ConfigFiles {
+		adc, c, err := readConfig(path)
 		if err != nil {
 			return err
 		}
-		getter.adc = adc
+		ref := addonv1beta1.ConfigReference{DesiredConfig: &addonv1beta1.ConfigSpecHash{SpecHash: "rendered-from-file"}}
+		switch {
+		case adc != nil && getter.adc == nil:
+			getter.adc = adc
+			ref.ConfigGroupResource = addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource}
+			ref.DesiredConfig.ConfigReferent = addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name}
+		case c != nil && custom == nil:
+			custom = c
+			ref.ConfigGroupResource = addonv1beta1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource}
+		default:
+			return fmt.Errorf("--config %s: a second config of its kind; a cluster has one of each", path)
+		}
 		// Point the add-on at the config the way OCM's addon-manager does.
-		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
-			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource},
-			DesiredConfig: &addonv1beta1.ConfigSpecHash{
-				ConfigReferent: addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name},
-				SpecHash:       "rendered-from-file",
-			},
-		}}
+		mca.Status.ConfigReferences = append(mca.Status.ConfigReferences, ref)
 	}
 	var bundle []byte
 	if o.CAFile != "" {
@@ -108,9 +118,10 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		}
 	}
 	a, err := addon.New(addon.Options{
-		ConfigGetter: getter,
-		CA:           fileCA(bundle),
-		Subject:      identity.SubjectStyle(o.CertificateSubject),
+		ConfigGetter:   getter,
+		Customizations: fileCustomization{custom},
+		CA:             fileCA(bundle),
+		Subject:        identity.SubjectStyle(o.CertificateSubject),
 	})
 	if err != nil {
 		return err
@@ -148,19 +159,46 @@ func writeYAML(out io.Writer, objects []runtime.Object) error {
 	return nil
 }
 
-func readConfig(path string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+// readConfig reads an AddOnDeploymentConfig or an AgentCustomization: one of the two is set.
+func readConfig(path string) (*addonv1beta1.AddOnDeploymentConfig, *customization.Customization, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	adc := &addonv1beta1.AddOnDeploymentConfig{}
-	if err := yaml.UnmarshalStrict(data, adc); err != nil {
-		return nil, fmt.Errorf("--config %s: %w", path, err)
+	var head metav1.TypeMeta
+	if err := yaml.Unmarshal(data, &head); err != nil {
+		return nil, nil, fmt.Errorf("--config %s: %w", path, err)
 	}
-	if adc.Kind != "AddOnDeploymentConfig" {
-		return nil, fmt.Errorf("--config %s: kind %q, want AddOnDeploymentConfig", path, adc.Kind)
+	switch head.Kind {
+	case "AddOnDeploymentConfig":
+		adc := &addonv1beta1.AddOnDeploymentConfig{}
+		if err := yaml.UnmarshalStrict(data, adc); err != nil {
+			return nil, nil, fmt.Errorf("--config %s: %w", path, err)
+		}
+		return adc, nil, nil
+	case customization.Kind:
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &u.Object); err != nil {
+			return nil, nil, fmt.Errorf("--config %s: %w", path, err)
+		}
+		c, err := customization.FromUnstructured(u)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--config %s: %w", path, err)
+		}
+		return nil, c, nil
 	}
-	return adc, nil
+	return nil, nil, fmt.Errorf("--config %s: kind %q, want AddOnDeploymentConfig or %s", path, head.Kind, customization.Kind)
+}
+
+// fileCustomization serves the AgentCustomization read from --config, if any.
+type fileCustomization struct{ c *customization.Customization }
+
+func (f fileCustomization) Desired(context.Context, *addonv1beta1.ManagedClusterAddOn) (*customization.Customization, error) {
+	return f.c, nil
+}
+
+func (f fileCustomization) GetWithSpecHash(context.Context, string, string) (*customization.Customization, string, error) {
+	return f.c, "rendered-from-file", nil
 }
 
 // readCABundle returns the certificates of path re-encoded, and refuses a file with a key in it.

@@ -49,7 +49,7 @@ func TestRender(t *testing.T) {
 		return out.String(), err
 	}
 
-	out, err := run(&Options{Cluster: "c1", ConfigFile: cfg, CAFile: write(t, "ca.crt", string(cert))})
+	out, err := run(&Options{Cluster: "c1", ConfigFiles: []string{cfg}, CAFile: write(t, "ca.crt", string(cert))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +63,11 @@ func TestRender(t *testing.T) {
 	}
 
 	// The documented example renders.
-	if _, err := run(&Options{Cluster: "c1", ConfigFile: "../../../docs/examples/addondeploymentconfig.yaml"}); err != nil {
+	if _, err := run(&Options{Cluster: "c1", ConfigFiles: []string{"../../../docs/examples/addondeploymentconfig.yaml"}}); err != nil {
 		t.Errorf("docs/examples/addondeploymentconfig.yaml: %v", err)
 	}
 
-	out, err = run(&Options{Cluster: "c1", ConfigFile: cfg})
+	out, err = run(&Options{Cluster: "c1", ConfigFiles: []string{cfg}})
 	if err != nil || strings.Contains(out, "kind: Secret") {
 		t.Errorf("without --ca the CA secret must be left out (err %v)", err)
 	}
@@ -76,16 +76,16 @@ func TestRender(t *testing.T) {
 		o    Options
 		want string
 	}{
-		"no cluster":          {Options{ConfigFile: cfg}, "--cluster is required"},
+		"no cluster":          {Options{ConfigFiles: []string{cfg}}, "--cluster is required"},
 		"bad cluster name":    {Options{Cluster: "C_1"}, "--cluster"},
 		"no config":           {Options{Cluster: "c1"}, "principalAddress"},
-		"CA file with a key":  {Options{Cluster: "c1", ConfigFile: cfg, CAFile: write(t, "ca.pem", string(cert)+string(key))}, "never its key"},
-		"CA file without PEM": {Options{Cluster: "c1", ConfigFile: cfg, CAFile: write(t, "ca.pem", "nope")}, "no PEM CERTIFICATE"},
-		"unknown config field": {Options{Cluster: "c1", ConfigFile: write(t, "adc.yaml", adcYAML+"  agentMode: managed\n")},
+		"CA file with a key":  {Options{Cluster: "c1", ConfigFiles: []string{cfg}, CAFile: write(t, "ca.pem", string(cert)+string(key))}, "never its key"},
+		"CA file without PEM": {Options{Cluster: "c1", ConfigFiles: []string{cfg}, CAFile: write(t, "ca.pem", "nope")}, "no PEM CERTIFICATE"},
+		"unknown config field": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", adcYAML+"  agentMode: managed\n")}},
 			"unknown field"},
-		"wrong kind": {Options{Cluster: "c1", ConfigFile: write(t, "adc.yaml", strings.Replace(adcYAML, "AddOnDeploymentConfig", "ConfigMap", 1))},
+		"wrong kind": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", strings.Replace(adcYAML, "AddOnDeploymentConfig", "ConfigMap", 1))}},
 			"want AddOnDeploymentConfig"},
-		"bad value": {Options{Cluster: "c1", ConfigFile: write(t, "adc.yaml", adcYAML+"  - {name: principalPort, value: \"0\"}\n")},
+		"bad value": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", adcYAML+"  - {name: principalPort, value: \"0\"}\n")}},
 			"customizedVariables[principalPort]"},
 		"bad subject style": {Options{Cluster: "c1", CertificateSubject: "long"}, "unknown certificate subject style"},
 	} {

@@ -1,0 +1,70 @@
+package customization
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+)
+
+// Getter reads a cluster's AgentCustomization, unstructured as the API server serves it, so that
+// its spec hash is the one addon-framework gives OCM.
+type Getter struct {
+	Reader client.Reader
+}
+
+// GetWithSpecHash reads one AgentCustomization and its spec hash. A spec that does not decode
+// (a field the type does not have, a value of the wrong type) is a *agentconfig.FieldError.
+func (g Getter) GetWithSpecHash(ctx context.Context, namespace, name string) (*Customization, string, error) {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(GVK)
+	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, u); err != nil {
+		return nil, "", err
+	}
+	hash, err := utils.GetSpecHash(u)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := FromUnstructured(u)
+	return c, hash, err
+}
+
+// FromUnstructured decodes an AgentCustomization, refusing fields its type does not have.
+func FromUnstructured(u *unstructured.Unstructured) (*Customization, error) {
+	c := &Customization{Name: u.GetNamespace() + "/" + u.GetName()}
+	spec, ok := u.Object["spec"].(map[string]any)
+	if !ok {
+		if _, has := u.Object["spec"]; has {
+			return nil, &agentconfig.FieldError{Config: Kind + " " + c.Name, Field: "spec", Reason: "not an object"}
+		}
+		return c, nil // an empty customisation changes nothing
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(spec, &c.Spec, true); err != nil {
+		return nil, &agentconfig.FieldError{Config: Kind + " " + c.Name, Field: "spec", Reason: err.Error()}
+	}
+	return c, nil
+}
+
+// Desired returns the AgentCustomization the add-on's status names as desired, or nil when it
+// names none. It reads the object as it is now: pkg/addon holds a cluster's render until OCM's
+// rollout reaches the object's newest spec.
+func (g Getter) Desired(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (*Customization, error) {
+	found, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, Group, Resource)
+	if !found || ref.DesiredConfig == nil || ref.DesiredConfig.Name == "" {
+		return nil, nil
+	}
+	c, _, err := g.GetWithSpecHash(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
+	if err != nil {
+		if _, ok := err.(*agentconfig.FieldError); ok {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading %s %s/%s: %w", Kind, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, err)
+	}
+	return c, nil
+}
