@@ -226,7 +226,9 @@ func TestCustomizationAddsEveryField(t *testing.T) {
 		t.Errorf("sidecar or its volume missing: %d containers, volumes %v", len(spec.Containers), spec.Volumes)
 	}
 	agent := container(&spec, identity.AgentName)
-	if !slices.ContainsFunc(agent.Env, func(e corev1.EnvVar) bool { return e.Name == "ARGOCD_AGENT_KEEP_ALIVE_PING_INTERVAL" && e.Value == "30s" }) {
+	if !slices.ContainsFunc(agent.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "ARGOCD_AGENT_KEEP_ALIVE_PING_INTERVAL" && e.Value == "30s"
+	}) {
 		t.Errorf("agent env %v", agent.Env)
 	}
 	if !slices.Equal(agent.Args, []string{"agent", "--enable-compression"}) {

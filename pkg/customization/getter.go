@@ -2,13 +2,15 @@ package customization
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 )
@@ -45,7 +47,17 @@ func FromUnstructured(u *unstructured.Unstructured) (*Customization, error) {
 		}
 		return c, nil // an empty customisation changes nothing
 	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(spec, &c.Spec, true); err != nil {
+	// Through JSON, strictly, so that an unknown field or a value of the wrong type is named
+	// with its path (unstructured conversion names neither).
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	strict, err := sigsjson.UnmarshalStrict(data, &c.Spec)
+	if err == nil && len(strict) > 0 {
+		err = errors.Join(strict...)
+	}
+	if err != nil {
 		return nil, &agentconfig.FieldError{Config: Kind + " " + c.Name, Field: "spec", Reason: err.Error()}
 	}
 	return c, nil

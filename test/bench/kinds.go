@@ -219,7 +219,7 @@ func templateManifests(dir string, adc *unstructured.Unstructured, caCert []byte
 		return nil, err
 	}
 	var out bytes.Buffer
-	o := render.Options{Cluster: clusterPlaceholder, ConfigFile: cfgFile, CAFile: caFile, CertificateSubject: string(identity.SubjectClusterName)}
+	o := render.Options{Cluster: clusterPlaceholder, ConfigFiles: []string{cfgFile}, CAFile: caFile, CertificateSubject: string(identity.SubjectClusterName)}
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}

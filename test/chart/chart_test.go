@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 )
 
@@ -172,6 +173,33 @@ func TestClusterSecretsOff(t *testing.T) {
 		}
 	}
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+}
+
+// TestFleetCustomization: the customization value becomes the AgentCustomization the
+// ClusterManagementAddOn names as the type's default, and it decodes as the manager reads it.
+func TestFleetCustomization(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{
+		"customization.pod.priorityClassName":              "system-cluster-critical",
+		"customization.pod.annotations.example\\.com/team": "platform",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	obj := rendered.get(t, customization.Kind, releaseNamespace, "argocd-agent")
+	c, err := customization.FromUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pod.PriorityClassName != "system-cluster-critical" || c.Spec.Pod.Annotations["example.com/team"] != "platform" {
+		t.Errorf("AgentCustomization spec %+v, want the values' priorityClassName and annotation", c.Spec.Pod)
+	}
+	cma := convert[addonv1alpha1.ClusterManagementAddOn](t, rendered.get(t, "ClusterManagementAddOn", "", addonName))
+	want := deploymentConfigSupport(addonName, releaseNamespace)
+	want[2].DefaultConfig = &addonv1alpha1.ConfigReferent{Namespace: releaseNamespace, Name: "argocd-agent"}
+	//lint:ignore SA1019 the chart writes v1alpha1 supportedConfigs, served by every OCM hub.
+	expectEqual(t, "supportedConfigs", cma.Spec.SupportedConfigs, want)
 }
 
 // TestPKI: with the hub PKI on, the manager is told so and gets exactly what it needs: create
@@ -752,6 +780,7 @@ func managerClusterPermissions(metricsSecure bool) map[string]bool {
 		rule{addonGroup, "clustermanagementaddons/finalizers", "", []string{"update"}},
 		rule{addonGroup, "addondeploymentconfigs", "", read},
 		rule{agentversion.Group, agentversion.Resource, "", read},
+		rule{customization.Group, customization.Resource, "", read},
 		rule{"work.open-cluster-management.io", "manifestworks", "", []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 		rule{"", "events", "", []string{"create", "patch", "update"}},
 		rule{"events.k8s.io", "events", "", []string{"create", "patch", "update"}},
@@ -859,7 +888,8 @@ func checkBinding(t *testing.T, obj *unstructured.Unstructured, roleKind, roleNa
 }
 
 // deploymentConfigSupport is the ClusterManagementAddOn's supportedConfigs for a default
-// AddOnDeploymentConfig, and the AgentVersion the manager keeps.
+// AddOnDeploymentConfig, the AgentVersion the manager keeps, and AgentCustomizations (no
+// default unless the customization value is set).
 func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta {
 	return []addonv1alpha1.ConfigMeta{{
 		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: "addon.open-cluster-management.io", Resource: "addondeploymentconfigs"},
@@ -867,6 +897,8 @@ func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta 
 	}, {
 		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: agentversion.Group, Resource: agentversion.Resource},
 		DefaultConfig:       &addonv1alpha1.ConfigReferent{Namespace: namespace, Name: agentversion.DefaultName},
+	}, {
+		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource},
 	}}
 }
 

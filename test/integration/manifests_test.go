@@ -236,7 +236,7 @@ func assertRenderMatches(t *testing.T, cluster, adcName string) {
 	must(t, os.WriteFile(filepath.Join(dir, "adc.yaml"), adcYAML, 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), caCertPEM, 0o600))
 	out := &bytes.Buffer{}
-	o := &render.Options{Cluster: cluster, ConfigFile: filepath.Join(dir, "adc.yaml"), CAFile: filepath.Join(dir, "ca.crt"),
+	o := &render.Options{Cluster: cluster, ConfigFiles: []string{filepath.Join(dir, "adc.yaml")}, CAFile: filepath.Join(dir, "ca.crt"),
 		CertificateSubject: string(identity.SubjectClusterName)}
 	must(t, o.Validate())
 	must(t, o.Run(ctx, out))
