@@ -6,6 +6,7 @@ package hubfixture
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -163,5 +164,35 @@ func SetVariable(ctx context.Context, c client.Client, key client.ObjectKey, nam
 			adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: value})
 		}
 		return c.Update(ctx, adc)
+	})
+}
+
+// UseConfig makes cluster's add-on use the config namespace/name of group/resource, in its
+// spec.configs and, as OCM's addon-manager resolves it, in its status (the spec hash is
+// addon-framework's to fill in, as for a config a ManagedClusterAddOn names itself).
+func UseConfig(ctx context.Context, c client.Client, cluster, group, resource, namespace, name string) error {
+	gr := addonv1beta1.ConfigGroupResource{Group: group, Resource: resource}
+	ref := addonv1beta1.ConfigReferent{Namespace: namespace, Name: name}
+	key := client.ObjectKey{Namespace: cluster, Name: identity.AddonName}
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := c.Get(ctx, key, mca); err != nil {
+			return err
+		}
+		mca.Spec.Configs = slices.DeleteFunc(mca.Spec.Configs, func(a addonv1beta1.AddOnConfig) bool { return a.ConfigGroupResource == gr })
+		mca.Spec.Configs = append(mca.Spec.Configs, addonv1beta1.AddOnConfig{ConfigGroupResource: gr, ConfigReferent: ref})
+		return c.Update(ctx, mca)
+	}); err != nil {
+		return err
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := c.Get(ctx, key, mca); err != nil {
+			return err
+		}
+		mca.Status.ConfigReferences = slices.DeleteFunc(mca.Status.ConfigReferences, func(r addonv1beta1.ConfigReference) bool { return r.ConfigGroupResource == gr })
+		mca.Status.ConfigReferences = append(mca.Status.ConfigReferences, addonv1beta1.ConfigReference{
+			ConfigGroupResource: gr, DesiredConfig: &addonv1beta1.ConfigSpecHash{ConfigReferent: ref}})
+		return c.Status().Update(ctx, mca)
 	})
 }

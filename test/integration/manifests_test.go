@@ -223,7 +223,7 @@ func keys(m map[string]*unstructured.Unstructured) []string {
 
 // assertRenderMatches checks that `argocd-agent-addon render`, given the cluster's config and
 // the CA certificate, prints exactly the objects the manager put in its ManifestWork.
-func assertRenderMatches(t *testing.T, cluster, adcName string) {
+func assertRenderMatches(t *testing.T, cluster, adcName string, moreConfigs ...string) {
 	t.Helper()
 	ctx := context.Background()
 	adc := &addonv1beta1.AddOnDeploymentConfig{}
@@ -236,7 +236,7 @@ func assertRenderMatches(t *testing.T, cluster, adcName string) {
 	must(t, os.WriteFile(filepath.Join(dir, "adc.yaml"), adcYAML, 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), caCertPEM, 0o600))
 	out := &bytes.Buffer{}
-	o := &render.Options{Cluster: cluster, ConfigFiles: []string{filepath.Join(dir, "adc.yaml")}, CAFile: filepath.Join(dir, "ca.crt"),
+	o := &render.Options{Cluster: cluster, ConfigFiles: append([]string{filepath.Join(dir, "adc.yaml")}, moreConfigs...), CAFile: filepath.Join(dir, "ca.crt"),
 		CertificateSubject: string(identity.SubjectClusterName)}
 	must(t, o.Validate())
 	must(t, o.Run(ctx, out))
