@@ -174,3 +174,40 @@ extraObjects:
 			!slices.ContainsFunc(deploymentOf(t, o).Spec.Template.Spec.Containers, func(c corev1.Container) bool { return c.Name == "log-shipper" }), err
 	})
 }
+
+// TestDocumentedCustomizations: each example of docs/examples is accepted by the CRD's schema on
+// the real API server and reaches a cluster's ManifestWork.
+func TestDocumentedCustomizations(t *testing.T) {
+	const cluster = "custom-docs"
+	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	for _, tc := range []struct{ file, want string }{
+		{"agentcustomization-service-mesh.yaml", `"sidecar.istio.io/inject":"false"`},
+		{"agentcustomization-metrics.yaml", `"prometheus.io/scrape":"true"`},
+		{"agentcustomization-private-registry.yaml", `"priorityClassName":"system-cluster-critical"`},
+		{"agentcustomization-agent-flags.yaml", `"--keep-alive-ping-interval=30s"`},
+		{"agentcustomization-sidecar.yaml", `"name":"log-shipper"`},
+		{"agentcustomization-network-policy.yaml", `"kind":"NetworkPolicy"`},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("..", "..", "docs", "examples", tc.file))
+			must(t, err)
+			u := &unstructured.Unstructured{}
+			must(t, yaml.Unmarshal(data, &u.Object))
+			u.SetNamespace(configNamespace)
+			must(t, env.Client.Create(context.Background(), u))
+			must(t, hubfixture.UseConfig(context.Background(), env.Client, cluster, customization.Group, customization.Resource, configNamespace, u.GetName()))
+			poll.Until(t, 30*time.Second, "the example in the ManifestWork", func(ctx context.Context) (bool, error) {
+				mw, _, err := workObjects(ctx, cluster)
+				if err != nil || mw == nil {
+					return false, err
+				}
+				for _, m := range mw.Spec.Workload.Manifests {
+					if strings.Contains(string(m.Raw), tc.want) {
+						return true, nil
+					}
+				}
+				return false, nil
+			})
+		})
+	}
+}

@@ -67,6 +67,23 @@ func TestRender(t *testing.T) {
 		t.Errorf("docs/examples/addondeploymentconfig.yaml: %v", err)
 	}
 
+	// Each documented customisation renders, and shows in what is printed.
+	for file, want := range map[string]string{
+		"agentcustomization-service-mesh.yaml":     "sidecar.istio.io/inject: \"false\"",
+		"agentcustomization-metrics.yaml":          "prometheus.io/scrape: \"true\"",
+		"agentcustomization-private-registry.yaml": "priorityClassName: system-cluster-critical",
+		"agentcustomization-agent-flags.yaml":      "--keep-alive-ping-interval=30s",
+		"agentcustomization-sidecar.yaml":          "name: log-shipper",
+		"agentcustomization-network-policy.yaml":   "kind: NetworkPolicy",
+	} {
+		out, err := run(&Options{Cluster: "c1", ConfigFiles: []string{"../../../docs/examples/addondeploymentconfig.yaml", "../../../docs/examples/" + file}})
+		if err != nil {
+			t.Errorf("docs/examples/%s: %v", file, err)
+		} else if !strings.Contains(out, want) {
+			t.Errorf("docs/examples/%s: output lacks %q", file, want)
+		}
+	}
+
 	out, err = run(&Options{Cluster: "c1", ConfigFiles: []string{cfg}})
 	if err != nil || strings.Contains(out, "kind: Secret") {
 		t.Errorf("without --ca the CA secret must be left out (err %v)", err)
@@ -84,9 +101,13 @@ func TestRender(t *testing.T) {
 		"unknown config field": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", adcYAML+"  agentMode: managed\n")}},
 			"unknown field"},
 		"wrong kind": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", strings.Replace(adcYAML, "AddOnDeploymentConfig", "ConfigMap", 1))}},
-			"want AddOnDeploymentConfig"},
+			"want AddOnDeploymentConfig or AgentCustomization"},
 		"bad value": {Options{Cluster: "c1", ConfigFiles: []string{write(t, "adc.yaml", adcYAML+"  - {name: principalPort, value: \"0\"}\n")}},
 			"customizedVariables[principalPort]"},
+		"refused customisation": {Options{Cluster: "c1", ConfigFiles: []string{cfg, write(t, "c.yaml", "apiVersion: argocd-agent-addon.open-cluster-management.io/v1alpha1\nkind: AgentCustomization\nmetadata: {name: c, namespace: n}\nspec: {agent: {args: [--insecure-tls]}}\n")}},
+			"spec.agent.args[0]"},
+		"two customisations": {Options{Cluster: "c1", ConfigFiles: []string{cfg, "../../../docs/examples/agentcustomization-metrics.yaml", "../../../docs/examples/agentcustomization-sidecar.yaml"}},
+			"a second config of its kind"},
 		"bad subject style": {Options{Cluster: "c1", CertificateSubject: "long"}, "unknown certificate subject style"},
 	} {
 		t.Run(name, func(t *testing.T) {
