@@ -36,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -48,6 +49,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
@@ -256,6 +258,94 @@ func TestEndToEnd(t *testing.T) {
 		waitAvailable(t, e, "cluster1", metav1.ConditionFalse)
 		must(t, e.StartPrincipal(ctx))
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
+	})
+
+	t.Run("a customisation reaches the agent's pod, which stays connected; removed, it leaves nothing", func(t *testing.T) {
+		const cluster = "cluster2"
+		custom := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+			"pod": map[string]any{
+				"annotations": map[string]any{"example.com/customised": "true"},
+				// An init container from the image on the node: the agent binary's version.
+				"initContainers": []any{map[string]any{
+					"name": "version", "image": agentconfig.DefaultImage, "imagePullPolicy": "IfNotPresent", "args": []any{"version"},
+					"securityContext": map[string]any{
+						"allowPrivilegeEscalation": false, "runAsNonRoot": true,
+						"capabilities": map[string]any{"drop": []any{"ALL"}}, "seccompProfile": map[string]any{"type": "RuntimeDefault"},
+					},
+				}},
+			},
+			"agent": map[string]any{"args": []any{"--keep-alive-ping-interval=30s"}},
+			"extraObjects": []any{map[string]any{
+				"apiVersion": "v1", "kind": "ConfigMap",
+				"metadata": map[string]any{"name": "customisation-extra", "namespace": identity.DefaultInstallNamespace},
+				"data":     map[string]any{"owner": "platform"},
+			}},
+		}}}
+		custom.SetGroupVersionKind(customization.GVK)
+		custom.SetNamespace(harness.AddonNamespace)
+		custom.SetName(cluster + "-extras")
+		must(t, e.Hub.Client.Create(ctx, custom))
+		useCustomization := func(name string) {
+			must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				mca := &addonv1beta1.ManagedClusterAddOn{}
+				if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+					return err
+				}
+				gr := addonv1beta1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource}
+				mca.Spec.Configs = slices.DeleteFunc(mca.Spec.Configs, func(c addonv1beta1.AddOnConfig) bool { return c.ConfigGroupResource == gr })
+				if name != "" {
+					mca.Spec.Configs = append(mca.Spec.Configs, addonv1beta1.AddOnConfig{ConfigGroupResource: gr,
+						ConfigReferent: addonv1beta1.ConfigReferent{Namespace: harness.AddonNamespace, Name: name}})
+				}
+				return e.Hub.Client.Update(ctx, mca)
+			}))
+		}
+		spoke := e.Spokes[cluster].API.Client
+		extraOnSpoke := func(ctx context.Context) (bool, error) {
+			err := spoke.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "customisation-extra"}, &corev1.ConfigMap{})
+			return err == nil, client.IgnoreNotFound(err)
+		}
+		customisedPod := func(ctx context.Context) (*corev1.Pod, error) {
+			pods := &corev1.PodList{}
+			if err := spoke.List(ctx, pods, client.InNamespace(identity.DefaultInstallNamespace), client.MatchingLabels{"app.kubernetes.io/name": identity.AgentName}); err != nil {
+				return nil, err
+			}
+			for i := range pods.Items {
+				if p := &pods.Items[i]; p.DeletionTimestamp == nil && p.Annotations["example.com/customised"] == "true" {
+					return p, nil
+				}
+			}
+			return nil, nil
+		}
+
+		useCustomization(custom.GetName())
+		poll.Until(t, 3*time.Minute, cluster+": customised agent pod Ready, its init container done, the extra object applied", func(ctx context.Context) (bool, error) {
+			p, err := customisedPod(ctx)
+			if err != nil || p == nil {
+				return false, err
+			}
+			initDone := len(p.Status.InitContainerStatuses) == 1 && p.Status.InitContainerStatuses[0].State.Terminated != nil &&
+				p.Status.InitContainerStatuses[0].State.Terminated.ExitCode == 0
+			ready := slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue })
+			extra, err := extraOnSpoke(ctx)
+			return initDone && ready && extra && slices.Contains(p.Spec.Containers[0].Args, "--keep-alive-ping-interval=30s"), err
+		})
+		waitAvailable(t, e, cluster, metav1.ConditionTrue)
+		poll.Until(t, 60*time.Second, "the principal lists the customised agent", func(ctx context.Context) (bool, error) {
+			names, err := e.Principal.ConnectedAgents(ctx)
+			return slices.Contains(names, cluster), err
+		})
+
+		useCustomization("")
+		poll.Until(t, 3*time.Minute, cluster+": the extra object gone and the agent's pod plain again", func(ctx context.Context) (bool, error) {
+			extra, err := extraOnSpoke(ctx)
+			if err != nil || extra {
+				return false, err
+			}
+			p, err := customisedPod(ctx)
+			return p == nil, err
+		})
+		waitAvailable(t, e, cluster, metav1.ConditionTrue)
 	})
 
 	t.Run("revoke removes the add-on; unrevoke brings it back with a new certificate", func(t *testing.T) {
