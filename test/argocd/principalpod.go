@@ -65,6 +65,10 @@ type PrincipalInstallOptions struct {
 	// BeforeDeployment, if set, runs after every other object exists and before the Deployment
 	// is created: the principal reads its certificates and keys only at start-up.
 	BeforeDeployment func(ctx context.Context) error
+	// NameSuffix is added to the names of the cluster-scoped objects (ClusterRole and
+	// ClusterRoleBinding), as kustomize's nameSuffix would: a second principal on one hub needs
+	// its own, or it takes the first one's binding.
+	NameSuffix string
 }
 
 // PrincipalPod is the principal as upstream installs it: the objects of install/kubernetes/principal
@@ -100,6 +104,20 @@ func InstallPrincipal(ctx context.Context, o PrincipalInstallOptions) (*Principa
 	objs, err := PrincipalManifests(o.Namespace, o.Params)
 	if err != nil {
 		return nil, err
+	}
+	if o.NameSuffix != "" {
+		for _, obj := range objs {
+			switch obj.GetKind() {
+			case "ClusterRole":
+				obj.SetName(obj.GetName() + o.NameSuffix)
+			case "ClusterRoleBinding":
+				obj.SetName(obj.GetName() + o.NameSuffix)
+				name, _, _ := unstructured.NestedString(obj.Object, "roleRef", "name")
+				if err := unstructured.SetNestedField(obj.Object, name+o.NameSuffix, "roleRef", "name"); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	var deployments []*unstructured.Unstructured
 	for _, obj := range objs {

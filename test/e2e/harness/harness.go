@@ -74,7 +74,15 @@ type Options struct {
 	// UpgradeImage puts UpgradeAgentImage on every node besides the agent image, for a
 	// principal upgrade.
 	UpgradeImage bool
+	// ChartValues are more chart values (--set), over the harness's own.
+	ChartValues map[string]string
+	// SecondPrincipal installs another principal, in SecondArgoCDNamespace, for a fleet split
+	// between two (Env.SecondPrincipal).
+	SecondPrincipal bool
 }
+
+// SecondArgoCDNamespace is where Options.SecondPrincipal installs the second principal.
+const SecondArgoCDNamespace = "argocd-b"
 
 // UpgradeAgentImage is argocd-agent built from the same code as the agent image but stamped with
 // another version (hack/test-tools.sh, ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE): to the principal and
@@ -94,8 +102,10 @@ type Env struct {
 	MetricsURL string
 	// Principal is the principal's Deployment on the hub, installed from upstream's manifests.
 	Principal *argocd.PrincipalPod
-	CACertPEM []byte
-	CAKeyPEM  []byte
+	// SecondPrincipal is the one Options.SecondPrincipal installs, nil without.
+	SecondPrincipal *argocd.PrincipalPod
+	CACertPEM       []byte
+	CAKeyPEM        []byte
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
 	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -271,7 +281,75 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			return nil, err
 		}
 	}
+	if o.SecondPrincipal {
+		if err := e.installSecondPrincipal(ctx); err != nil {
+			return nil, fmt.Errorf("second principal: %w", err)
+		}
+		o.progress("second principal pod up, Service %s/%s on %s", SecondArgoCDNamespace, argocd.PrincipalName, e.SecondPrincipal.Addr())
+	}
 	return e, nil
+}
+
+// installSecondPrincipal installs another principal from upstream's manifests, in
+// SecondArgoCDNamespace, as a platform team adds one for another group of clusters: it trusts
+// the add-on's CA (the certificate alone, as ca.crt: the key stays in the add-on's secret) and
+// has its own server certificate from that CA, JWT key and redis. Its resource proxy is off:
+// the manager keeps cluster secrets for one principal (docs/operations.md#several-principals).
+func (e *Env) installSecondPrincipal(ctx context.Context) error {
+	ns := SecondArgoCDNamespace
+	dir := filepath.Join(e.opts.Dir, "principal-b")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := e.startRedis(ctx, e.Hub, e.HubNode, ns, dir); err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(e.Hub.Config)
+	if err != nil {
+		return err
+	}
+	p, err := argocd.InstallPrincipal(ctx, argocd.PrincipalInstallOptions{
+		Client: e.Hub.Client, Clientset: cs, Namespace: ns, Dir: dir, NameSuffix: "-b",
+		Params: map[string]string{
+			"principal.namespace":                     ns, // upstream's ConfigMap says argocd
+			"principal.listen.host":                   "",
+			"principal.auth":                          "mtls:subject:CN=([^,]+)",
+			"principal.tls.client-cert.match-subject": "true",
+			"principal.allowed-namespaces":            strings.Join(e.opts.Clusters, ","),
+			"principal.resource-proxy.enable":         "false",
+		},
+		BeforeDeployment: func(ctx context.Context) error {
+			ip, err := e.HubNode.ExposeLoadBalancer(ctx, ns, argocd.PrincipalName)
+			if err != nil {
+				return err
+			}
+			if err := argocd.ApplySecret(ctx, e.Hub.Client, ns, CASecretName, corev1.SecretTypeOpaque, map[string][]byte{"ca.crt": e.CACertPEM}); err != nil {
+				return err
+			}
+			jwtKey, err := hubpki.NewJWTKey()
+			if err != nil {
+				return err
+			}
+			if err := argocd.ApplySecret(ctx, e.Hub.Client, ns, argocd.JWTSecret, corev1.SecretTypeOpaque, map[string][]byte{"jwt.key": jwtKey}); err != nil {
+				return err
+			}
+			svc := argocd.PrincipalName + "." + ns + ".svc"
+			cert, key, err := testca.IssueCert(e.CACertPEM, e.CAKeyPEM, testca.CertRequest{
+				CommonName: argocd.PrincipalName, DNSNames: []string{argocd.PrincipalName, svc, svc + ".cluster.local"},
+				IPAddresses: []net.IP{net.ParseIP(ip)}, Server: true,
+			})
+			if err != nil {
+				return err
+			}
+			return argocd.ApplySecret(ctx, e.Hub.Client, ns, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
+				map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	e.SecondPrincipal = p
+	return p.WaitReady(ctx, 3*time.Minute)
 }
 
 // installAddon installs the add-on as a user does: helm install of the chart, the manager's pod
@@ -301,6 +379,9 @@ func (e *Env) installAddon(ctx context.Context) error {
 		values["pki.createCA"] = "true"
 		values["pki.principal.enabled"] = "true"
 		values["pki.resourceProxy.extraSANs[0]"] = e.resourceProxyIP.String()
+	}
+	for k, v := range o.ChartValues {
+		values[k] = v
 	}
 	if err := chart.Install(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
 		return err

@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	clusterv1alpha1 "open-cluster-management.io/api/cluster/v1alpha1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// groupLabel puts a cluster in group b, whose agents connect to the second principal. The chart
+// protects it from the clusters themselves (admissionPolicy.protectedLabels).
+const groupLabel = "example.com/principal-group"
+
+// TestFleetSplitBetweenTwoPrincipals: two Placements of the add-on, each with its own
+// AddOnDeploymentConfig naming a principal, split the fleet; each agent connects to its group's
+// principal only, `status` shows which, a cluster cannot move itself, and a cluster moved by
+// the hub's administrator reconnects to its new group's principal and leaves the old one.
+func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
+	ctx, e := start(t, harness.Options{SecondPrincipal: true,
+		ChartValues: map[string]string{"admissionPolicy.protectedLabels[0]": groupLabel}})
+	a, b := e.Principal, e.SecondPrincipal
+	c := e.Hub.Client
+
+	// Group b: its own Placement, with a config naming the second principal.
+	adc := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: "principal-b"},
+		Spec: addonv1beta1.AddOnDeploymentConfigSpec{CustomizedVariables: []addonv1beta1.CustomizedVariable{
+			{Name: "principalAddress", Value: b.Host()}, {Name: "principalPort", Value: strconv.Itoa(b.Port())}}}}
+	must(t, c.Create(ctx, adc))
+	placementA := &clusterv1beta1.Placement{}
+	must(t, c.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, placementA))
+	placementB := &clusterv1beta1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: "argocd-agent-b"}, Spec: *placementA.Spec.DeepCopy()}
+	sel := &placementB.Spec.Predicates[0].RequiredClusterSelector.LabelSelector
+	sel.MatchLabels = map[string]string{harness.EnableLabel: "enabled", groupLabel: "b"}
+	must(t, c.Create(ctx, placementB))
+	// Group a, the chart's Placement, leaves group b out: one cluster, one Placement.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(placementA), placementA); err != nil {
+			return err
+		}
+		sel := &placementA.Spec.Predicates[0].RequiredClusterSelector.LabelSelector
+		sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{Key: groupLabel, Operator: metav1.LabelSelectorOpDoesNotExist})
+		return c.Update(ctx, placementA)
+	}))
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cma := &addonv1beta1.ClusterManagementAddOn{}
+		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
+			return err
+		}
+		cma.Spec.InstallStrategy.Placements = append(cma.Spec.InstallStrategy.Placements, addonv1beta1.PlacementStrategy{
+			PlacementRef: addonv1beta1.PlacementRef{Namespace: placementB.Namespace, Name: placementB.Name},
+			Configs: []addonv1beta1.AddOnConfig{{
+				ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"},
+				ConfigReferent:      addonv1beta1.ConfigReferent{Namespace: adc.Namespace, Name: adc.Name},
+			}},
+			RolloutStrategy: clusterv1alpha1.RolloutStrategy{Type: clusterv1alpha1.All},
+		})
+		return c.Update(ctx, cma)
+	}))
+	setGroup(t, ctx, e, "cluster2", "b")
+	enrolAll(t, ctx, e, []string{"cluster1", "cluster2"})
+
+	waitConnected(t, e, a, "cluster1", "cluster2")
+	waitConnected(t, e, b, "cluster2", "cluster1")
+	rows, _, err := status.Collect(ctx, c, time.Now(), nil)
+	must(t, err)
+	for _, r := range rows {
+		want := map[string]string{"cluster1": a.Addr(), "cluster2": b.Addr()}[r.Cluster]
+		if !strings.HasPrefix(r.Principal, want) {
+			t.Errorf("status: %s's principal %q, want %s", r.Cluster, r.Principal, want)
+		}
+		t.Logf("status: %s -> %s, %s", r.Cluster, r.Principal, r.Available)
+	}
+
+	// The cluster cannot move itself with its own OCM credentials.
+	runAttacks(t, ctx, e, "cluster2", []attack{
+		{"leave group b (update)", setOwnLabel("cluster2", groupLabel, "", false)},
+		{"leave group b (merge patch)", setOwnLabel("cluster2", groupLabel, "", true)},
+	})
+	runAttacks(t, ctx, e, "cluster1", []attack{{"join group b", setOwnLabel("cluster1", groupLabel, "b", true)}})
+
+	// The hub's administrator moves cluster2 to group a: its agent follows.
+	setGroup(t, ctx, e, "cluster2", "")
+	waitConnected(t, e, a, "cluster2", "")
+	waitConnected(t, e, b, "", "cluster2")
+	waitAvailable(t, e, "cluster2", metav1.ConditionTrue)
+	names, err := b.ConnectedAgents(ctx)
+	must(t, err)
+	if len(names) != 0 {
+		t.Errorf("the second principal still lists %v after its only cluster moved", names)
+	}
+}
+
+// setGroup sets (or, with "", removes) cluster's group label, as the hub's administrator.
+func setGroup(t *testing.T, ctx context.Context, e *harness.Env, cluster, group string) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		mc := &clusterv1.ManagedCluster{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
+			return err
+		}
+		if mc.Labels == nil {
+			mc.Labels = map[string]string{}
+		}
+		if group == "" {
+			delete(mc.Labels, groupLabel)
+		} else {
+			mc.Labels[groupLabel] = group
+		}
+		return e.Hub.Client.Update(ctx, mc)
+	}))
+}
+
+// waitConnected waits until p lists agent (unless "") and does not list absent (unless "").
+func waitConnected(t *testing.T, e *harness.Env, p *argocd.PrincipalPod, agent, absent string) {
+	t.Helper()
+	poll.Until(t, 3*time.Minute, "principal "+p.Addr()+" lists "+agent+", not "+absent, func(ctx context.Context) (bool, error) {
+		names, err := p.ConnectedAgents(ctx)
+		if err != nil {
+			return false, nil // a principal restarting or a metric not there yet
+		}
+		return (agent == "" || slices.Contains(names, agent)) && (absent == "" || !slices.Contains(names, absent)), nil
+	})
+}
