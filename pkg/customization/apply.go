@@ -2,6 +2,7 @@ package customization
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -120,7 +121,7 @@ func (e *errs) metadata(path *field.Path, labels, annotations map[string]string,
 
 // keys validates label (or annotation) keys and values, and refuses OCM's domain.
 func (e *errs) keys(path *field.Path, kv map[string]string, labels bool) error {
-	for _, k := range sortedKeys(kv) {
+	for _, k := range slices.Sorted(maps.Keys(kv)) {
 		var problems field.ErrorList
 		if labels {
 			problems = metav1validation.ValidateLabels(map[string]string{k: kv[k]}, path)
@@ -143,11 +144,11 @@ func (e *errs) merge(path *field.Path, have, add map[string]string, what string)
 	if len(add) == 0 {
 		return have, nil
 	}
-	out := make(map[string]string, len(have)+len(add))
-	for k, v := range have {
-		out[k] = v
+	out := maps.Clone(have)
+	if out == nil {
+		out = make(map[string]string, len(add))
 	}
-	for _, k := range sortedKeys(add) {
+	for _, k := range slices.Sorted(maps.Keys(add)) {
 		if old, ok := have[k]; ok {
 			return nil, e.at(path.Key(k), add[k], "%s already has it (%q), set by the add-on", what, old)
 		}
@@ -380,13 +381,4 @@ func set[T any](dst **T, v *T) {
 	if v != nil {
 		*dst = v
 	}
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -326,23 +326,10 @@ func (e *Env) installSecondPrincipal(ctx context.Context) error {
 			if err := argocd.ApplySecret(ctx, e.Hub.Client, ns, CASecretName, corev1.SecretTypeOpaque, map[string][]byte{"ca.crt": e.CACertPEM}); err != nil {
 				return err
 			}
-			jwtKey, err := hubpki.NewJWTKey()
-			if err != nil {
+			if err := e.writeJWTKey(ctx, ns); err != nil {
 				return err
 			}
-			if err := argocd.ApplySecret(ctx, e.Hub.Client, ns, argocd.JWTSecret, corev1.SecretTypeOpaque, map[string][]byte{"jwt.key": jwtKey}); err != nil {
-				return err
-			}
-			svc := argocd.PrincipalName + "." + ns + ".svc"
-			cert, key, err := testca.IssueCert(e.CACertPEM, e.CAKeyPEM, testca.CertRequest{
-				CommonName: argocd.PrincipalName, DNSNames: []string{argocd.PrincipalName, svc, svc + ".cluster.local"},
-				IPAddresses: []net.IP{net.ParseIP(ip)}, Server: true,
-			})
-			if err != nil {
-				return err
-			}
-			return argocd.ApplySecret(ctx, e.Hub.Client, ns, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
-				map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
+			return e.writeServerCert(ctx, ns, net.ParseIP(ip), e.CACertPEM, e.CAKeyPEM)
 		},
 	})
 	if err != nil {
@@ -583,11 +570,7 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 			if err := e.writeResourceProxyServerCert(ctx); err != nil {
 				return err
 			}
-			jwtKey, err := hubpki.NewJWTKey()
-			if err != nil {
-				return err
-			}
-			if err := argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.JWTSecret, corev1.SecretTypeOpaque, map[string][]byte{"jwt.key": jwtKey}); err != nil {
+			if err := e.writeJWTKey(ctx, ArgoCDNamespace); err != nil {
 				return err
 			}
 			return e.writePrincipalServerCert(ctx)
@@ -607,16 +590,32 @@ func (e *Env) writePrincipalServerCert(ctx context.Context) error {
 	if len(e.ServerCACertPEM) > 0 {
 		caCert, caKey = e.ServerCACertPEM, e.ServerCAKeyPEM
 	}
-	svc := argocd.PrincipalName + "." + ArgoCDNamespace + ".svc"
+	return e.writeServerCert(ctx, ArgoCDNamespace, e.principalIP, caCert, caKey)
+}
+
+// writeServerCert issues the server certificate of the principal in namespace, for ip and its
+// Service names, from the CA caCert and caKey.
+func (e *Env) writeServerCert(ctx context.Context, namespace string, ip net.IP, caCert, caKey []byte) error {
+	svc := argocd.PrincipalName + "." + namespace + ".svc"
 	cert, key, err := testca.IssueCert(caCert, caKey, testca.CertRequest{
 		CommonName: argocd.PrincipalName, DNSNames: []string{argocd.PrincipalName, svc, svc + ".cluster.local"},
-		IPAddresses: []net.IP{e.principalIP}, Server: true,
+		IPAddresses: []net.IP{ip}, Server: true,
 	})
 	if err != nil {
 		return fmt.Errorf("issuing the principal's server certificate: %w", err)
 	}
-	return argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
+	return argocd.ApplySecret(ctx, e.Hub.Client, namespace, argocd.PrincipalTLSSecret, corev1.SecretTypeTLS,
 		map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
+}
+
+// writeJWTKey gives the principal in namespace a JWT signing key, as `argocd-agentctl jwt
+// create-key` does.
+func (e *Env) writeJWTKey(ctx context.Context, namespace string) error {
+	jwtKey, err := hubpki.NewJWTKey()
+	if err != nil {
+		return err
+	}
+	return argocd.ApplySecret(ctx, e.Hub.Client, namespace, argocd.JWTSecret, corev1.SecretTypeOpaque, map[string][]byte{"jwt.key": jwtKey})
 }
 
 // ResourceProxyExternalService is a LoadBalancer Service the harness adds in front of the
