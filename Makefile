@@ -15,7 +15,8 @@ IMAGE   ?= quay.io/argocd-agent-addon/argocd-agent-addon:$(VERSION)
 # executions because a -fuzztime duration races Go's fuzzing coordinator at the deadline (before
 # Go 1.27, golang/go#75804): a run can fail with "context deadline exceeded" and no crasher.
 FUZZ_TARGETS := ./pkg/certificates/policy:FuzzCheck:40000x ./pkg/certificates/authority:FuzzTrust:8000x \
-                ./pkg/agentconfig:FuzzFromDeploymentConfig:10000x ./pkg/addon:FuzzManifests:1000x
+                ./pkg/agentconfig:FuzzFromDeploymentConfig:10000x ./pkg/addon:FuzzManifests:1000x \
+                ./pkg/customization:FuzzCustomization:10000x
 FUZZ_BUDGET ?=
 FUZZTIME    ?= 5m
 # Minimising each new corpus entry defaults to 60s in Go, which would eat a

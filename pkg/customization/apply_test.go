@@ -318,3 +318,49 @@ func TestUnknownFieldIsRefused(t *testing.T) {
 		t.Fatalf("err %v, want a FieldError naming priorityClass", err)
 	}
 }
+
+// Whatever an AgentCustomization holds, the render either refuses it with a FieldError or
+// delivers objects that keep every guarantee; it never panics.
+func FuzzCustomization(f *testing.F) {
+	f.Add(everything)
+	f.Add(`pod: {containers: [{name: x, image: y, securityContext: {privileged: true}}]}`)
+	f.Add(`agent: {args: ["--creds=x", "-n"], env: [{name: A, valueFrom: {}}]}`)
+	f.Add(`extraObjects: [{apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-params, namespace: argocd}}]`)
+	f.Add(`labels: {"": x}`)
+	f.Fuzz(func(t *testing.T, spec string) {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte("spec:\n"+indent(spec)), &u.Object); err != nil || u.Object == nil {
+			t.Skip()
+		}
+		u.SetGroupVersionKind(customization.GVK)
+		u.SetNamespace("open-cluster-management")
+		u.SetName("custom")
+		c, err := customization.FromUnstructured(u)
+		var fe *agentconfig.FieldError
+		if err != nil {
+			if !errors.As(err, &fe) {
+				t.Fatalf("decoding: %v, want a FieldError", err)
+			}
+			return
+		}
+		rep := &reporter{}
+		a, err := addon.New(addon.Options{ConfigGetter: noADC{}, CA: ca{}, Subject: identity.SubjectClusterName, Reporter: rep,
+			Customizations: fixed{c},
+			Principal: func(context.Context) (principal.Endpoint, error) {
+				return principal.Endpoint{Host: "principal.example.com", Port: 443, Source: "Test"}, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
+		mca.Status.Conditions = []metav1.Condition{{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}
+		objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
+		if err != nil {
+			if !errors.As(err, &fe) || strings.Contains(err.Error(), "panicked") {
+				t.Fatalf("render: %v, want a FieldError", err)
+			}
+			return
+		}
+		checkGuarantees(t, deploymentOf(t, objs))
+	})
+}
