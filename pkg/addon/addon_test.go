@@ -624,6 +624,9 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 		}
 		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
 	}
+	// An AgentCustomization's extra object of a kind no built-in API has.
+	work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{
+		Raw: []byte(`{"apiVersion":"monitoring.coreos.com/v1","kind":"PodMonitor","metadata":{"name":"agent","namespace":"argocd"},"spec":{}}`)}})
 	works := fake.NewClientBuilder().WithScheme(scheme).WithObjects(work).Build()
 	bad := newADC(map[string]string{"principalAddress": "principal.example.com", "principalPort": "99999"}, nil)
 	held := func(bundle string) agent.AgentAddon {
@@ -642,6 +645,9 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	objs, err := held(caPEM).Manifests(ctx, cluster, rotated(mcaFor(bad), "2026-12-09"))
 	if err != nil {
 		t.Fatalf("renewal while held: %v", err)
+	}
+	if !slices.ContainsFunc(objs, func(o runtime.Object) bool { return o.GetObjectKind().GroupVersionKind().Kind == "PodMonitor" }) {
+		t.Error("the renewal dropped the extra PodMonitor")
 	}
 	before, after := index(t, delivered), index(t, objs)
 	if after.params.Data["agent.server.port"] != "8443" || !equality.Semantic.DeepEqual(after.params, before.params) {

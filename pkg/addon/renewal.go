@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -85,6 +86,14 @@ func lastDelivered(ctx context.Context, works client.Reader, cluster string) ([]
 	for _, w := range items {
 		for i, m := range w.Spec.Workload.Manifests {
 			obj, _, err := decoder.Decode(m.Raw, nil, nil)
+			if runtime.IsNotRegisteredError(err) {
+				// A kind of no built-in API, an AgentCustomization's extra object (a PodMonitor):
+				// delivered again as it is.
+				u := &unstructured.Unstructured{}
+				if err = u.UnmarshalJSON(m.Raw); err == nil {
+					obj = u
+				}
+			}
 			if err != nil {
 				return nil, fmt.Errorf("ManifestWork %s/%s manifest %d: %w", w.Namespace, w.Name, i, err)
 			}

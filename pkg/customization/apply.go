@@ -3,6 +3,7 @@ package customization
 import (
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/pod-security-admission/api"
@@ -101,6 +103,9 @@ func (e *errs) metadata(path *field.Path, labels, annotations map[string]string,
 		return err
 	}
 	for _, o := range objects {
+		if _, ok := o.(*corev1.Namespace); ok {
+			continue // Argo CD's too: its labels (Pod Security, mesh injection) are not ours to add
+		}
 		m, err := meta.Accessor(o)
 		if err != nil {
 			return err
@@ -210,8 +215,19 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
 		if slices.ContainsFunc(spec.Volumes, func(have corev1.Volume) bool { return have.Name == v.Name }) {
 			return e.at(vp.Child("name"), v.Name, "the agent's pod has a volume of that name already")
 		}
-		if v.Secret != nil && v.Secret.SecretName == clientTLSSecret(spec) {
+		key := clientTLSSecret(spec)
+		if v.Secret != nil && v.Secret.SecretName == key {
 			return e.at(vp.Child("secret", "secretName"), v.Secret.SecretName, "the agent's client key is mounted into the agent only")
+		}
+		if v.Projected != nil {
+			for j, src := range v.Projected.Sources {
+				if src.Secret != nil && src.Secret.Name == key {
+					return e.at(vp.Child("projected", "sources").Index(j).Child("secret", "name"), src.Secret.Name, "the agent's client key is mounted into the agent only")
+				}
+				if src.ServiceAccountToken != nil {
+					return e.at(vp.Child("projected", "sources").Index(j).Child("serviceAccountToken"), "", "a token of the agent's ServiceAccount is the agent's")
+				}
+			}
 		}
 		spec.Volumes = append(spec.Volumes, v)
 	}
@@ -237,11 +253,55 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
 					return e.at(cp.Child("volumeMounts").Index(j).Child("name"), m.Name, "the agent's client key is mounted into the agent only")
 				}
 			}
+			if err := e.keepsKey(cp, &c, clientTLSSecret(spec)); err != nil {
+				return err
+			}
+			if err := e.keepsPorts(cp, &c, spec); err != nil {
+				return err
+			}
 			*list.target = append(*list.target, c)
 		}
 	}
 	return nil
 }
+
+// keepsKey refuses a container that reads the agent's client key Secret through its env.
+func (e *errs) keepsKey(path *field.Path, c *corev1.Container, key string) error {
+	for j, env := range c.Env {
+		if env.ValueFrom != nil && env.ValueFrom.SecretKeyRef != nil && env.ValueFrom.SecretKeyRef.Name == key {
+			return e.at(path.Child("env").Index(j).Child("valueFrom", "secretKeyRef", "name"), key, "the agent's client key is the agent's only")
+		}
+	}
+	for j, from := range c.EnvFrom {
+		if from.SecretRef != nil && from.SecretRef.Name == key {
+			return e.at(path.Child("envFrom").Index(j).Child("secretRef", "name"), key, "the agent's client key is the agent's only")
+		}
+	}
+	return nil
+}
+
+// keepsPorts refuses a container that declares a port of the agent's: containers of a pod share
+// its network, and one listening on the health port would answer the readiness probe for an
+// agent that is not connected.
+func (e *errs) keepsPorts(path *field.Path, c *corev1.Container, spec *corev1.PodSpec) error {
+	i := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
+	if i < 0 {
+		return nil
+	}
+	for j, p := range c.Ports {
+		for _, agent := range spec.Containers[i].Ports {
+			if p.ContainerPort == agent.ContainerPort {
+				return e.at(path.Child("ports").Index(j).Child("containerPort"), p.ContainerPort,
+					"the agent listens on it (%s); the readiness probe on the health port is what makes Available mean connected", agent.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// systemPaths are where the agent's image keeps its binary, its libraries and certificates, and
+// where Kubernetes mounts the ServiceAccount token: nothing is mounted over, under or above them.
+var systemPaths = []string{"/bin", "/sbin", "/usr", "/lib", "/lib64", "/etc", "/app", "/var/run", "/run", "/proc", "/dev", "/sys"}
 
 // clientTLSSecret is the Secret the agent's client certificate is mounted from.
 func clientTLSSecret(spec *corev1.PodSpec) string {
@@ -255,7 +315,7 @@ func clientTLSSecret(spec *corev1.PodSpec) string {
 
 // agent adds env, args and volume mounts to the agent container.
 func (e *errs) agent(d *appsv1.Deployment, a *Container, volumes []corev1.Volume) error {
-	path := field.NewPath("spec", "agent")
+	fp := field.NewPath("spec", "agent")
 	spec := &d.Spec.Template.Spec
 	i := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
 	if i < 0 {
@@ -263,7 +323,7 @@ func (e *errs) agent(d *appsv1.Deployment, a *Container, volumes []corev1.Volume
 	}
 	c := &spec.Containers[i]
 	for j, env := range a.Env {
-		ep := path.Child("env").Index(j).Child("name")
+		ep := fp.Child("env").Index(j).Child("name")
 		if msgs := validation.IsEnvVarName(env.Name); len(msgs) > 0 {
 			return e.at(ep, env.Name, "%s", strings.Join(msgs, "; "))
 		}
@@ -277,19 +337,26 @@ func (e *errs) agent(d *appsv1.Deployment, a *Container, volumes []corev1.Volume
 	}
 	for j, arg := range a.Args {
 		if flag, why := protectedFlag(arg); why != "" {
-			return e.at(path.Child("args").Index(j), arg, "flag %s may not be given: %s", flag, why)
+			return e.at(fp.Child("args").Index(j), arg, "flag %s may not be given: %s", flag, why)
 		}
 	}
 	c.Args = append(c.Args, a.Args...)
 	for j, m := range a.VolumeMounts {
-		mp := path.Child("volumeMounts").Index(j)
+		mp := fp.Child("volumeMounts").Index(j)
 		if !slices.ContainsFunc(volumes, func(v corev1.Volume) bool { return v.Name == m.Name }) {
 			return e.at(mp.Child("name"), m.Name, "not a volume of spec.pod.volumes")
 		}
-		if slices.ContainsFunc(c.VolumeMounts, func(have corev1.VolumeMount) bool {
-			return have.MountPath == m.MountPath || strings.HasPrefix(m.MountPath, strings.TrimSuffix(have.MountPath, "/")+"/")
-		}) {
+		if !strings.HasPrefix(m.MountPath, "/") || path.Clean(m.MountPath) != m.MountPath || m.MountPath == "/" {
+			return e.at(mp.Child("mountPath"), m.MountPath, "want a clean absolute path other than /")
+		}
+		overlaps := func(p string) bool {
+			return p == m.MountPath || strings.HasPrefix(m.MountPath, p+"/") || strings.HasPrefix(p, m.MountPath+"/")
+		}
+		if slices.ContainsFunc(c.VolumeMounts, func(have corev1.VolumeMount) bool { return overlaps(path.Clean(have.MountPath)) }) {
 			return e.at(mp.Child("mountPath"), m.MountPath, "the add-on mounts the agent's certificates there")
+		}
+		if i := slices.IndexFunc(systemPaths, overlaps); i >= 0 {
+			return e.at(mp.Child("mountPath"), m.MountPath, "it would cover %s of the agent's image or its ServiceAccount token", systemPaths[i])
 		}
 		c.VolumeMounts = append(c.VolumeMounts, m)
 	}
@@ -348,6 +415,9 @@ func (e *errs) extraObjects(raw []runtime.RawExtension, rendered []runtime.Objec
 				return nil, e.at(p.Child("metadata", "namespace"), ns, "%s", strings.Join(msgs, "; "))
 			}
 		}
+		if why, ok := refusedKinds[schema.GroupKind{Group: gvk.Group, Kind: gvk.Kind}]; ok {
+			return nil, e.at(p.Child("kind"), gvk.Kind, "%s", why)
+		}
 		if _, ok := u.Object["status"]; ok {
 			return nil, e.at(p.Child("status"), "", "an extra object's status is its controller's to write")
 		}
@@ -359,6 +429,37 @@ func (e *errs) extraObjects(raw []runtime.RawExtension, rendered []runtime.Objec
 		out = append(out, u)
 	}
 	return out, nil
+}
+
+const (
+	whyWorkload   = "run workloads with your own tooling: a pod here could run with the agent's identity, outside the restricted check"
+	whyAutoscaler = "one agent per identity: the agent's replicas are the add-on's"
+	whyRBAC       = "the agent's permissions are the ones the add-on delivers"
+	whyAdmission  = "admission configuration could change the agent's pod after the add-on has checked it"
+)
+
+// refusedKinds are the extra objects a customisation may not deliver, and why.
+var refusedKinds = map[schema.GroupKind]string{
+	{Kind: "Pod"}:                                                                     whyWorkload,
+	{Kind: "ReplicationController"}:                                                   whyWorkload,
+	{Group: "apps", Kind: "Deployment"}:                                               whyWorkload,
+	{Group: "apps", Kind: "ReplicaSet"}:                                               whyWorkload,
+	{Group: "apps", Kind: "StatefulSet"}:                                              whyWorkload,
+	{Group: "apps", Kind: "DaemonSet"}:                                                whyWorkload,
+	{Group: "batch", Kind: "Job"}:                                                     whyWorkload,
+	{Group: "batch", Kind: "CronJob"}:                                                 whyWorkload,
+	{Group: "autoscaling", Kind: "HorizontalPodAutoscaler"}:                           whyAutoscaler,
+	{Group: "autoscaling.k8s.io", Kind: "VerticalPodAutoscaler"}:                      whyAutoscaler,
+	{Group: "rbac.authorization.k8s.io", Kind: "Role"}:                                whyRBAC,
+	{Group: "rbac.authorization.k8s.io", Kind: "RoleBinding"}:                         whyRBAC,
+	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRole"}:                         whyRBAC,
+	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRoleBinding"}:                  whyRBAC,
+	{Group: "admissionregistration.k8s.io", Kind: "MutatingWebhookConfiguration"}:     whyAdmission,
+	{Group: "admissionregistration.k8s.io", Kind: "ValidatingWebhookConfiguration"}:   whyAdmission,
+	{Group: "admissionregistration.k8s.io", Kind: "ValidatingAdmissionPolicy"}:        whyAdmission,
+	{Group: "admissionregistration.k8s.io", Kind: "ValidatingAdmissionPolicyBinding"}: whyAdmission,
+	{Group: "admissionregistration.k8s.io", Kind: "MutatingAdmissionPolicy"}:          whyAdmission,
+	{Group: "admissionregistration.k8s.io", Kind: "MutatingAdmissionPolicyBinding"}:   whyAdmission,
 }
 
 // describe names an object for people: Kind namespace/name.

@@ -196,6 +196,12 @@ func TestCustomizationAddsEveryField(t *testing.T) {
 	}
 	for _, o := range objs {
 		m := o.(metav1.Object)
+		if _, ok := o.(*corev1.Namespace); ok {
+			if m.GetLabels()["team"] != "" {
+				t.Errorf("Namespace %s labelled %v: Argo CD shares it, the customisation's labels stay off it", m.GetName(), m.GetLabels())
+			}
+			continue
+		}
 		if m.GetLabels()["team"] != "platform" || m.GetAnnotations()["example.com/owner"] != "platform" {
 			t.Errorf("%T %s: labels %v, annotations %v: want the customisation's", o, m.GetName(), m.GetLabels(), m.GetAnnotations())
 		}
@@ -275,6 +281,34 @@ pod:
     image: busybox
     volumeMounts: [{name: client-tls, mountPath: /k}]`, "spec.pod.containers[0].volumeMounts[0].name", "into the agent only"},
 		{"the client key again", "pod: {volumes: [{name: k, secret: {secretName: " + identity.ClientCertSecretName + "}}]}", "spec.pod.volumes[0].secret.secretName", "into the agent only"},
+		{"a sidecar reading the key by env", `
+pod:
+  containers:
+  - name: x
+    image: busybox
+    env: [{name: K, valueFrom: {secretKeyRef: {name: ` + identity.ClientCertSecretName + `, key: tls.key}}}]`, "spec.pod.containers[0].env[0].valueFrom.secretKeyRef.name", "agent's only"},
+		{"a sidecar reading the key by envFrom", `
+pod:
+  containers:
+  - {name: x, image: busybox, envFrom: [{secretRef: {name: ` + identity.ClientCertSecretName + `}}]}`, "spec.pod.containers[0].envFrom[0].secretRef.name", "agent's only"},
+		{"the key in a projected volume", `pod: {volumes: [{name: k, projected: {sources: [{secret: {name: ` + identity.ClientCertSecretName + `}}]}}]}`, "spec.pod.volumes[0].projected.sources[0].secret.name", "into the agent only"},
+		{"a ServiceAccount token", `pod: {volumes: [{name: k, projected: {sources: [{serviceAccountToken: {path: t}}]}}]}`, "spec.pod.volumes[0].projected.sources[0].serviceAccountToken", "agent's"},
+		{"a sidecar on the health port", `pod: {containers: [{name: x, image: busybox, ports: [{containerPort: 8002}]}]}`, "spec.pod.containers[0].ports[0].containerPort", "Available mean connected"},
+		{"a mount over the binary", `
+pod: {volumes: [{name: v, emptyDir: {}}]}
+agent: {volumeMounts: [{name: v, mountPath: /bin/argocd-agent}]}`, "spec.agent.volumeMounts[0].mountPath", "/bin"},
+		{"a mount over the token", `
+pod: {volumes: [{name: v, emptyDir: {}}]}
+agent: {volumeMounts: [{name: v, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]}`, "spec.agent.volumeMounts[0].mountPath", "/var/run"},
+		{"an unclean mount path", `
+pod: {volumes: [{name: v, emptyDir: {}}]}
+agent: {volumeMounts: [{name: v, mountPath: /app/config/tls//ca}]}`, "spec.agent.volumeMounts[0].mountPath", "clean absolute path"},
+		{"Go's TLS settings", `agent: {env: [{name: GODEBUG, value: tls10server=1}]}`, "spec.agent.env[0].name", "weaken"},
+		{"another API server", `agent: {env: [{name: KUBERNETES_SERVICE_HOST, value: evil.example.com}]}`, "spec.agent.env[0].name", "cluster it runs in"},
+		{"the redis password flag", `agent: {args: ["--redis-password=x"]}`, "spec.agent.args[0]", "the add-on sets it"},
+		{"a workload", `extraObjects: [{apiVersion: apps/v1, kind: Deployment, metadata: {name: d, namespace: argocd}}]`, "spec.extraObjects[0].kind", "workloads"},
+		{"an autoscaler", `extraObjects: [{apiVersion: autoscaling/v2, kind: HorizontalPodAutoscaler, metadata: {name: h, namespace: argocd}}]`, "spec.extraObjects[0].kind", "one agent per identity"},
+		{"RBAC", `extraObjects: [{apiVersion: rbac.authorization.k8s.io/v1, kind: RoleBinding, metadata: {name: r, namespace: argocd}}]`, "spec.extraObjects[0].kind", "permissions"},
 		{"the CA volume's name", `pod: {volumes: [{name: ca, emptyDir: {}}]}`, "spec.pod.volumes[0].name", "already"},
 		{"the agent container's name", `pod: {containers: [{name: argocd-agent-agent, image: x}]}`, "spec.pod.containers[0].name", "already"},
 		{"a container without an image", `pod: {initContainers: [{name: init}]}`, "spec.pod.initContainers[0].image", "required"},

@@ -38,8 +38,11 @@ var protected = []setting{
 	{"tls-max-version", "ARGOCD_AGENT_TLS_MAX_VERSION", whyInsecure},
 	{"tls-ciphersuites", "ARGOCD_AGENT_TLS_CIPHERSUITES", whyInsecure},
 	{"healthz-port", "ARGOCD_AGENT_HEALTH_CHECK_PORT", whyHealth},
-	{"kubeconfig", "", whyCluster},
-	{"kubecontext", "", whyCluster},
+	{"redis-password", "REDIS_PASSWORD", whyAddon},
+	{"kubeconfig", "KUBERNETES_SERVICE_HOST", whyCluster},
+	{"kubecontext", "KUBERNETES_SERVICE_PORT", whyCluster},
+	// Go's runtime settings re-enable TLS versions and ciphers Go turned off.
+	{"", "GODEBUG", whyInsecure},
 }
 
 // protectedFlag says why the flag an argument sets may not be given, or "" when it may (or the
@@ -54,7 +57,7 @@ func protectedFlag(arg string) (flag, why string) {
 	}
 	name, _, _ := strings.Cut(strings.TrimPrefix(arg, "--"), "=")
 	for _, s := range protected {
-		if s.flag == name {
+		if s.flag != "" && s.flag == name {
 			return name, s.why
 		}
 	}

@@ -29,8 +29,8 @@ var GVK = schema.GroupVersionKind{Group: Group, Version: Version, Kind: Kind}
 // Spec is an AgentCustomization's spec. Every field adds to the rendered manifests; none
 // replaces or removes what the add-on renders.
 type Spec struct {
-	// Labels and Annotations are added to every object the add-on delivers, and to the ones in
-	// ExtraObjects.
+	// Labels and Annotations are added to every object the add-on delivers but its Namespace,
+	// which Argo CD shares, and to the ones in ExtraObjects.
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// Pod changes the agent Deployment's pod template.
@@ -38,8 +38,9 @@ type Spec struct {
 	// Agent changes the agent container.
 	Agent Container `json:"agent,omitempty"`
 	// ExtraObjects are delivered with the agent, in the same ManifestWork: a NetworkPolicy, a
-	// PodMonitor, a PodDisruptionBudget. Each needs apiVersion, kind and name; a namespaced one
-	// without a namespace goes to the agent's.
+	// PodMonitor, a PodDisruptionBudget. Each needs apiVersion, kind and name, and a namespace
+	// when namespaced (none is defaulted). Workloads, autoscalers, RBAC and admission
+	// configuration are refused (refusedKinds).
 	ExtraObjects []runtime.RawExtension `json:"extraObjects,omitempty"`
 }
 
