@@ -344,6 +344,10 @@ func TestDefaults(t *testing.T) {
 			podNamespace.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 			t.Errorf("env POD_NAMESPACE %+v, want a fieldRef to metadata.namespace", podNamespace)
 		}
+		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+		if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.ResourceFieldRef == nil || c.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+			t.Errorf("env %+v: want GOMEMLIMIT from the container's memory limit", c.Env)
+		}
 	})
 
 	t.Run("RBAC", func(t *testing.T) {
