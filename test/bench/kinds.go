@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,10 +72,7 @@ func (h *hub) installAddon(ctx context.Context, bin string, clusterSecrets bool)
 		return nil, err
 	}
 	args = append(args, "--kubeconfig="+kubeconfig)
-	if h.pprof, err = freeLocalAddress(); err != nil {
-		return nil, err
-	}
-	args = append(args, "--pprof-bind-address="+h.pprof)
+	args = append(args, pprofFlag)
 	return h.startManager(ctx, bin, args)
 }
 
@@ -87,8 +85,22 @@ func (h *hub) startManager(ctx context.Context, bin string, args []string) (*pro
 	return p, waitLeads(ctx, p)
 }
 
-// spawnManager starts a manager replica, leading or standing by.
+// pprofFlag asks spawnManager for a profiling endpoint on a loopback port of the replica's own.
+const pprofFlag = "--pprof-bind-address="
+
+// spawnManager starts a manager replica, leading or standing by. A --pprof-bind-address
+// argument gets a free loopback port, which h.pprof names until the next replica starts.
 func (h *hub) spawnManager(ctx context.Context, bin string, args []string) (*proc.Process, error) {
+	args = slices.Clone(args)
+	for i, a := range args {
+		if strings.HasPrefix(a, pprofFlag) {
+			addr, err := freeLocalAddress()
+			if err != nil {
+				return nil, err
+			}
+			args[i], h.pprof = pprofFlag+addr, addr
+		}
+	}
 	p, err := proc.Start(ctx, "manager", h.dir, bin, args...)
 	if err != nil {
 		return nil, err
