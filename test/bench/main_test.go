@@ -105,7 +105,9 @@ func TestFaultsConverge(t *testing.T) {
 		t.Run(fmt.Sprintf("%s-replicas=%d", f.kind, f.replicas), func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
 			const clusters = 20
-			c, err := chaos(options{timeout: 3 * time.Minute, ocmBin: ocmBin, helm: helm}, t.TempDir(), bin, clusters, f, seed)
+			// Alone, each case converges in under a minute; make test runs the packages side by
+			// side on 2 cores, where a kube-apiserver restart has taken over 3 minutes to settle.
+			c, err := chaos(options{timeout: 6 * time.Minute, ocmBin: ocmBin, helm: helm}, t.TempDir(), bin, clusters, f, seed)
 			if err != nil {
 				t.Fatalf("seed %d: %v", seed, err)
 			}
