@@ -74,6 +74,11 @@ func render(t *testing.T, spec string) ([]runtime.Object, *reporter, error) {
 			return nil, nil, err
 		}
 	}
+	return renderWith(t, c)
+}
+
+// renderWith renders cluster c1 with the customisation c (nil: none).
+func renderWith(t testing.TB, c *customization.Customization) ([]runtime.Object, *reporter, error) {
 	rep := &reporter{}
 	a, err := addon.New(addon.Options{
 		ConfigGetter:   noADC{},
@@ -377,18 +382,7 @@ func FuzzCustomization(f *testing.F) {
 			}
 			return
 		}
-		rep := &reporter{}
-		a, err := addon.New(addon.Options{ConfigGetter: noADC{}, CA: ca{}, Subject: identity.SubjectClusterName, Reporter: rep,
-			Customizations: fixed{c},
-			Principal: func(context.Context) (principal.Endpoint, error) {
-				return principal.Endpoint{Host: "principal.example.com", Port: 443, Source: "Test"}, nil
-			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
-		mca.Status.Conditions = []metav1.Condition{{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}
-		objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
+		objs, _, err := renderWith(t, c)
 		if err != nil {
 			if !errors.As(err, &fe) || strings.Contains(err.Error(), "panicked") {
 				t.Fatalf("render: %v, want a FieldError", err)
