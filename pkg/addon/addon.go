@@ -30,6 +30,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/manifests"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/assignment"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
@@ -86,10 +87,21 @@ type Options struct {
 	// Customizations, if set, reads the AgentCustomization OCM resolved for each cluster, which
 	// adds to what is delivered (pkg/customization).
 	Customizations Customizations
+	// Assignment, if set, checks that the configs a ManagedClusterAddOn's status names are the
+	// ones the hub assigns to the cluster (pkg/assignment): the status is the cluster's to
+	// write too. A cluster whose status names another is held, like one a rollout has not
+	// reached. The render command has none.
+	Assignment Assignment
 	// Works, if set, reads a cluster's deploy ManifestWorks when its render is held back, so
 	// that a renewed certificate still reaches its agent (deliverRenewal). Uncached: it is read
 	// only then.
 	Works client.Reader
+}
+
+// Assignment checks a ManagedClusterAddOn's configs against the hub's; assignment.Resolver is
+// one.
+type Assignment interface {
+	Verify(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) error
 }
 
 // Customizations reads a cluster's AgentCustomization; customization.Getter is one.
@@ -108,7 +120,13 @@ func New(o Options) (agent.AgentAddon, error) {
 	if _, err := identity.ParseSubjectStyle(string(o.Subject)); err != nil {
 		return nil, err
 	}
-	config := func(addon *addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error) {
+	config := func(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error) {
+		if o.Assignment != nil {
+			// Before any config is read: every one the status names, of every type.
+			if err := o.Assignment.Verify(ctx, addon); err != nil {
+				return agentconfig.Config{}, err
+			}
+		}
 		adc, err := utils.GetDesiredAddOnDeploymentConfig(addon, o.ConfigGetter)
 		if err != nil {
 			return agentconfig.Config{}, fmt.Errorf("reading AddOnDeploymentConfig: %w", err)
@@ -130,7 +148,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		if err := rolledOut(ctx, addon, hashers); err != nil {
 			return nil, err
 		}
-		cfg, err := config(addon)
+		cfg, err := config(ctx, addon)
 		if err != nil {
 			return nil, err
 		}
@@ -170,8 +188,8 @@ func New(o Options) (agent.AgentAddon, error) {
 		}
 		return v, err
 	}
-	installNamespace := func(_ context.Context, addon *addonv1beta1.ManagedClusterAddOn) (string, error) {
-		cfg, err := config(addon)
+	installNamespace := func(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (string, error) {
+		cfg, err := config(ctx, addon)
 		if err != nil {
 			return "", err
 		}
@@ -307,7 +325,7 @@ type guardedAddon struct {
 	images     sync.Map
 	// principalImage reads the principal's image now; config reads a cluster's config.
 	principalImage func(context.Context) (image, from string, err error)
-	config         func(*addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error)
+	config         func(context.Context, *addonv1beta1.ManagedClusterAddOn) (agentconfig.Config, error)
 	customizations Customizations
 }
 
@@ -387,7 +405,8 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 	}
 	if err != nil && g.works != nil {
 		renewal, delivered, rerr := g.deliverRenewal(ctx, cluster, addon)
-		if g.reporter != nil && errors.Is(err, ErrRolloutPending) && delivered != "" {
+		held := errors.Is(err, ErrRolloutPending) || errors.Is(err, assignment.ErrNotAssigned)
+		if g.reporter != nil && held && delivered != "" {
 			g.reporter.Held(ctx, addon, g.versionCondition(ctx, addon, delivered, err.Error()))
 		}
 		if rerr != nil {

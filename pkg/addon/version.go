@@ -37,7 +37,7 @@ func (g *guardedAddon) versionCondition(ctx context.Context, addon *addonv1beta1
 		cond.Message = fmt.Sprintf("agent image %s has the principal's version %s (%s)", agentImage, agentversion.Of(principalImage), from)
 	default:
 		why := "the agents follow the principal through its AgentVersion, which has not caught up yet"
-		cfg, err := g.config(addon)
+		cfg, err := g.config(ctx, addon)
 		switch {
 		case err == nil && cfg.ImageSet:
 			why = fmt.Sprintf("customizedVariables[%s] of the cluster's AddOnDeploymentConfig pins the image: remove it to follow the principal", agentconfig.VarAgentImage)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -40,6 +41,7 @@ const (
 	ReasonIssued     = "ClusterSecretIssued"
 	ReasonUpdated    = "ClusterSecretUpdated"
 	ReasonNotAdopted = "ClusterSecretNotAdopted"
+	ReasonMoved      = "ClusterSecretMoved"
 )
 
 // Reconciler keeps one cluster secret per cluster with the add-on, keyed by cluster name.
@@ -47,15 +49,23 @@ type Reconciler struct {
 	// Client writes the secrets and reads ManagedClusterAddOns, ManagedClusters and the
 	// ClusterManagementAddOn from the manager's cache.
 	Client client.Client
-	// Secrets is a cache of the secrets in Namespace labelled AgentNameLabel (SecretCacheOptions).
+	// Secrets is a cache of the secrets in Namespaces() labelled AgentNameLabel (SecretCacheOptions).
 	Secrets cache.Cache
 	// APIReader reads a secret the cache does not hold, before one is created: a secret of that
 	// name without the label must not be taken over.
 	APIReader client.Reader
 	CA        certificates.CASource
-	// Namespace is Argo CD's, where the principal looks for cluster secrets.
+	// Namespace is Argo CD's, where the principal looks for cluster secrets, and
+	// ResourceProxyAddress where Argo CD reaches the principal's resource proxy: the clusters of
+	// no group's.
 	Namespace            string
 	ResourceProxyAddress string
+	// Groups split the fleet between principals, by Placement (groups.go); Placements finds a
+	// cluster's. Without groups every cluster's secret is in Namespace.
+	Groups     []Group
+	Placements interface {
+		Placement(ctx context.Context, cma *addonv1beta1.ClusterManagementAddOn, cluster string) (addonv1beta1.PlacementStrategy, bool, error)
+	}
 	// Lifetime of the client certificates issued, never past the CA's expiry.
 	Lifetime time.Duration
 	Events   events.EventRecorder
@@ -63,16 +73,20 @@ type Reconciler struct {
 	Now func() time.Time
 }
 
-// SecretCacheOptions limit a cache to the cluster secrets of namespace, which is all the
-// controller reads of it. It keeps managedFields: the steady-state check compares what this
-// add-on owns of a secret (ExtractSecret).
-func SecretCacheOptions(namespace string) (cache.Options, error) {
+// SecretCacheOptions limit a cache to the cluster secrets of namespaces (Namespaces), which is
+// all the controller reads of it. It keeps managedFields: the steady-state check compares what
+// this add-on owns of a secret (ExtractSecret).
+func SecretCacheOptions(namespaces ...string) (cache.Options, error) {
 	req, err := labels.NewRequirement(AgentNameLabel, selection.Exists, nil)
 	if err != nil {
 		return cache.Options{}, err
 	}
+	byNamespace := map[string]cache.Config{}
+	for _, ns := range namespaces {
+		byNamespace[ns] = cache.Config{}
+	}
 	return cache.Options{
-		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		DefaultNamespaces: byNamespace,
 		ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: labels.NewSelector().Add(*req)}},
 	}, nil
 }
@@ -88,13 +102,29 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	everyCluster := handler.EnqueueRequestsFromMapFunc(r.everyCluster)
 	caKey := r.CA.Key()
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if len(r.Groups) > 0 {
+		// A cluster's group follows its Placement's decisions (old and new objects both map).
+		b = b.Watches(&clusterv1beta1.PlacementDecision{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			d, _ := o.(*clusterv1beta1.PlacementDecision)
+			if d == nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(d.Status.Decisions))
+			for _, c := range d.Status.Decisions {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: c.ClusterName}})
+			}
+			return reqs
+		}))
+	}
+	return b.
 		Named("cluster-secret").
 		Watches(&addonv1beta1.ManagedClusterAddOn{}, byNamespace, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetName() == identity.AddonName
 		}))).
 		Watches(&clusterv1.ManagedCluster{}, byName, builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		Watches(&addonv1beta1.ClusterManagementAddOn{}, everyCluster, builder.WithPredicates(predicate.AnnotationChangedPredicate{})).
+		// Revocations (annotations) and its placements (spec).
+		Watches(&addonv1beta1.ClusterManagementAddOn{}, everyCluster, builder.WithPredicates(predicate.Or[client.Object](predicate.AnnotationChangedPredicate{}, predicate.GenerationChangedPredicate{}))).
 		Watches(&corev1.Secret{}, everyCluster, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == caKey.Namespace && o.GetName() == caKey.Name
 		}))).
@@ -134,15 +164,13 @@ func (r *Reconciler) now() time.Time {
 	return time.Now()
 }
 
-// Reconcile brings cluster req.Name's secret to what it should be: present and current while
-// the cluster has the add-on and is not revoked, else gone.
+// Reconcile brings cluster req.Name's secret to what it should be: present and current, in
+// its group's namespace, while the cluster has the add-on and is not revoked, else gone.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	agent := req.Name
 	logger := log.FromContext(ctx).WithValues("cluster", agent)
-	secret := &corev1.Secret{}
-	if err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: Name(agent)}, secret); apierrors.IsNotFound(err) {
-		secret = nil
-	} else if err != nil {
+	have, err := r.secretsOf(ctx, agent)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	owner, addon, cluster, why, err := r.wanted(ctx, agent)
@@ -150,11 +178,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if why != "" {
-		return ctrl.Result{}, r.remove(ctx, secret, agent, why)
+		return ctrl.Result{}, r.remove(ctx, have, agent, why)
 	}
+	current := ""
+	for ns, s := range have {
+		if s.Labels[ManagedLabel] == "true" && (current == "" || ns == r.Namespace) {
+			current = ns
+		}
+	}
+	namespace, address, err := r.target(ctx, owner, agent, current)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	secret := have[namespace]
 	if secret == nil {
 		live := &corev1.Secret{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: Name(agent)}, live); err == nil {
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: Name(agent)}, live); err == nil {
 			secret = live
 		} else if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
@@ -164,7 +203,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// A secret of that name that is no agent's: someone else's, not ours to take.
 		r.Events.Eventf(addon, nil, corev1.EventTypeWarning, ReasonNotAdopted, "KeepClusterSecret",
 			"secret %s/%s exists without label %s=%s: not taking it over; delete or rename it to let the add-on keep the cluster secret",
-			r.Namespace, Name(agent), AgentNameLabel, agent)
+			namespace, Name(agent), AgentNameLabel, agent)
 		return ctrl.Result{}, nil
 	}
 	ca, err := r.CA.Get(ctx)
@@ -175,6 +214,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	now := r.now()
 	creds, had := CredentialsOf(secret)
+	if !had && current != "" && current != namespace {
+		// Moving to another group: the same client certificate, valid for every principal.
+		creds, had = CredentialsOf(have[current])
+	}
 	issue := !had
 	var renewAt time.Time
 	if had {
@@ -194,39 +237,62 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("checking the certificate just issued: %w", err)
 		}
 	}
-	want, err := Desired(r.Namespace, agent, r.ResourceProxyAddress, cluster.Labels, creds, ca.BundlePEM())
+	want, err := Desired(namespace, agent, address, cluster.Labels, creds, ca.BundlePEM())
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	want.WithOwnerReferences(metav1ac.OwnerReference().WithAPIVersion(addonv1beta1.GroupVersion.String()).
 		WithKind("ClusterManagementAddOn").WithName(owner.Name).WithUID(owner.UID))
 	requeue := ctrl.Result{RequeueAfter: renewAt.Sub(now)}
+	steady := false
 	if secret != nil {
-		have, err := corev1ac.ExtractSecret(secret, FieldManager)
+		owned, err := corev1ac.ExtractSecret(secret, FieldManager)
 		if err != nil {
-			return ctrl.Result{}, fmt.Errorf("reading what the add-on owns of secret %s: %w", Name(agent), err)
+			return ctrl.Result{}, fmt.Errorf("reading what the add-on owns of secret %s/%s: %w", namespace, Name(agent), err)
 		}
-		if reflect.DeepEqual(have, want) {
-			return requeue, nil // steady state: no write
+		steady = reflect.DeepEqual(owned, want)
+	}
+	if !steady {
+		if err := r.Client.Apply(ctx, want, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+			return ctrl.Result{}, fmt.Errorf("applying cluster secret %s/%s: %w", namespace, Name(agent), err)
 		}
+		reason, note := ReasonUpdated, "updated"
+		switch {
+		case secret == nil && current != "" && current != namespace:
+			reason, note = ReasonMoved, "moved from "+current+" to"
+		case secret == nil:
+			reason, note = ReasonIssued, "created"
+		case issue:
+			reason, note = ReasonIssued, "renewed the client certificate of"
+		case secret.Labels[ManagedLabel] != "true":
+			note = "adopted"
+		}
+		writes.WithLabelValues(reason).Inc()
+		r.Events.Eventf(addon, nil, corev1.EventTypeNormal, reason, "KeepClusterSecret", "%s Argo CD cluster secret %s/%s (server %s)",
+			note, namespace, Name(agent), ServerURL(address, agent))
+		logger.Info("Cluster secret "+note, "secret", namespace+"/"+Name(agent), "renewAt", renewAt)
 	}
-	if err := r.Client.Apply(ctx, want, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		return ctrl.Result{}, fmt.Errorf("applying cluster secret %s/%s: %w", r.Namespace, Name(agent), err)
+	// The group's Argo CD has it now: the others' go (a cluster that moved).
+	delete(have, namespace)
+	if err := r.remove(ctx, have, agent, "the cluster's group keeps its secret in "+namespace); err != nil {
+		return ctrl.Result{}, err
 	}
-	reason, note := ReasonUpdated, "updated"
-	switch {
-	case secret == nil:
-		reason, note = ReasonIssued, "created"
-	case issue:
-		reason, note = ReasonIssued, "renewed the client certificate of"
-	case secret.Labels[ManagedLabel] != "true":
-		note = "adopted"
-	}
-	writes.WithLabelValues(reason).Inc()
-	r.Events.Eventf(addon, nil, corev1.EventTypeNormal, reason, "KeepClusterSecret", "%s Argo CD cluster secret %s/%s (server %s)",
-		note, r.Namespace, Name(agent), ServerURL(r.ResourceProxyAddress, agent))
-	logger.Info("Cluster secret "+note, "secret", r.Namespace+"/"+Name(agent), "renewAt", renewAt)
 	return requeue, nil
+}
+
+// secretsOf returns agent's cluster secrets in the cache, by namespace.
+func (r *Reconciler) secretsOf(ctx context.Context, agent string) (map[string]*corev1.Secret, error) {
+	list := &corev1.SecretList{}
+	if err := r.Secrets.List(ctx, list, client.MatchingLabels{AgentNameLabel: agent}); err != nil {
+		return nil, err
+	}
+	out := map[string]*corev1.Secret{}
+	for i := range list.Items {
+		if s := &list.Items[i]; s.Name == Name(agent) {
+			out[s.Namespace] = s
+		}
+	}
+	return out, nil
 }
 
 // wanted returns why agent should have no cluster secret ("" if it should), and otherwise the
@@ -266,19 +332,21 @@ func (r *Reconciler) wanted(ctx context.Context, agent string) (*addonv1beta1.Cl
 	return cma, addon, cluster, "", nil
 }
 
-// remove deletes agent's cluster secret if the add-on keeps it; one it does not keep stays.
-func (r *Reconciler) remove(ctx context.Context, secret *corev1.Secret, agent, why string) error {
-	if secret == nil || secret.Labels[ManagedLabel] != "true" {
-		return nil
+// remove deletes agent's cluster secrets the add-on keeps; one it does not keep stays.
+func (r *Reconciler) remove(ctx context.Context, secrets map[string]*corev1.Secret, agent, why string) error {
+	for _, secret := range secrets {
+		if secret.Labels[ManagedLabel] != "true" {
+			continue
+		}
+		err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID, ResourceVersion: &secret.ResourceVersion})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("deleting cluster secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		}
+		writes.WithLabelValues("Deleted").Inc()
+		log.FromContext(ctx).Info("Deleted the cluster secret", "cluster", agent, "secret", secret.Namespace+"/"+secret.Name, "why", why)
 	}
-	err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID, ResourceVersion: &secret.ResourceVersion})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("deleting cluster secret %s/%s: %w", secret.Namespace, secret.Name, err)
-	}
-	writes.WithLabelValues("Deleted").Inc()
-	log.FromContext(ctx).Info("Deleted the cluster secret", "cluster", agent, "secret", secret.Namespace+"/"+secret.Name, "why", why)
 	return nil
 }

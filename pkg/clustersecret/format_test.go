@@ -208,3 +208,27 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func TestParseGroup(t *testing.T) {
+	g, err := ParseGroup("argocd-agent-addon/argocd-agent-eu=argocd-eu,argocd-agent-resource-proxy.argocd-eu.svc:9090")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Placement.Namespace != "argocd-agent-addon" || g.Placement.Name != "argocd-agent-eu" || g.Namespace != "argocd-eu" ||
+		g.ResourceProxyAddress != "argocd-agent-resource-proxy.argocd-eu.svc:9090" {
+		t.Errorf("parsed %+v", g)
+	}
+	if g.String() != "argocd-agent-addon/argocd-agent-eu=argocd-eu,argocd-agent-resource-proxy.argocd-eu.svc:9090" {
+		t.Errorf("String() = %q", g.String())
+	}
+	for _, bad := range []string{
+		"", "eu=argocd-eu,proxy:9090", "addon/eu", "addon/eu=argocd-eu", "addon/eu=Argo CD,proxy:9090",
+		"Addon/eu=argocd-eu,proxy:9090", "addon/=argocd-eu,proxy:9090", "addon/eu=argocd-eu,proxy", "addon/eu=argocd-eu,proxy:0",
+	} {
+		if _, err := ParseGroup(bad); err == nil {
+			t.Errorf("ParseGroup(%q) accepted it", bad)
+		} else {
+			t.Log(err)
+		}
+	}
+}

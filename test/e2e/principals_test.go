@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,12 +10,15 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	clusterv1alpha1 "open-cluster-management.io/api/cluster/v1alpha1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
@@ -94,6 +98,9 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 		{"leave group b (merge patch)", setOwnLabel("cluster2", groupLabel, "", true)},
 	})
 	runAttacks(t, ctx, e, "cluster1", []attack{{"join group b", setOwnLabel("cluster1", groupLabel, "b", true)}})
+	pointOwnStatusAt(t, ctx, e, "cluster1", adc)
+	waitConnected(t, e, a, "cluster1", "")
+	waitConnected(t, e, b, "cluster2", "cluster1")
 
 	// The hub's administrator moves cluster2 to group a: its agent follows.
 	setGroup(t, ctx, e, "cluster2", "")
@@ -104,6 +111,45 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	must(t, err)
 	if len(names) != 0 {
 		t.Errorf("the second principal still lists %v after its only cluster moved", names)
+	}
+}
+
+// pointOwnStatusAt is the move the protected label does not stop: cluster patches its own
+// ManagedClusterAddOn status, as its registration identity may, to name adc (another group's,
+// at its current spec hash) as its desired config, which addon-framework would render from. The
+// API server accepts it; the manager must not act on it (pkg/assignment): the cluster's
+// ManifestWork keeps its generation while the cluster keeps re-writing the status for 30 s
+// (OCM's addon-manager writes it back each time).
+func pointOwnStatusAt(t *testing.T, ctx context.Context, e *harness.Env, cluster string, adc *addonv1beta1.AddOnDeploymentConfig) {
+	t.Helper()
+	id, err := e.ClusterIdentity(ctx, cluster)
+	must(t, err)
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(addonv1beta1.GroupVersion.String())
+	u.SetKind("AddOnDeploymentConfig")
+	must(t, e.Hub.Client.Get(ctx, client.ObjectKeyFromObject(adc), u))
+	hash, err := utils.GetSpecHash(u)
+	must(t, err)
+	work := func() int64 {
+		mw := &workv1.ManifestWork{}
+		must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw))
+		return mw.Generation
+	}
+	before := work()
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"configReferences": []map[string]any{{
+		"group": addonv1beta1.GroupName, "resource": "addondeploymentconfigs",
+		"desiredConfig": map[string]any{"namespace": adc.Namespace, "name": adc.Name, "specHash": hash},
+	}}}})
+	must(t, err)
+	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Second) {
+		if err := id.Client.Status().Patch(ctx, mca, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatalf("patching its own add-on status as %s: %v (OCM's RBAC allows it: the attack is real only if it lands)", id.User, err)
+		}
+	}
+	t.Logf("%s pointed its own add-on status at %s/%s for 30 s, as %s", cluster, adc.Namespace, adc.Name, id.User)
+	if after := work(); after != before {
+		t.Errorf("%s's ManifestWork went from generation %d to %d: the manager rendered from a config the cluster named", cluster, before, after)
 	}
 }
 

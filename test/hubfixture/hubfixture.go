@@ -18,6 +18,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -39,7 +40,9 @@ type Hub struct {
 	CAKeyPEM  []byte
 }
 
-// Prepare creates the namespaces, a fresh CA secret and the ClusterManagementAddOn the chart installs.
+// Prepare creates the namespaces, a fresh CA secret and the ClusterManagementAddOn the chart
+// installs, with the manager's AgentVersion as its default (the manager checks each add-on's
+// status against the configs the ClusterManagementAddOn assigns: pkg/assignment).
 func Prepare(ctx context.Context, c client.Client) (*Hub, error) {
 	for _, ns := range []string{CANamespace, LeaderNamespace, ConfigNamespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -57,6 +60,10 @@ func Prepare(ctx context.Context, c client.Client) (*Hub, error) {
 	return h, c.Create(ctx, &addonv1beta1.ClusterManagementAddOn{
 		ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName},
 		Spec: addonv1beta1.ClusterManagementAddOnSpec{
+			DefaultConfigs: []addonv1beta1.AddOnConfig{{
+				ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: agentversion.Group, Resource: agentversion.Resource},
+				ConfigReferent:      addonv1beta1.ConfigReferent{Namespace: LeaderNamespace, Name: agentversion.DefaultName},
+			}},
 			InstallStrategy: addonv1beta1.InstallStrategy{Type: addonv1beta1.AddonInstallStrategyManual},
 		},
 	})

@@ -44,6 +44,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/assignment"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
@@ -118,6 +119,9 @@ type Options struct {
 	// ClusterSecretCertLifetime (pkg/clustersecret).
 	ClusterSecrets            bool
 	ClusterSecretNamespace    string
+	// ClusterSecretGroups put the cluster secrets of the clusters a Placement holds in another
+	// Argo CD's namespace, with its principal's resource proxy (clustersecret.ParseGroup).
+	ClusterSecretGroups []string
 	ResourceProxyAddress      string
 	ClusterSecretCertLifetime time.Duration
 
@@ -236,6 +240,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"Keep one Argo CD cluster secret (cluster-<cluster>, as argocd-agentctl agent create makes it) per cluster with the add-on, so Argo CD on the hub shows live resources through the principal's resource proxy; removed when the add-on leaves the cluster or the agent is revoked.")
 	fs.StringVar(&o.ClusterSecretNamespace, "cluster-secret-namespace", o.ClusterSecretNamespace,
 		"Namespace of Argo CD and the principal, where the cluster secrets are kept; empty means the --ca-secret namespace.")
+	fs.StringArrayVar(&o.ClusterSecretGroups, "cluster-secret-group", o.ClusterSecretGroups,
+		"PLACEMENT_NAMESPACE/PLACEMENT=ARGOCD_NAMESPACE,RESOURCE_PROXY_HOST:PORT, repeatable: the cluster secrets of the clusters whose add-on comes through that Placement of the ClusterManagementAddOn (the last one holding a cluster, as for its configs) go to that namespace, reaching that principal's resource proxy; the rest to --cluster-secret-namespace. For a fleet split between principals.")
 	fs.StringVar(&o.ResourceProxyAddress, "resource-proxy-address", o.ResourceProxyAddress,
 		"HOST:PORT at which Argo CD reaches the principal's resource proxy; the cluster secrets' server is https://HOST:PORT?agentName=<cluster>.")
 	fs.DurationVar(&o.ClusterSecretCertLifetime, "cluster-secret-cert-lifetime", o.ClusterSecretCertLifetime,
@@ -293,6 +299,18 @@ func (o *Options) Validate() error {
 		if err := clustersecret.ValidateAddress(o.ResourceProxyAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--resource-proxy-address: %w", err))
 		}
+		seen := map[addonv1beta1.PlacementRef]bool{}
+		for _, g := range o.ClusterSecretGroups {
+			group, err := clustersecret.ParseGroup(g)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--cluster-secret-group: %w", err))
+				continue
+			}
+			if seen[group.Placement] {
+				errs = append(errs, fmt.Errorf("--cluster-secret-group: Placement %s/%s given twice", group.Placement.Namespace, group.Placement.Name))
+			}
+			seen[group.Placement] = true
+		}
 		if o.ClusterSecretCertLifetime < MinCertLifetime || o.ClusterSecretCertLifetime > MaxCertLifetime {
 			errs = append(errs, fmt.Errorf("--cluster-secret-cert-lifetime %s is outside %s to %s", o.ClusterSecretCertLifetime, MinCertLifetime, MaxCertLifetime))
 		}
@@ -342,7 +360,17 @@ func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretS
 	if namespace == "" {
 		namespace = caKey.Namespace
 	}
-	opts, err := clustersecret.SecretCacheOptions(namespace)
+	r := &clustersecret.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CA: ca, Namespace: namespace,
+		ResourceProxyAddress: o.ResourceProxyAddress, Lifetime: o.ClusterSecretCertLifetime, Events: recorder,
+		Placements: assignment.Resolver{Reader: mgr.GetClient()}}
+	for _, g := range o.ClusterSecretGroups {
+		group, err := clustersecret.ParseGroup(g)
+		if err != nil {
+			return err
+		}
+		r.Groups = append(r.Groups, group)
+	}
+	opts, err := clustersecret.SecretCacheOptions(r.Namespaces()...)
 	if err != nil {
 		return err
 	}
@@ -354,8 +382,8 @@ func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretS
 	if err := mgr.Add(secrets); err != nil {
 		return err
 	}
-	return (&clustersecret.Reconciler{Client: mgr.GetClient(), Secrets: secrets, APIReader: mgr.GetAPIReader(), CA: ca, Namespace: namespace,
-		ResourceProxyAddress: o.ResourceProxyAddress, Lifetime: o.ClusterSecretCertLifetime, Events: recorder}).SetupWithManager(mgr)
+	r.Secrets = secrets
+	return r.SetupWithManager(mgr)
 }
 
 // setupHubPKI runs the hub PKI controller (pkg/hubpki). Options must be valid.
@@ -524,6 +552,7 @@ func (o *Options) Run(ctx context.Context) error {
 		Subject:        style,
 		Reporter:       reporter,
 		Hub:            mgr.GetClient(),
+		Assignment:     assignment.Resolver{Reader: mgr.GetClient()},
 		Works:          mgr.GetAPIReader(),
 	})
 	if err != nil {

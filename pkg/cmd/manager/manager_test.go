@@ -48,7 +48,11 @@ func TestOptions(t *testing.T) {
 		"principal fallback with a scheme":     {func(o *Options) { o.PrincipalFallbackAddress = "https://principal" }, "--principal-fallback-address"},
 		"resource proxy without a port":        {func(o *Options) { o.ResourceProxyAddress = "argocd-agent-resource-proxy" }, "--resource-proxy-address"},
 		"cluster secret namespace bad":         {func(o *Options) { o.ClusterSecretNamespace = "Argo CD" }, "--cluster-secret-namespace"},
-		"cluster secret lifetime too long":     {func(o *Options) { o.ClusterSecretCertLifetime = 10 * 365 * 24 * time.Hour }, "--cluster-secret-cert-lifetime"},
+		"cluster secret group without address": {func(o *Options) { o.ClusterSecretGroups = []string{"addon/eu=argocd-eu"} }, "--cluster-secret-group"},
+		"cluster secret group twice": {func(o *Options) {
+			o.ClusterSecretGroups = []string{"addon/eu=argocd-eu,proxy:9090", "addon/eu=argocd-eu2,proxy:9090"}
+		}, "given twice"},
+		"cluster secret lifetime too long": {func(o *Options) { o.ClusterSecretCertLifetime = 10 * 365 * 24 * time.Hour }, "--cluster-secret-cert-lifetime"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()
