@@ -134,6 +134,10 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"API burst below QPS", map[string]string{"kubeAPI.qps": "50", "kubeAPI.burst": "10"}, "kubeAPI.burst 10"},
 		{"the old key of the principal's Deployment", map[string]string{"pki.principal.deployment": "my-principal"}, "pki.principal.deployment has moved to principal.deployment"},
 		{"resource proxy without a port", map[string]string{"clusterSecrets.resourceProxyAddress": "argocd-agent-resource-proxy"}, `clusterSecrets.resourceProxyAddress "argocd-agent-resource-proxy"`},
+		{"cluster secret group without a namespace", map[string]string{"clusterSecrets.groups[0].placement": "eu",
+			"clusterSecrets.groups[0].resourceProxyAddress": "rp:9090"}, "clusterSecrets.groups[0]: placement and namespace are required"},
+		{"cluster secret group without a resource proxy port", map[string]string{"clusterSecrets.groups[0].placement": "eu",
+			"clusterSecrets.groups[0].namespace": "argocd-eu", "clusterSecrets.groups[0].resourceProxyAddress": "rp"}, `clusterSecrets.groups[0].resourceProxyAddress "rp"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.values["agent.principal.address"] = "principal.example.com"
@@ -172,6 +176,44 @@ func TestClusterSecretsOff(t *testing.T) {
 			t.Errorf("%s rendered with clusterSecrets.enabled=false", k)
 		}
 	}
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+}
+
+// TestClusterSecretGroups: each group becomes a --cluster-secret-group flag, and the manager
+// gets the cluster-secret Role in each group's namespace, once per namespace, and no other.
+func TestClusterSecretGroups(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{
+		"clusterSecrets.groups[0].placement":            "argocd-agent-eu",
+		"clusterSecrets.groups[0].namespace":            "argocd-eu",
+		"clusterSecrets.groups[0].resourceProxyAddress": "argocd-agent-resource-proxy.argocd-eu.svc:9090",
+		"clusterSecrets.groups[1].placement":            "argocd-agent-eu-2",
+		"clusterSecrets.groups[1].placementNamespace":   "placements",
+		"clusterSecrets.groups[1].namespace":            "argocd-eu",
+		"clusterSecrets.groups[1].resourceProxyAddress": "argocd-agent-resource-proxy.argocd-eu.svc:9090",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	args := slices.Clone(defaultManagerArgs)
+	i := slices.Index(args, "--resource-proxy-address=argocd-agent-resource-proxy:9090")
+	if i < 0 {
+		t.Fatal("no --resource-proxy-address in the default arguments")
+	}
+	args = slices.Insert(args, i+1,
+		"--cluster-secret-group="+releaseNamespace+"/argocd-agent-eu=argocd-eu,argocd-agent-resource-proxy.argocd-eu.svc:9090",
+		"--cluster-secret-group=placements/argocd-agent-eu-2=argocd-eu,argocd-agent-resource-proxy.argocd-eu.svc:9090")
+	expectArgs(t, onlyContainer(t, convert[appsv1.Deployment](t, rendered.get(t, "Deployment", releaseNamespace, managerName))), args)
+	var namespaces []string
+	for _, obj := range rendered {
+		if obj.GetKind() == "Role" && obj.GetName() == managerName+"-cluster-secrets" {
+			namespaces = append(namespaces, obj.GetNamespace())
+			rendered.get(t, "RoleBinding", obj.GetNamespace(), managerName+"-cluster-secrets")
+		}
+	}
+	slices.Sort(namespaces)
+	expectEqual(t, "namespaces of the cluster-secret Roles", namespaces, []string{"argocd", "argocd-eu"})
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 }
 
@@ -776,6 +818,7 @@ func managerClusterPermissions(metricsSecure bool) map[string]bool {
 		rule{"certificates.k8s.io", "certificatesigningrequests/status", "", []string{"update"}},
 		rule{"certificates.k8s.io", "signers", signerName, []string{"approve", "sign"}},
 		rule{"cluster.open-cluster-management.io", "managedclusters", "", read},
+		rule{"cluster.open-cluster-management.io", "placementdecisions", "", read},
 		rule{addonGroup, "managedclusteraddons", "", []string{"get", "list", "watch", "update", "patch"}},
 		rule{addonGroup, "managedclusteraddons/status", "", []string{"update", "patch"}},
 		rule{addonGroup, "managedclusteraddons/finalizers", "", []string{"update"}},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
@@ -55,6 +56,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	caCertPEM, caKeyPEM = hub.CACertPEM, hub.CAKeyPEM
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: groupNamespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, "setup:", err)
+		return 1
+	}
 	done := make(chan error, 1)
 	go func() { done <- startManager(ctx) }()
 	code := m.Run()
@@ -82,6 +87,7 @@ func startManager(ctx context.Context) error {
 	o := hubfixture.ManagerOptions(env.Config)
 	o.MetricsBindAddress = metricsAddr
 	o.MetricsSecure = false // the tests scrape plain HTTP; test/chartinstall proves the secure endpoint
+	o.ClusterSecretGroups = []string{groupPlacement.Namespace + "/" + groupPlacement.Name + "=" + groupNamespace + "," + groupResourceProxy}
 	if err := o.Validate(); err != nil {
 		return err
 	}

@@ -108,6 +108,14 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- if and .Values.clusterSecrets.enabled (not (regexMatch "^[^:/]+:[0-9]+$" (toString .Values.clusterSecrets.resourceProxyAddress))) }}
 {{- fail (printf "clusterSecrets.resourceProxyAddress %q: want HOST:PORT of the principal's resource proxy" (toString .Values.clusterSecrets.resourceProxyAddress)) }}
 {{- end }}
+{{- range $i, $g := .Values.clusterSecrets.groups }}
+{{- if not (and $g.placement $g.namespace) }}
+{{- fail (printf "clusterSecrets.groups[%d]: placement and namespace are required" $i) }}
+{{- end }}
+{{- if not (regexMatch "^[^:/]+:[0-9]+$" (toString $g.resourceProxyAddress)) }}
+{{- fail (printf "clusterSecrets.groups[%d].resourceProxyAddress %q: want HOST:PORT of that principal's resource proxy" $i (toString $g.resourceProxyAddress)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -127,4 +135,16 @@ Namespace of the Argo CD cluster secrets: clusterSecrets.namespace, else the CA 
 */}}
 {{- define "argocd-agent-addon.clusterSecretNamespace" -}}
 {{- default .Values.caSecret.namespace .Values.clusterSecrets.namespace -}}
+{{- end }}
+
+{{/*
+Every namespace the manager keeps cluster secrets in, the default's and each group's, once each,
+comma-separated.
+*/}}
+{{- define "argocd-agent-addon.clusterSecretNamespaces" -}}
+{{- $out := list (include "argocd-agent-addon.clusterSecretNamespace" .) }}
+{{- range .Values.clusterSecrets.groups }}
+{{- $out = append $out .namespace }}
+{{- end }}
+{{- join "," (uniq $out) }}
 {{- end }}
