@@ -166,14 +166,21 @@ func createTracked(t *testing.T, ctx context.Context, e *harness.Env, cluster, n
 // nothing but its server URL and tlsClientConfig.
 func resourceProxyClient(t *testing.T, ctx context.Context, e *harness.Env, cluster string) kubernetes.Interface {
 	t.Helper()
+	return resourceProxyClientOf(t, ctx, e, cluster, harness.ArgoCDNamespace, e.ResourceProxyAddr())
+}
+
+// resourceProxyClientOf is that for the Argo CD of namespace, whose principal's resource proxy
+// the host reaches at address.
+func resourceProxyClientOf(t *testing.T, ctx context.Context, e *harness.Env, cluster, namespace, address string) kubernetes.Interface {
+	t.Helper()
 	secret := &corev1.Secret{}
-	poll.Until(t, 60*time.Second, cluster+"'s Argo CD cluster secret", func(ctx context.Context) (bool, error) {
-		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: clustersecret.Name(cluster)}, secret)
+	poll.Until(t, 60*time.Second, cluster+"'s Argo CD cluster secret in "+namespace, func(ctx context.Context) (bool, error) {
+		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: clustersecret.Name(cluster)}, secret)
 		return err == nil, client.IgnoreNotFound(err)
 	})
 	cfg, err := argocd.ClusterRESTConfig(secret)
 	must(t, err)
-	if want := "https://" + e.ResourceProxyAddr() + "?agentName=" + cluster; cfg.Host != want {
+	if want := "https://" + address + "?agentName=" + cluster; cfg.Host != want {
 		t.Fatalf("server %q, want %q", cfg.Host, want)
 	}
 	live, err := kubernetes.NewForConfig(cfg)
@@ -185,7 +192,13 @@ func resourceProxyClient(t *testing.T, ctx context.Context, e *harness.Env, clus
 // it is now, and checks it is the spoke's object.
 func resourceProxyGet(t *testing.T, ctx context.Context, e *harness.Env, cluster string, want *corev1.ConfigMap) {
 	t.Helper()
-	live := resourceProxyClient(t, ctx, e, cluster)
+	resourceProxyGetVia(t, resourceProxyClient(t, ctx, e, cluster), cluster, want)
+}
+
+// resourceProxyGetVia reads want through live, a client of a resource proxy, and checks it is
+// the spoke's object.
+func resourceProxyGetVia(t *testing.T, live kubernetes.Interface, cluster string, want *corev1.ConfigMap) {
+	t.Helper()
 	var got *corev1.ConfigMap
 	poll.Until(t, 60*time.Second, cluster+": "+want.Namespace+"/"+want.Name+" read through the resource proxy", func(ctx context.Context) (bool, error) {
 		var err error

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +23,7 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
@@ -49,7 +52,7 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	must(t, c.Create(ctx, adc))
 	placementA := &clusterv1beta1.Placement{}
 	must(t, c.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, placementA))
-	placementB := &clusterv1beta1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: "argocd-agent-b"}, Spec: *placementA.Spec.DeepCopy()}
+	placementB := &clusterv1beta1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: harness.SecondPlacement}, Spec: *placementA.Spec.DeepCopy()}
 	sel := &placementB.Spec.Predicates[0].RequiredClusterSelector.LabelSelector
 	sel.MatchLabels = map[string]string{harness.EnableLabel: "enabled", groupLabel: "b"}
 	must(t, c.Create(ctx, placementB))
@@ -92,6 +95,14 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 		t.Logf("status: %s -> %s, %s", r.Cluster, r.Principal, r.Available)
 	}
 
+	// Each group's Argo CD has the cluster secrets of its clusters, through its own principal's
+	// resource proxy (clusterSecrets.groups), and none of the other group's.
+	tracked := trackedConfigMap(t, ctx, e, "cluster2")
+	resourceProxyGetVia(t, resourceProxyClientOf(t, ctx, e, "cluster2", harness.SecondArgoCDNamespace, e.SecondResourceProxyAddr()), "cluster2", tracked)
+	resourceProxyGet(t, ctx, e, "cluster1", trackedConfigMap(t, ctx, e, "cluster1"))
+	noClusterSecret(t, ctx, e, harness.ArgoCDNamespace, "cluster2")
+	noClusterSecret(t, ctx, e, harness.SecondArgoCDNamespace, "cluster1")
+
 	// The cluster cannot move itself with its own OCM credentials.
 	runAttacks(t, ctx, e, "cluster2", []attack{
 		{"leave group b (update)", setOwnLabel("cluster2", groupLabel, "", false)},
@@ -111,6 +122,21 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	must(t, err)
 	if len(names) != 0 {
 		t.Errorf("the second principal still lists %v after its only cluster moved", names)
+	}
+	// Its cluster secret moved with it: group a's Argo CD reaches it through principal a.
+	resourceProxyGet(t, ctx, e, "cluster2", tracked)
+	poll.Until(t, time.Minute, "cluster2's secret gone from "+harness.SecondArgoCDNamespace, func(ctx context.Context) (bool, error) {
+		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.SecondArgoCDNamespace, Name: clustersecret.Name("cluster2")}, &corev1.Secret{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+}
+
+// noClusterSecret fails if namespace's Argo CD has a cluster secret for cluster.
+func noClusterSecret(t *testing.T, ctx context.Context, e *harness.Env, namespace, cluster string) {
+	t.Helper()
+	err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: clustersecret.Name(cluster)}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("%s has a cluster secret for %s (err %v): it belongs to the other group's Argo CD", namespace, cluster, err)
 	}
 }
 

@@ -84,6 +84,11 @@ type Options struct {
 // SecondArgoCDNamespace is where Options.SecondPrincipal installs the second principal.
 const SecondArgoCDNamespace = "argocd-b"
 
+// SecondPlacement is the Placement whose clusters' cluster secrets the chart is told to keep in
+// SecondArgoCDNamespace, reaching the second principal's resource proxy
+// (clusterSecrets.groups); the test that splits the fleet creates it.
+const SecondPlacement = "argocd-agent-b"
+
 // UpgradeAgentImage is argocd-agent built from the same code as the agent image but stamped with
 // another version (hack/test-tools.sh, ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE): to the principal and
 // the agents it is another release, which is all a version-lock test needs of an upgrade.
@@ -118,6 +123,8 @@ type Env struct {
 	hostIP  net.IP
 	// principalIP is the principal Service's load balancer address.
 	principalIP net.IP
+	// secondResourceProxyIP is that of the second principal's (Options.SecondPrincipal).
+	secondResourceProxyIP net.IP
 	// resourceProxyIP is the load balancer address of ResourceProxyExternalService.
 	resourceProxyIP net.IP
 	helm            string
@@ -293,8 +300,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 // installSecondPrincipal installs another principal from upstream's manifests, in
 // SecondArgoCDNamespace, as a platform team adds one for another group of clusters: it trusts
 // the add-on's CA (the certificate alone, as ca.crt: the key stays in the add-on's secret) and
-// has its own server certificate from that CA, JWT key and redis. Its resource proxy is off:
-// the manager keeps cluster secrets for one principal (docs/operations.md#several-principals).
+// has its own server certificate from that CA, JWT key and redis, and its resource proxy, which
+// the cluster secrets of SecondPlacement's clusters point at (clusterSecrets.groups).
 func (e *Env) installSecondPrincipal(ctx context.Context) error {
 	ns := SecondArgoCDNamespace
 	dir := filepath.Join(e.opts.Dir, "principal-b")
@@ -316,7 +323,7 @@ func (e *Env) installSecondPrincipal(ctx context.Context) error {
 			"principal.auth":                          "mtls:subject:CN=([^,]+)",
 			"principal.tls.client-cert.match-subject": "true",
 			"principal.allowed-namespaces":            strings.Join(e.opts.Clusters, ","),
-			"principal.resource-proxy.enable":         "false",
+			"principal.resource-proxy.enable":         "true",
 		},
 		BeforeDeployment: func(ctx context.Context) error {
 			ip, err := e.HubNode.ExposeLoadBalancer(ctx, ns, argocd.PrincipalName)
@@ -327,6 +334,9 @@ func (e *Env) installSecondPrincipal(ctx context.Context) error {
 				return err
 			}
 			if err := e.writeJWTKey(ctx, ns); err != nil {
+				return err
+			}
+			if err := e.writeResourceProxyServerCertIn(ctx, ns, e.secondResourceProxyIP); err != nil {
 				return err
 			}
 			return e.writeServerCert(ctx, ns, net.ParseIP(ip), e.CACertPEM, e.CAKeyPEM)
@@ -355,6 +365,11 @@ func (e *Env) installAddon(ctx context.Context) error {
 		"logVerbosity":         "2",
 		// Where the test process, standing in for Argo CD, reaches the resource proxy.
 		"clusterSecrets.resourceProxyAddress": e.ResourceProxyAddr(),
+	}
+	if o.SecondPrincipal {
+		values["clusterSecrets.groups[0].placement"] = SecondPlacement
+		values["clusterSecrets.groups[0].namespace"] = SecondArgoCDNamespace
+		values["clusterSecrets.groups[0].resourceProxyAddress"] = e.SecondResourceProxyAddr()
 	}
 	if o.ServerCertLifetime > 0 {
 		values["pki.principal.certLifetime"] = o.ServerCertLifetime.String()
@@ -560,8 +575,18 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 				return err
 			}
 			e.principalIP = net.ParseIP(ip)
-			if e.resourceProxyIP, err = e.exposeResourceProxy(ctx); err != nil {
+			if e.resourceProxyIP, err = e.exposeResourceProxy(ctx, ArgoCDNamespace); err != nil {
 				return err
+			}
+			if e.opts.SecondPrincipal {
+				// Its address goes into the chart's values (clusterSecrets.groups) before the
+				// second principal is up.
+				if err := e.Hub.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SecondArgoCDNamespace}}); err != nil {
+					return err
+				}
+				if e.secondResourceProxyIP, err = e.exposeResourceProxy(ctx, SecondArgoCDNamespace); err != nil {
+					return err
+				}
 			}
 			if !e.opts.HarnessPKI {
 				// The principal starts with what the add-on made.
@@ -632,9 +657,14 @@ func (e *Env) ResourceProxyAddr() string {
 	return net.JoinHostPort(e.resourceProxyIP.String(), strconv.Itoa(ResourceProxyPort))
 }
 
-func (e *Env) exposeResourceProxy(ctx context.Context) (net.IP, error) {
+// SecondResourceProxyAddr is where the host reaches the second principal's resource proxy.
+func (e *Env) SecondResourceProxyAddr() string {
+	return net.JoinHostPort(e.secondResourceProxyIP.String(), strconv.Itoa(ResourceProxyPort))
+}
+
+func (e *Env) exposeResourceProxy(ctx context.Context, namespace string) (net.IP, error) {
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ArgoCDNamespace, Name: ResourceProxyExternalService},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: ResourceProxyExternalService},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app.kubernetes.io/name": argocd.PrincipalName},
@@ -644,7 +674,7 @@ func (e *Env) exposeResourceProxy(ctx context.Context) (net.IP, error) {
 	if err := e.Hub.Client.Create(ctx, svc); err != nil {
 		return nil, err
 	}
-	ip, err := e.HubNode.ExposeLoadBalancer(ctx, ArgoCDNamespace, ResourceProxyExternalService)
+	ip, err := e.HubNode.ExposeLoadBalancer(ctx, namespace, ResourceProxyExternalService)
 	if err != nil {
 		return nil, err
 	}
@@ -654,15 +684,20 @@ func (e *Env) exposeResourceProxy(ctx context.Context) (net.IP, error) {
 // writeResourceProxyServerCert issues the resource proxy's server certificate
 // (argocd-agent-resource-proxy-tls) for upstream's Service names and the external address.
 func (e *Env) writeResourceProxyServerCert(ctx context.Context) error {
-	svc := argocd.ResourceProxyService + "." + ArgoCDNamespace + ".svc"
+	return e.writeResourceProxyServerCertIn(ctx, ArgoCDNamespace, e.resourceProxyIP)
+}
+
+// writeResourceProxyServerCertIn issues it for the principal in namespace, reached at ip.
+func (e *Env) writeResourceProxyServerCertIn(ctx context.Context, namespace string, ip net.IP) error {
+	svc := argocd.ResourceProxyService + "." + namespace + ".svc"
 	cert, key, err := testca.IssueCert(e.CACertPEM, e.CAKeyPEM, testca.CertRequest{
 		CommonName: argocd.ResourceProxyService, DNSNames: []string{argocd.ResourceProxyService, svc, svc + ".cluster.local"},
-		IPAddresses: []net.IP{e.resourceProxyIP}, Server: true,
+		IPAddresses: []net.IP{ip}, Server: true,
 	})
 	if err != nil {
 		return fmt.Errorf("issuing the resource proxy's server certificate: %w", err)
 	}
-	return argocd.ApplySecret(ctx, e.Hub.Client, ArgoCDNamespace, argocd.ResourceProxyTLSSecret, corev1.SecretTypeTLS,
+	return argocd.ApplySecret(ctx, e.Hub.Client, namespace, argocd.ResourceProxyTLSSecret, corev1.SecretTypeTLS,
 		map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key})
 }
 
