@@ -24,11 +24,12 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// Volumes the add-on mounts into the agent: its client certificate and key, and the CA bundle
-// (manifests/agent).
+// Volumes the add-on mounts into the agent: its client certificate and key, the CA bundle and
+// its ServiceAccount token (manifests/agent).
 const (
 	clientTLSVolume = "client-tls"
 	caVolume        = "ca"
+	tokenVolume     = "kube-api-access"
 )
 
 // reservedDomain is OCM's label and annotation domain, and this add-on's
@@ -249,8 +250,11 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
 				return e.at(cp.Child("name"), c.Name, "the agent's pod has a container of that name already")
 			}
 			for j, m := range c.VolumeMounts {
-				if m.Name == clientTLSVolume {
+				switch m.Name {
+				case clientTLSVolume:
 					return e.at(cp.Child("volumeMounts").Index(j).Child("name"), m.Name, "the agent's client key is mounted into the agent only")
+				case tokenVolume:
+					return e.at(cp.Child("volumeMounts").Index(j).Child("name"), m.Name, "the agent's ServiceAccount token is mounted into the agent only")
 				}
 			}
 			if err := e.keepsKey(cp, &c, clientTLSSecret(spec)); err != nil {
@@ -353,7 +357,7 @@ func (e *errs) agent(d *appsv1.Deployment, a *Container, volumes []corev1.Volume
 			return p == m.MountPath || strings.HasPrefix(m.MountPath, p+"/") || strings.HasPrefix(p, m.MountPath+"/")
 		}
 		if slices.ContainsFunc(c.VolumeMounts, func(have corev1.VolumeMount) bool { return overlaps(path.Clean(have.MountPath)) }) {
-			return e.at(mp.Child("mountPath"), m.MountPath, "the add-on mounts the agent's certificates there")
+			return e.at(mp.Child("mountPath"), m.MountPath, "the add-on mounts the agent's certificates or its ServiceAccount token there")
 		}
 		if i := slices.IndexFunc(systemPaths, overlaps); i >= 0 {
 			return e.at(mp.Child("mountPath"), m.MountPath, "it would cover %s of the agent's image or its ServiceAccount token", systemPaths[i])

@@ -285,6 +285,12 @@ pod:
   - name: thief
     image: busybox
     volumeMounts: [{name: client-tls, mountPath: /k}]`, "spec.pod.containers[0].volumeMounts[0].name", "into the agent only"},
+		{"a sidecar with the agent's token", `
+pod:
+  containers:
+  - name: thief
+    image: busybox
+    volumeMounts: [{name: kube-api-access, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]`, "spec.pod.containers[0].volumeMounts[0].name", "ServiceAccount token is mounted into the agent only"},
 		{"the client key again", "pod: {volumes: [{name: k, secret: {secretName: " + identity.ClientCertSecretName + "}}]}", "spec.pod.volumes[0].secret.secretName", "into the agent only"},
 		{"a sidecar reading the key by env", `
 pod:
@@ -304,7 +310,7 @@ pod: {volumes: [{name: v, emptyDir: {}}]}
 agent: {volumeMounts: [{name: v, mountPath: /bin/argocd-agent}]}`, "spec.agent.volumeMounts[0].mountPath", "/bin"},
 		{"a mount over the token", `
 pod: {volumes: [{name: v, emptyDir: {}}]}
-agent: {volumeMounts: [{name: v, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]}`, "spec.agent.volumeMounts[0].mountPath", "/var/run"},
+agent: {volumeMounts: [{name: v, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]}`, "spec.agent.volumeMounts[0].mountPath", "ServiceAccount token there"},
 		{"an unclean mount path", `
 pod: {volumes: [{name: v, emptyDir: {}}]}
 agent: {volumeMounts: [{name: v, mountPath: /app/config/tls//ca}]}`, "spec.agent.volumeMounts[0].mountPath", "clean absolute path"},

@@ -19,9 +19,11 @@ type Objects struct {
 }
 
 // Check returns why kubelet would not start spec's containers from objs yet, or nil. A missing
-// object or key that is not optional keeps the container from starting
+// object or key that is not optional keeps the container from starting (objs need not hold
+// what the cluster itself publishes in every namespace, RootCAConfigMap)
 // (CreateContainerConfigError for env, a failed mount for a volume); kubelet retries both.
 func Check(spec corev1.PodSpec, objs Objects) error {
+	objs = objs.withClusterProvided()
 	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
 		for _, e := range c.Env {
 			if e.ValueFrom == nil {
@@ -75,10 +77,41 @@ func Check(spec corev1.PodSpec, objs Objects) error {
 			}
 		}
 		if v.Projected != nil {
-			return fmt.Errorf("volume %s: projected volumes are not checked", v.Name)
+			for i, src := range v.Projected.Sources {
+				switch {
+				case src.Secret != nil:
+					if err := objs.secretKeys(src.Secret.Name, src.Secret.Optional, itemKeys(src.Secret.Items)...); err != nil {
+						return fmt.Errorf("volume %s source %d: %w", v.Name, i, err)
+					}
+				case src.ConfigMap != nil:
+					if err := objs.configMapKeys(src.ConfigMap.Name, src.ConfigMap.Optional, true, itemKeys(src.ConfigMap.Items)...); err != nil {
+						return fmt.Errorf("volume %s source %d: %w", v.Name, i, err)
+					}
+				case src.ServiceAccountToken != nil, src.DownwardAPI != nil:
+					// From the API server and the pod itself: nothing to wait for.
+				default:
+					return fmt.Errorf("volume %s source %d: not modelled", v.Name, i)
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// RootCAConfigMap is the ConfigMap kube-controller-manager publishes in every namespace, with
+// the cluster's CA as ca.crt: the one every ServiceAccount token volume projects.
+const RootCAConfigMap = "kube-root-ca.crt"
+
+// withClusterProvided adds what the cluster puts in every namespace to o.
+func (o Objects) withClusterProvided() Objects {
+	out := Objects{ConfigMaps: maps.Clone(o.ConfigMaps), Secrets: o.Secrets}
+	if out.ConfigMaps == nil {
+		out.ConfigMaps = map[string]*corev1.ConfigMap{}
+	}
+	if _, ok := out.ConfigMaps[RootCAConfigMap]; !ok {
+		out.ConfigMaps[RootCAConfigMap] = &corev1.ConfigMap{Data: map[string]string{"ca.crt": ""}}
+	}
+	return out
 }
 
 // configMapKeys checks keys of ConfigMap name. Env reads only its Data; a volume also mounts

@@ -41,6 +41,15 @@ func testCases() []testCase {
 		return corev1.PodSpec{Containers: []corev1.Container{{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}}},
 			Volumes: []corev1.Volume{v}}
 	}
+	projected := func(sources ...corev1.VolumeProjection) corev1.PodSpec {
+		return corev1.PodSpec{Containers: []corev1.Container{{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}}},
+			Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}}}}
+	}
+	token := corev1.VolumeProjection{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}
+	rootCA := corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: RootCAConfigMap},
+		Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}}
+	namespace := corev1.VolumeProjection{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace",
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}}
 	unmounted := secretVolume("none", nil)
 	unmounted.Containers[0].VolumeMounts = nil
 	return []testCase{
@@ -58,6 +67,11 @@ func testCases() []testCase {
 		{"init container checked", corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}},
 			InitContainers: []corev1.Container{{Name: "i", Env: []corev1.EnvVar{cmRef("cm", "x", nil)}}}}, "container i env E"},
 		{"volume whole secret", secretVolume("s", nil), ""},
+		{"projected token, the cluster's root CA and the namespace", projected(token, rootCA, namespace), ""},
+		{"projected secret missing", projected(token, corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "none"}}}), `Secret "none" not found`},
+		{"projected ConfigMap key missing", projected(corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Items: []corev1.KeyToPath{{Key: "x", Path: "x"}}}}), `couldn't find key x in ConfigMap "cm"`},
 		{"volume item present", secretVolume("s", nil, "ca.crt"), ""},
 		{"volume item missing", secretVolume("s", nil, "ca.crt", "addon.content-hash.1"), `volume v: couldn't find key addon.content-hash.1 in Secret "s"`},
 		{"volume secret missing", secretVolume("none", nil), `Secret "none" not found`},
