@@ -117,11 +117,11 @@ type Options struct {
 	// ClusterSecretNamespace (empty: the CA secret's), reaching it through the principal's
 	// resource proxy at ResourceProxyAddress, with a client certificate valid for
 	// ClusterSecretCertLifetime (pkg/clustersecret).
-	ClusterSecrets            bool
-	ClusterSecretNamespace    string
+	ClusterSecrets         bool
+	ClusterSecretNamespace string
 	// ClusterSecretGroups put the cluster secrets of the clusters a Placement holds in another
 	// Argo CD's namespace, with its principal's resource proxy (clustersecret.ParseGroup).
-	ClusterSecretGroups []string
+	ClusterSecretGroups       []string
 	ResourceProxyAddress      string
 	ClusterSecretCertLifetime time.Duration
 
