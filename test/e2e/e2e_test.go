@@ -330,6 +330,23 @@ func TestEndToEnd(t *testing.T) {
 			extra, err := extraOnSpoke(ctx)
 			return initDone && ready && extra && slices.Contains(p.Spec.Containers[0].Args, "--keep-alive-ping-interval=30s"), err
 		})
+		// The ServiceAccount token reaches the agent container only: the pod as the spoke's API
+		// server admitted it (its ServiceAccount admission mounts a token into every container
+		// of a pod that automounts one) has no token mount in the added container.
+		p, err := customisedPod(ctx)
+		must(t, err)
+		const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+		mountsToken := func(c corev1.Container) bool {
+			return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return strings.HasPrefix(m.MountPath, tokenDir) })
+		}
+		if p == nil || len(p.Spec.Containers) == 0 || !mountsToken(p.Spec.Containers[0]) {
+			t.Fatalf("the agent container has no ServiceAccount token mount: %+v", p)
+		}
+		for _, c := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers[1:]...) {
+			if mountsToken(c) {
+				t.Errorf("added container %s mounts the agent's ServiceAccount token: %+v", c.Name, c.VolumeMounts)
+			}
+		}
 		waitAvailable(t, e, cluster, metav1.ConditionTrue)
 		poll.Until(t, 60*time.Second, "the principal lists the customised agent", func(ctx context.Context) (bool, error) {
 			names, err := e.Principal.ConnectedAgents(ctx)
