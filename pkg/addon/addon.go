@@ -31,10 +31,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/assignment"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // CA is the hub CA as the add-on needs it.
@@ -70,9 +70,10 @@ type Options struct {
 	Subject identity.SubjectStyle
 	// Reporter, if set, reports configuration errors and recoveries.
 	Reporter ConfigReporter
-	// Hub, if set, is read for the revocation list (pkg/revocation): nothing is rendered for a
-	// revoked cluster, whatever its ManagedCluster's labels say. The render command has none.
-	Hub client.Reader
+	// Records, if set, are read for the cluster's revocation (pkg/certificates/issued): nothing
+	// is rendered for a revoked cluster, whatever its ManagedCluster's labels say. The render
+	// command has none.
+	Records *issued.Records
 	// Principal, if set, discovers the principal's address for clusters whose
 	// AddOnDeploymentConfig gives none (pkg/principal). Without it (the render command) the
 	// address is required.
@@ -133,7 +134,7 @@ func New(o Options) (agent.AgentAddon, error) {
 		}
 		return agentconfig.FromDeploymentConfig(adc)
 	}
-	g := &guardedAddon{reporter: o.Reporter, hub: o.Hub, works: o.Works, ca: o.CA, principalImage: o.PrincipalImage, config: config,
+	g := &guardedAddon{reporter: o.Reporter, records: o.Records, works: o.Works, ca: o.CA, principalImage: o.PrincipalImage, config: config,
 		customizations: o.Customizations}
 	hashers := specHashers(o)
 	configGVRs := []schema.GroupVersionResource{utils.AddOnDeploymentConfigGVR}
@@ -316,7 +317,7 @@ func CertificateOnSpoke(addon *addonv1beta1.ManagedClusterAddOn) string {
 type guardedAddon struct {
 	inner    agent.AgentAddon
 	reporter ConfigReporter
-	hub      client.Reader
+	records  *issued.Records
 	works    client.Reader
 	ca       CA
 	// principals and images hold, per cluster name, the principal and the image its last
@@ -357,10 +358,10 @@ func (g *guardedAddon) Manifests(ctx context.Context, cluster *clusterv1.Managed
 			objects, err = nil, fmt.Errorf("rendering the agent manifests failed: %v", r)
 		}
 	}()
-	if g.hub != nil {
+	if g.records != nil {
 		// The Placement drops a revoked cluster by its label, which the cluster itself may be
-		// able to change (docs/design.md#trust-model): the list decides.
-		r, err := revocation.Get(ctx, g.hub, cluster.Name)
+		// able to change (docs/design.md#trust-model): the record decides.
+		r, err := g.records.Revocation(ctx, cluster.Name)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"open-cluster-management.io/addon-framework/pkg/agent"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	principalpkg "github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
@@ -557,16 +559,16 @@ func TestRenderWaitsForTheRollout(t *testing.T) {
 }
 
 // A revoked cluster gets nothing rendered, whatever its ManagedCluster's labels say: the
-// revocation list on the ClusterManagementAddOn decides.
+// revocation in its record decides.
 func TestRevokedClusterGetsNothing(t *testing.T) {
 	scheme, err := hubclient.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cma := &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName}}
-	hub := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cma).Build()
+	hub := fake.NewClientBuilder().WithScheme(scheme).Build()
 	adc := newADC(map[string]string{"principalAddress": "a"}, nil)
-	a, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName, Hub: hub})
+	a, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName,
+		Records: &issued.Records{Reader: hub, Namespace: "addon-ns"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +576,10 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 	if objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc)); err != nil || len(objs) == 0 {
 		t.Fatalf("before revocation: %d objects, %v", len(objs), err)
 	}
-	if err := revocation.Set(context.Background(), hub, "c1", &revocation.Revocation{Reason: "key leaked"}); err != nil {
+	if _, err := issued.Update(context.Background(), hub, hub, "addon-ns", "c1", func(r *issued.Record) error {
+		r.Revocation = &revocation.Revocation{Reason: "key leaked"}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc))
@@ -584,14 +589,18 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 	if objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c2"}}, mcaFor(adc)); err != nil || len(objs) == 0 {
 		t.Fatalf("another cluster: %d objects, %v", len(objs), err)
 	}
-	// Without the list nothing is decided.
-	broken, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM}, Subject: identity.SubjectClusterName,
-		Hub: fake.NewClientBuilder().WithScheme(scheme).Build()})
-	if err != nil {
+	// An unreadable record decides nothing.
+	cm := &corev1.ConfigMap{}
+	if err := hub.Get(context.Background(), types.NamespacedName{Namespace: "addon-ns", Name: issued.RecordName("c1")}, cm); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := broken.Manifests(context.Background(), cluster, mcaFor(adc)); err == nil {
-		t.Fatal("rendered without a readable revocation list")
+	delete(cm.Data, "revocation")
+	cm.Data["certificates"] = "[{"
+	if err := hub.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Manifests(context.Background(), cluster, mcaFor(adc)); err == nil {
+		t.Fatal("rendered with an unreadable record")
 	}
 }
 

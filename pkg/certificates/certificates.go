@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -26,9 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // CASource returns the signing CA, read from the hub secret Key.
@@ -41,11 +42,6 @@ type CASource interface {
 func ForOurSigner(obj client.Object) bool {
 	csr, ok := obj.(*certificatesv1.CertificateSigningRequest)
 	return ok && csr.Spec.SignerName == identity.SignerName
-}
-
-// LabelledForOurAddon reports whether obj carries the add-on's label, whatever its signer.
-func LabelledForOurAddon(obj client.Object) bool {
-	return obj.GetLabels()[addonv1beta1.AddonLabelKey] == identity.AddonName
 }
 
 // HasCondition reports whether csr has a condition of type t with status True.
@@ -90,33 +86,24 @@ func WatchCASecret(b *builder.Builder, reader client.Reader, ca CASource, pick f
 }
 
 // Decide runs every check the approver and the signer both make: the policy, against what the
-// hub knows of the cluster the CSR names (HubFacts), and the rule that no public key is
-// certified twice. The signer runs it again on approved CSRs, since anyone with the approve
-// right may have approved them and the facts may have changed since.
-func Decide(ctx context.Context, reader client.Reader, pol policy.Policy, csr *certificatesv1.CertificateSigningRequest, caID string) (*x509.CertificateRequest, *policy.Rejection, error) {
-	hub, err := HubFacts(ctx, reader, csr, caID)
+// hub knows of the cluster the CSR names (HubFacts) at now. The signer runs it again on
+// approved CSRs, since anyone with the approve right may have approved them and the facts may
+// have changed since, and writes the certificate into the record it decided from (hub.Record),
+// at the version it was read.
+func Decide(ctx context.Context, reader client.Reader, pol policy.Policy, csr *certificatesv1.CertificateSigningRequest, caID, recordNamespace string, now time.Time) (*x509.CertificateRequest, policy.Hub, *policy.Rejection, error) {
+	hub, err := HubFacts(ctx, reader, csr, caID, recordNamespace, now)
 	if err != nil {
-		return nil, nil, err
+		return nil, hub, nil, err
 	}
 	req, rej := pol.Check(csr, hub)
-	if rej != nil {
-		return nil, rej, nil
-	}
-	others := &certificatesv1.CertificateSigningRequestList{}
-	if err := reader.List(ctx, others, client.MatchingLabels{clusterv1.ClusterNameLabelKey: hub.Cluster.Name}); err != nil {
-		return nil, nil, fmt.Errorf("listing the CSRs of cluster %s: %w", hub.Cluster.Name, err)
-	}
-	if rej := policy.DuplicateKey(req, csr.Name, others.Items); rej != nil {
-		return nil, rej, nil
-	}
-	return req, nil, nil
+	return req, hub, rej, nil
 }
 
 // HubFacts gathers what the policy decides from for the cluster csr's label names: its
-// ManagedCluster, its ManagedClusterAddOn and its revocation. The list of revocations must be
-// readable: without it nothing is decided.
-func HubFacts(ctx context.Context, reader client.Reader, csr *certificatesv1.CertificateSigningRequest, caID string) (policy.Hub, error) {
-	hub := policy.Hub{CAID: caID}
+// ManagedCluster, its ManagedClusterAddOn and its record in recordNamespace (revocation,
+// certificates, keys). The record must be readable: without it nothing is decided.
+func HubFacts(ctx context.Context, reader client.Reader, csr *certificatesv1.CertificateSigningRequest, caID, recordNamespace string, now time.Time) (policy.Hub, error) {
+	hub := policy.Hub{CAID: caID, Now: now}
 	cluster, err := ClusterFor(ctx, reader, csr)
 	if err != nil || cluster == nil {
 		return hub, err
@@ -129,7 +116,7 @@ func HubFacts(ctx context.Context, reader client.Reader, csr *certificatesv1.Cer
 	case !apierrors.IsNotFound(err):
 		return hub, fmt.Errorf("reading the ManagedClusterAddOn of cluster %s: %w", cluster.Name, err)
 	}
-	if hub.Revocation, err = revocation.Get(ctx, reader, cluster.Name); err != nil {
+	if hub.Record, err = issued.Load(ctx, reader, recordNamespace, cluster.Name); err != nil {
 		return hub, err
 	}
 	return hub, nil

@@ -29,8 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // FieldManager owns what the controller applies to a cluster secret.
@@ -55,6 +55,8 @@ type Reconciler struct {
 	// name without the label must not be taken over.
 	APIReader client.Reader
 	CA        certificates.CASource
+	// Records are the clusters' records, whose revocations remove the secret.
+	Records *issued.Records
 	// Namespace is Argo CD's, where the principal looks for cluster secrets, and
 	// ResourceProxyAddress where Argo CD reaches the principal's resource proxy: the clusters of
 	// no group's.
@@ -66,6 +68,9 @@ type Reconciler struct {
 	Placements interface {
 		Placement(ctx context.Context, cma *addonv1beta1.ClusterManagementAddOn, cluster string) (addonv1beta1.PlacementStrategy, bool, error)
 	}
+	// CopyLabels are the ManagedCluster labels the secret gets (--cluster-secret-labels); the
+	// zero value copies none.
+	CopyLabels LabelFilter
 	// Lifetime of the client certificates issued, never past the CA's expiry.
 	Lifetime time.Duration
 	Events   events.EventRecorder
@@ -123,8 +128,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetName() == identity.AddonName
 		}))).
 		Watches(&clusterv1.ManagedCluster{}, byName, builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		// Revocations (annotations) and its placements (spec).
-		Watches(&addonv1beta1.ClusterManagementAddOn{}, everyCluster, builder.WithPredicates(predicate.Or[client.Object](predicate.AnnotationChangedPredicate{}, predicate.GenerationChangedPredicate{}))).
+		// Its placements (spec).
+		Watches(&addonv1beta1.ClusterManagementAddOn{}, everyCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Revocations, in the records.
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if cluster, ok := issued.ClusterOfRecord(o.GetName()); ok && o.GetNamespace() == r.Records.Namespace {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: cluster}}}
+			}
+			return nil
+		})).
 		Watches(&corev1.Secret{}, everyCluster, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == caKey.Namespace && o.GetName() == caKey.Name
 		}))).
@@ -237,23 +249,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("checking the certificate just issued: %w", err)
 		}
 	}
-	want, err := Desired(namespace, agent, address, cluster.Labels, creds, ca.BundlePEM())
+	var owned *corev1ac.SecretApplyConfiguration
+	if secret != nil {
+		if owned, err = corev1ac.ExtractSecret(secret, FieldManager); err != nil {
+			return ctrl.Result{}, fmt.Errorf("reading what the add-on owns of secret %s/%s: %w", namespace, Name(agent), err)
+		}
+	}
+	// Only the labels the hub admin allows, and none over a label someone else set on the
+	// secret: the apply is forced, and would otherwise overwrite it and take it over.
+	copied := r.CopyLabels.Select(agent, cluster.Labels)
+	for k := range othersLabels(secret, owned) {
+		if _, ok := copied[k]; ok {
+			logger.V(1).Info("Not copying a ManagedCluster label over one someone else set on the cluster secret", "label", k)
+			delete(copied, k)
+		}
+	}
+	want, err := Desired(namespace, agent, address, copied, creds, ca.BundlePEM())
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	want.WithOwnerReferences(metav1ac.OwnerReference().WithAPIVersion(addonv1beta1.GroupVersion.String()).
 		WithKind("ClusterManagementAddOn").WithName(owner.Name).WithUID(owner.UID))
 	requeue := ctrl.Result{RequeueAfter: renewAt.Sub(now)}
-	steady := false
-	if secret != nil {
-		owned, err := corev1ac.ExtractSecret(secret, FieldManager)
-		if err != nil {
-			return ctrl.Result{}, fmt.Errorf("reading what the add-on owns of secret %s/%s: %w", namespace, Name(agent), err)
-		}
-		steady = reflect.DeepEqual(owned, want)
-	}
+	steady := owned != nil && reflect.DeepEqual(owned, want)
 	if !steady {
-		if err := r.Client.Apply(ctx, want, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		// Forced: the add-on is the controller of the fields it sets (its labels and
+		// annotations, data, owner), which argocd-agentctl also set on a secret it adopts.
+		// Fields it does not set, such as an admin's labels and annotations, stay as they are.
+		// Only over the secret read: a label set since then, which the cache may not hold yet,
+		// is someone else's too.
+		if secret != nil {
+			want.WithResourceVersion(secret.ResourceVersion)
+		}
+		if err := r.Client.Apply(ctx, want, client.FieldOwner(FieldManager), client.ForceOwnership); apierrors.IsConflict(err) {
+			// The change brings the secret's watch event; this is a fallback.
+			logger.V(1).Info("Cluster secret changed since read; reconciling again", "secret", namespace+"/"+Name(agent))
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		} else if err != nil {
 			return ctrl.Result{}, fmt.Errorf("applying cluster secret %s/%s: %w", namespace, Name(agent), err)
 		}
 		reason, note := ReasonUpdated, "updated"
@@ -310,8 +342,10 @@ func (r *Reconciler) wanted(ctx context.Context, agent string) (*addonv1beta1.Cl
 	if cma.DeletionTimestamp != nil {
 		return nil, nil, nil, "the add-on is being uninstalled", nil
 	}
-	// A damaged entry still revokes (revocation.List).
-	if rev, ok := revocation.List(cma)[agent]; ok {
+	// A damaged revocation still revokes; an unreadable record decides nothing.
+	if rev, err := r.Records.Revocation(ctx, agent); err != nil {
+		return nil, nil, nil, "", err
+	} else if rev != nil {
 		return nil, nil, nil, "the agent is revoked: " + rev.Reason, nil
 	}
 	addon := &addonv1beta1.ManagedClusterAddOn{}

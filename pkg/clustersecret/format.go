@@ -189,9 +189,10 @@ func CredentialsOf(secret *corev1.Secret) (Credentials, bool) {
 	return Credentials{CertPEM: cfg.TLSClientConfig.CertData, KeyPEM: cfg.TLSClientConfig.KeyData}, true
 }
 
-// Desired is the cluster secret of agent: upstream's data keys and metadata, the
-// ManagedCluster's labels (without reserved keys), and ManagedLabel.
-func Desired(namespace, agent, resourceProxyAddress string, clusterLabels map[string]string, creds Credentials, caBundle []byte) (*corev1ac.SecretApplyConfiguration, error) {
+// Desired is the cluster secret of agent: upstream's data keys and metadata, the copied
+// ManagedCluster labels (LabelFilter.Select; reserved keys are dropped here too), and
+// ManagedLabel.
+func Desired(namespace, agent, resourceProxyAddress string, copied map[string]string, creds Credentials, caBundle []byte) (*corev1ac.SecretApplyConfiguration, error) {
 	config, err := json.Marshal(clusterConfig{TLSClientConfig: tlsClientConfig{
 		CertData: creds.CertPEM, KeyData: creds.KeyPEM, CAData: caBundle,
 	}})
@@ -199,7 +200,7 @@ func Desired(namespace, agent, resourceProxyAddress string, clusterLabels map[st
 		return nil, err
 	}
 	labels := map[string]string{}
-	for k, v := range clusterLabels {
+	for k, v := range copied {
 		if !reserved(k) {
 			labels[k] = v
 		}

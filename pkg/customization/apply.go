@@ -10,15 +10,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
-	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
@@ -32,10 +29,20 @@ const (
 	tokenVolume     = "kube-api-access"
 )
 
-// reservedDomain is OCM's label and annotation domain, and this add-on's
-// (argocd-agent-addon.open-cluster-management.io): the work agent, the registration agent and
-// the add-on act on keys there (a pod roll, a deletion orphaned).
-const reservedDomain = "open-cluster-management.io"
+// reservedDomains are label and annotation domains whose keys others act on, and why.
+var reservedDomains = []struct{ domain, why string }{
+	// OCM's, and this add-on's (argocd-agent-addon.open-cluster-management.io): the work agent,
+	// the registration agent and the add-on act on keys there (a pod roll, a deletion orphaned,
+	// a manifest sent to another cluster).
+	{"open-cluster-management.io", "keys in the open-cluster-management.io domain are OCM's and the add-on's"},
+	// Argo CD's: it reads Secrets by their argocd.argoproj.io/secret-type label (a cluster to
+	// deploy to, a repository's credentials) and tracks and prunes objects by its labels.
+	{"argoproj.io", "keys in the argoproj.io domain are Argo CD's: it reads Secrets by them (clusters, repositories) and tracks and prunes objects by them"},
+}
+
+// tokenAnnotationPrefix begins the annotations that tie a Secret to a ServiceAccount whose
+// token Kubernetes then puts in it.
+const tokenAnnotationPrefix = "kubernetes.io/service-account."
 
 // Customization is one AgentCustomization, as a render uses it.
 type Customization struct {
@@ -48,20 +55,24 @@ type Customization struct {
 // *agentconfig.FieldError naming the first field it refuses, and then objects are not to be
 // delivered.
 func (c *Customization) Apply(objects []runtime.Object) ([]runtime.Object, error) {
-	e := &errs{config: Kind + " " + c.Name}
+	e := &errs{config: Kind + " " + c.Name, name: c.Name}
 	spec := &c.Spec
 	deployment := agentDeployment(objects)
 	if deployment == nil {
 		return nil, fmt.Errorf("the rendered manifests lack Deployment %s", identity.AgentName)
 	}
-	extras, err := e.extraObjects(spec.ExtraObjects, objects)
+	agent := agentPod{namespace: deployment.Namespace}
+	if deployment.Spec.Selector != nil {
+		agent.selector = deployment.Spec.Selector.MatchLabels
+	}
+	extras, secrets, err := e.extraObjects(spec.ExtraObjects, objects, agent)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.metadata(field.NewPath("spec"), spec.Labels, spec.Annotations, append(slices.Clone(objects), extras...)); err != nil {
 		return nil, err
 	}
-	if err := e.pod(deployment, &spec.Pod); err != nil {
+	if err := e.pod(deployment, &spec.Pod, secrets); err != nil {
 		return nil, err
 	}
 	if err := e.agent(deployment, &spec.Agent, spec.Pod.Volumes); err != nil {
@@ -74,7 +85,10 @@ func (c *Customization) Apply(objects []runtime.Object) ([]runtime.Object, error
 }
 
 // errs builds the FieldErrors of one customisation.
-type errs struct{ config string }
+type errs struct {
+	// config is "AgentCustomization namespace/name", name "namespace/name".
+	config, name string
+}
 
 func (e *errs) at(path *field.Path, value any, format string, args ...any) *agentconfig.FieldError {
 	v := fmt.Sprint(value)
@@ -138,8 +152,13 @@ func (e *errs) keys(path *field.Path, kv map[string]string, labels bool) error {
 			return e.at(path.Key(k), kv[k], "%s", problems.ToAggregate().Error())
 		}
 		prefix, _, found := strings.Cut(k, "/")
-		if found && (prefix == reservedDomain || strings.HasSuffix(prefix, "."+reservedDomain)) {
-			return e.at(path.Key(k), kv[k], "keys in the %s domain are OCM's and the add-on's", reservedDomain)
+		for _, r := range reservedDomains {
+			if found && (prefix == r.domain || strings.HasSuffix(prefix, "."+r.domain)) {
+				return e.at(path.Key(k), kv[k], "%s", r.why)
+			}
+		}
+		if strings.HasPrefix(k, tokenAnnotationPrefix) {
+			return e.at(path.Key(k), kv[k], "it ties a Secret to a ServiceAccount, whose token Kubernetes then puts in it")
 		}
 	}
 	return nil
@@ -163,8 +182,9 @@ func (e *errs) merge(path *field.Path, have, add map[string]string, what string)
 	return out, nil
 }
 
-// pod adds pod-level settings, sidecars and volumes to the agent's pod template.
-func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
+// pod adds pod-level settings, sidecars and volumes to the agent's pod template. secrets are the
+// customisation's extra Secrets, the only ones its volumes and containers may read.
+func (e *errs) pod(d *appsv1.Deployment, p *Pod, secrets map[string]bool) error {
 	path := field.NewPath("spec", "pod")
 	tmpl := &d.Spec.Template
 	if err := e.keys(path.Child("labels"), p.Labels, true); err != nil {
@@ -216,19 +236,8 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
 		if slices.ContainsFunc(spec.Volumes, func(have corev1.Volume) bool { return have.Name == v.Name }) {
 			return e.at(vp.Child("name"), v.Name, "the agent's pod has a volume of that name already")
 		}
-		key := clientTLSSecret(spec)
-		if v.Secret != nil && v.Secret.SecretName == key {
-			return e.at(vp.Child("secret", "secretName"), v.Secret.SecretName, "the agent's client key is mounted into the agent only")
-		}
-		if v.Projected != nil {
-			for j, src := range v.Projected.Sources {
-				if src.Secret != nil && src.Secret.Name == key {
-					return e.at(vp.Child("projected", "sources").Index(j).Child("secret", "name"), src.Secret.Name, "the agent's client key is mounted into the agent only")
-				}
-				if src.ServiceAccountToken != nil {
-					return e.at(vp.Child("projected", "sources").Index(j).Child("serviceAccountToken"), "", "a token of the agent's ServiceAccount is the agent's")
-				}
-			}
+		if err := e.volumeSource(vp, &v.VolumeSource, clientTLSSecret(spec), secrets); err != nil {
+			return err
 		}
 		spec.Volumes = append(spec.Volumes, v)
 	}
@@ -249,36 +258,13 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod) error {
 			if slices.ContainsFunc(spec.Containers, taken) || slices.ContainsFunc(spec.InitContainers, taken) {
 				return e.at(cp.Child("name"), c.Name, "the agent's pod has a container of that name already")
 			}
-			for j, m := range c.VolumeMounts {
-				switch m.Name {
-				case clientTLSVolume:
-					return e.at(cp.Child("volumeMounts").Index(j).Child("name"), m.Name, "the agent's client key is mounted into the agent only")
-				case tokenVolume:
-					return e.at(cp.Child("volumeMounts").Index(j).Child("name"), m.Name, "the agent's ServiceAccount token is mounted into the agent only")
-				}
-			}
-			if err := e.keepsKey(cp, &c, clientTLSSecret(spec)); err != nil {
+			if err := e.noCredentials(cp, &c, p.Volumes, clientTLSSecret(spec), secrets); err != nil {
 				return err
 			}
 			if err := e.keepsPorts(cp, &c, spec); err != nil {
 				return err
 			}
 			*list.target = append(*list.target, c)
-		}
-	}
-	return nil
-}
-
-// keepsKey refuses a container that reads the agent's client key Secret through its env.
-func (e *errs) keepsKey(path *field.Path, c *corev1.Container, key string) error {
-	for j, env := range c.Env {
-		if env.ValueFrom != nil && env.ValueFrom.SecretKeyRef != nil && env.ValueFrom.SecretKeyRef.Name == key {
-			return e.at(path.Child("env").Index(j).Child("valueFrom", "secretKeyRef", "name"), key, "the agent's client key is the agent's only")
-		}
-	}
-	for j, from := range c.EnvFrom {
-		if from.SecretRef != nil && from.SecretRef.Name == key {
-			return e.at(path.Child("envFrom").Index(j).Child("secretRef", "name"), key, "the agent's client key is the agent's only")
 		}
 	}
 	return nil
@@ -384,86 +370,6 @@ func (e *errs) restricted(d *appsv1.Deployment) error {
 		}
 	}
 	return nil
-}
-
-// extraObjects decodes the extra objects and refuses ones that are no Kubernetes object or
-// would replace one the add-on delivers.
-func (e *errs) extraObjects(raw []runtime.RawExtension, rendered []runtime.Object) ([]runtime.Object, error) {
-	path := field.NewPath("spec", "extraObjects")
-	type key struct{ group, kind, namespace, name string }
-	seen := map[key]bool{}
-	for _, o := range rendered {
-		m, err := meta.Accessor(o)
-		if err != nil {
-			return nil, err
-		}
-		gvk := o.GetObjectKind().GroupVersionKind()
-		seen[key{gvk.Group, gvk.Kind, m.GetNamespace(), m.GetName()}] = true
-	}
-	var out []runtime.Object
-	for i, r := range raw {
-		p := path.Index(i)
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(r.Raw, &u.Object); err != nil || u.Object == nil {
-			return nil, e.at(p, string(r.Raw), "not a Kubernetes object: %v", err)
-		}
-		gvk := u.GroupVersionKind()
-		if gvk.Version == "" || gvk.Kind == "" {
-			return nil, e.at(p.Child("kind"), gvk.Kind, "apiVersion and kind are required")
-		}
-		if msgs := validation.IsDNS1123Subdomain(u.GetName()); len(msgs) > 0 {
-			return nil, e.at(p.Child("metadata", "name"), u.GetName(), "%s", strings.Join(msgs, "; "))
-		}
-		if ns := u.GetNamespace(); ns != "" {
-			if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
-				return nil, e.at(p.Child("metadata", "namespace"), ns, "%s", strings.Join(msgs, "; "))
-			}
-		}
-		if why, ok := refusedKinds[schema.GroupKind{Group: gvk.Group, Kind: gvk.Kind}]; ok {
-			return nil, e.at(p.Child("kind"), gvk.Kind, "%s", why)
-		}
-		if _, ok := u.Object["status"]; ok {
-			return nil, e.at(p.Child("status"), "", "an extra object's status is its controller's to write")
-		}
-		k := key{gvk.Group, gvk.Kind, u.GetNamespace(), u.GetName()}
-		if seen[k] {
-			return nil, e.at(p.Child("metadata", "name"), u.GetName(), "%s is delivered already (by the add-on or an earlier extra object)", describe(u))
-		}
-		seen[k] = true
-		out = append(out, u)
-	}
-	return out, nil
-}
-
-const (
-	whyWorkload   = "run workloads with your own tooling: a pod here could run with the agent's identity, outside the restricted check"
-	whyAutoscaler = "one agent per identity: the agent's replicas are the add-on's"
-	whyRBAC       = "the agent's permissions are the ones the add-on delivers"
-	whyAdmission  = "admission configuration could change the agent's pod after the add-on has checked it"
-)
-
-// refusedKinds are the extra objects a customisation may not deliver, and why.
-var refusedKinds = map[schema.GroupKind]string{
-	{Kind: "Pod"}:                                                                     whyWorkload,
-	{Kind: "ReplicationController"}:                                                   whyWorkload,
-	{Group: "apps", Kind: "Deployment"}:                                               whyWorkload,
-	{Group: "apps", Kind: "ReplicaSet"}:                                               whyWorkload,
-	{Group: "apps", Kind: "StatefulSet"}:                                              whyWorkload,
-	{Group: "apps", Kind: "DaemonSet"}:                                                whyWorkload,
-	{Group: "batch", Kind: "Job"}:                                                     whyWorkload,
-	{Group: "batch", Kind: "CronJob"}:                                                 whyWorkload,
-	{Group: "autoscaling", Kind: "HorizontalPodAutoscaler"}:                           whyAutoscaler,
-	{Group: "autoscaling.k8s.io", Kind: "VerticalPodAutoscaler"}:                      whyAutoscaler,
-	{Group: "rbac.authorization.k8s.io", Kind: "Role"}:                                whyRBAC,
-	{Group: "rbac.authorization.k8s.io", Kind: "RoleBinding"}:                         whyRBAC,
-	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRole"}:                         whyRBAC,
-	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRoleBinding"}:                  whyRBAC,
-	{Group: "admissionregistration.k8s.io", Kind: "MutatingWebhookConfiguration"}:     whyAdmission,
-	{Group: "admissionregistration.k8s.io", Kind: "ValidatingWebhookConfiguration"}:   whyAdmission,
-	{Group: "admissionregistration.k8s.io", Kind: "ValidatingAdmissionPolicy"}:        whyAdmission,
-	{Group: "admissionregistration.k8s.io", Kind: "ValidatingAdmissionPolicyBinding"}: whyAdmission,
-	{Group: "admissionregistration.k8s.io", Kind: "MutatingAdmissionPolicy"}:          whyAdmission,
-	{Group: "admissionregistration.k8s.io", Kind: "MutatingAdmissionPolicyBinding"}:   whyAdmission,
 }
 
 // describe names an object for people: Kind namespace/name.

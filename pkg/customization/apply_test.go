@@ -2,6 +2,7 @@ package customization_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -150,6 +151,173 @@ func checkGuarantees(t *testing.T, d *appsv1.Deployment) {
 	}
 }
 
+// The agent's, and the add-on's, which no added container may mount.
+var addonVolumes = []string{"client-tls", "ca", "kube-api-access"}
+
+// extraKinds are the kinds a customisation may add (docs/design.md#customisation).
+var extraKinds = []string{"v1/ConfigMap", "v1/Secret", "v1/Service", "networking.k8s.io/v1/NetworkPolicy", "policy/v1/PodDisruptionBudget"}
+
+// checkDelivered: what a customisation added carries no credential to its containers, and its
+// extra objects are of the allowlist, in the agent's namespace, under the add-on's prefix, with
+// its marker.
+func checkDelivered(t testing.TB, objs []runtime.Object) {
+	t.Helper()
+	var d *appsv1.Deployment
+	for _, o := range objs {
+		if dep, ok := o.(*appsv1.Deployment); ok {
+			d = dep
+		}
+	}
+	if d == nil {
+		t.Fatal("no Deployment rendered")
+	}
+	secrets := map[string]bool{}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue // the add-on's own, typed
+		}
+		kind := u.GetAPIVersion() + "/" + u.GetKind()
+		if !slices.Contains(extraKinds, kind) {
+			t.Errorf("extra object %s %s delivered: not of the allowlist", kind, u.GetName())
+		}
+		if u.GetNamespace() != d.Namespace || !strings.HasPrefix(u.GetName(), customization.ExtraObjectPrefix) {
+			t.Errorf("extra object %s %s/%s: want the agent's namespace %s and the prefix %s", kind, u.GetNamespace(), u.GetName(), d.Namespace, customization.ExtraObjectPrefix)
+		}
+		if u.GetLabels()[customization.ExtraObjectLabel] != "true" || u.GetAnnotations()[customization.CustomizationAnnotation] == "" {
+			t.Errorf("extra object %s %s lacks the add-on's marker", kind, u.GetName())
+		}
+		for k := range u.GetAnnotations() {
+			if strings.HasPrefix(k, "kubernetes.io/service-account.") {
+				t.Errorf("extra object %s %s is tied to a ServiceAccount: %s", kind, u.GetName(), k)
+			}
+		}
+		for k := range u.GetLabels() {
+			if strings.Contains(strings.SplitN(k, "/", 2)[0], "argoproj.io") {
+				t.Errorf("extra object %s %s has Argo CD's label %s", kind, u.GetName(), k)
+			}
+		}
+		switch kind {
+		case "v1/Secret":
+			if typ, _, _ := unstructured.NestedString(u.Object, "type"); typ != "" && typ != string(corev1.SecretTypeOpaque) {
+				t.Errorf("extra Secret %s of type %s", u.GetName(), typ)
+				continue // a credential: no added container may read it either
+			}
+			secrets[u.GetName()] = true
+		case "v1/Service":
+			typ, _, _ := unstructured.NestedString(u.Object, "spec", "type")
+			ips, _, _ := unstructured.NestedSlice(u.Object, "spec", "externalIPs")
+			if (typ != "" && typ != string(corev1.ServiceTypeClusterIP)) || len(ips) > 0 {
+				t.Errorf("extra Service %s of type %q with external IPs %v", u.GetName(), typ, ips)
+			}
+		}
+	}
+	spec := &d.Spec.Template.Spec
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the pod automounts its ServiceAccount token: every container gets it")
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		volumes[v.Name] = v
+	}
+	ownSecret := func(what, name string) {
+		t.Helper()
+		if !secrets[name] {
+			t.Errorf("%s reads Secret %s, which the customisation did not deliver", what, name)
+		}
+	}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		if c.Name == identity.AgentName {
+			continue
+		}
+		what := "added container " + c.Name
+		for _, m := range c.VolumeMounts {
+			v, ok := volumes[m.Name]
+			if !ok || slices.Contains(addonVolumes, m.Name) {
+				t.Errorf("%s mounts the add-on's volume %s", what, m.Name)
+				continue
+			}
+			src := v.VolumeSource
+			switch {
+			case src.EmptyDir != nil, src.ConfigMap != nil, src.DownwardAPI != nil:
+			case src.Secret != nil:
+				ownSecret(what, src.Secret.SecretName)
+			case src.Projected != nil:
+				for _, p := range src.Projected.Sources {
+					switch {
+					case p.ConfigMap != nil, p.DownwardAPI != nil, p.ClusterTrustBundle != nil:
+					case p.Secret != nil:
+						ownSecret(what, p.Secret.Name)
+					default:
+						t.Errorf("%s mounts volume %s projecting %+v: a token or a key", what, m.Name, p)
+					}
+				}
+			default:
+				b, _ := json.Marshal(src)
+				t.Errorf("%s mounts volume %s of a type not allowed: %s", what, m.Name, b)
+			}
+		}
+		for _, env := range c.Env {
+			if env.ValueFrom != nil && env.ValueFrom.SecretKeyRef != nil {
+				ownSecret(what, env.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		for _, from := range c.EnvFrom {
+			if from.SecretRef != nil {
+				ownSecret(what, from.SecretRef.Name)
+			}
+		}
+	}
+}
+
+// Every kind of the allowlist is delivered, marked, and the customisation's own Secret may be
+// given to its sidecar.
+func TestExtraObjectsOfTheAllowlist(t *testing.T) {
+	objs, _, err := render(t, `
+extraObjects:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-shipper, namespace: argocd}, data: {shipper.conf: "level=info"}}
+- {apiVersion: v1, kind: Secret, type: Opaque, metadata: {name: argocd-agent-addon-shipper, namespace: argocd}, stringData: {apiKey: k}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: argocd-agent-addon-metrics, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd-agent}}
+  spec: {selector: {app.kubernetes.io/name: argocd-agent-agent}, ports: [{name: metrics, port: 8181, targetPort: metrics}]}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: argocd-agent-addon-metrics, namespace: argocd}
+  spec: {podSelector: {matchLabels: {app.kubernetes.io/name: argocd-agent-agent}}, policyTypes: [Ingress], ingress: [{ports: [{port: 8181}]}]}
+- apiVersion: policy/v1
+  kind: PodDisruptionBudget
+  metadata: {name: argocd-agent-addon-agent, namespace: argocd}
+  spec: {maxUnavailable: 1, selector: {matchLabels: {app.kubernetes.io/name: argocd-agent-agent}}}
+pod:
+  volumes:
+  - {name: conf, configMap: {name: argocd-agent-addon-shipper}}
+  - {name: key, secret: {secretName: argocd-agent-addon-shipper}}
+  - {name: both, projected: {sources: [{secret: {name: argocd-agent-addon-shipper}}, {configMap: {name: argocd-agent-addon-shipper}}, {downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}}]}}
+  containers:
+  - name: log-shipper
+    image: registry.example.com/shipper:1.0
+    securityContext: {allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}
+    env: [{name: API_KEY, valueFrom: {secretKeyRef: {name: argocd-agent-addon-shipper, key: apiKey}}}]
+    envFrom: [{secretRef: {name: argocd-agent-addon-shipper}}]
+    volumeMounts: [{name: conf, mountPath: /conf}, {name: key, mountPath: /key}, {name: both, mountPath: /both}]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			kinds = append(kinds, u.GetAPIVersion()+"/"+u.GetKind())
+		}
+	}
+	if !slices.Equal(kinds, extraKinds) {
+		t.Errorf("extra objects %v, want %v", kinds, extraKinds)
+	}
+	checkGuarantees(t, deploymentOf(t, objs))
+	checkDelivered(t, objs)
+}
+
 const everything = `
 labels: {team: platform}
 annotations: {example.com/owner: platform}
@@ -177,7 +345,7 @@ agent:
 extraObjects:
 - apiVersion: networking.k8s.io/v1
   kind: NetworkPolicy
-  metadata: {name: argocd-agent-egress, namespace: argocd}
+  metadata: {name: argocd-agent-addon-egress, namespace: argocd}
   spec:
     podSelector: {matchLabels: {app.kubernetes.io/name: argocd-agent-agent}}
     policyTypes: [Egress]
@@ -215,8 +383,12 @@ func TestCustomizationAddsEveryField(t *testing.T) {
 	if !ok || np.GetKind() != "NetworkPolicy" || np.GetNamespace() != "argocd" {
 		t.Errorf("last object %v, want the NetworkPolicy", objs[len(objs)-1])
 	}
+	if np.GetLabels()[customization.ExtraObjectLabel] != "true" || np.GetAnnotations()[customization.CustomizationAnnotation] != "open-cluster-management/custom" {
+		t.Errorf("the NetworkPolicy lacks the add-on's marker: labels %v, annotations %v", np.GetLabels(), np.GetAnnotations())
+	}
 	d := deploymentOf(t, objs)
 	checkGuarantees(t, d)
+	checkDelivered(t, objs)
 	tmpl := d.Spec.Template
 	spec := tmpl.Spec
 	if tmpl.Labels["sidecar.istio.io/inject"] != "false" || tmpl.Annotations["prometheus.io/scrape"] != "true" {
@@ -328,10 +500,122 @@ extraObjects:
 - {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-params, namespace: argocd}}`, "spec.extraObjects[0].metadata.name", "delivered already"},
 		{"an object twice", `
 extraObjects:
-- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: argocd}}
-- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: argocd}}`, "spec.extraObjects[1].metadata.name", "delivered already"},
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-a, namespace: argocd}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-a, namespace: argocd}}`, "spec.extraObjects[1].metadata.name", "delivered already"},
 		{"an object without a kind", `extraObjects: [{apiVersion: v1, metadata: {name: a}}]`, "spec.extraObjects[0].kind", "required"},
 		{"an object with a status", `extraObjects: [{apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: argocd}, status: {}}]`, "spec.extraObjects[0].status", "controller"},
+		// The review: a token Secret of Argo CD's ServiceAccount as an extra object, mounted into a sidecar.
+		{"the review's token Secret in a sidecar", `
+extraObjects:
+- apiVersion: v1
+  kind: Secret
+  type: kubernetes.io/service-account-token
+  metadata:
+    name: argocd-application-controller-token
+    namespace: argocd
+    annotations: {kubernetes.io/service-account.name: argocd-application-controller}
+pod:
+  volumes: [{name: tok, secret: {secretName: argocd-application-controller-token}}]
+  containers:
+  - name: thief
+    image: busybox
+    volumeMounts: [{name: tok, mountPath: /tok}]`, "spec.extraObjects[0].type", "must be of type Opaque"},
+		{"a Secret tied to a ServiceAccount", `
+extraObjects:
+- {apiVersion: v1, kind: Secret, metadata: {name: argocd-agent-addon-t, namespace: argocd, annotations: {kubernetes.io/service-account.name: argocd-application-controller}}}`,
+			"spec.extraObjects[0].metadata.annotations[kubernetes.io/service-account.name]", "ServiceAccount"},
+		{"every object tied to a ServiceAccount", `annotations: {kubernetes.io/service-account.name: argocd-application-controller}`,
+			"spec.annotations[kubernetes.io/service-account.name]", "ServiceAccount"},
+		{"a sidecar with a token Secret of the cluster", `
+pod:
+  volumes: [{name: tok, secret: {secretName: argocd-application-controller-token}}]
+  containers: [{name: thief, image: busybox, volumeMounts: [{name: tok, mountPath: /tok}]}]`,
+			"spec.pod.volumes[0].secret.secretName", "only a Secret of spec.extraObjects"},
+		{"a sidecar with Argo CD's redis password", `
+pod:
+  containers:
+  - {name: x, image: busybox, env: [{name: P, valueFrom: {secretKeyRef: {name: argocd-redis, key: auth}}}]}`,
+			"spec.pod.containers[0].env[0].valueFrom.secretKeyRef.name", "only a Secret of spec.extraObjects"},
+		{"an init container with Argo CD's secret", `
+pod:
+  initContainers: [{name: x, image: busybox, envFrom: [{secretRef: {name: argocd-secret}}]}]`,
+			"spec.pod.initContainers[0].envFrom[0].secretRef.name", "only a Secret of spec.extraObjects"},
+		{"a projected Secret of the cluster", `pod: {volumes: [{name: k, projected: {sources: [{secret: {name: argocd-secret}}]}}]}`,
+			"spec.pod.volumes[0].projected.sources[0].secret.name", "only a Secret of spec.extraObjects"},
+		{"a pod certificate", `pod: {volumes: [{name: k, projected: {sources: [{podCertificate: {signerName: example.com/s, keyType: ED25519, credentialBundlePath: c}}]}}]}`,
+			"spec.pod.volumes[0].projected.sources[0].podCertificate", "identity"},
+		{"a csi volume", `pod: {volumes: [{name: k, csi: {driver: secrets-store.csi.k8s.io, volumeAttributes: {secretProviderClass: vault}}}]}`,
+			"spec.pod.volumes[0].csi", "csi driver"},
+		{"another workload's claim", `pod: {volumes: [{name: k, persistentVolumeClaim: {claimName: data}}]}`,
+			"spec.pod.volumes[0].persistentVolumeClaim", "another workload"},
+		{"a sidecar with the agent's CA volume", `pod: {containers: [{name: x, image: busybox, volumeMounts: [{name: ca, mountPath: /ca}]}]}`,
+			"spec.pod.containers[0].volumeMounts[0].name", "not a volume of spec.pod.volumes"},
+		{"an Argo CD Application", `
+extraObjects:
+- apiVersion: argoproj.io/v1alpha1
+  kind: Application
+  metadata: {name: argocd-agent-addon-app, namespace: argocd}
+  spec: {project: default, source: {repoURL: "https://evil.example.com/r.git", path: .}, destination: {server: "https://kubernetes.default.svc", namespace: kube-system}}`,
+			"spec.extraObjects[0].kind", "Argo CD's"},
+		{"an APIService", `
+extraObjects:
+- {apiVersion: apiregistration.k8s.io/v1, kind: APIService, metadata: {name: v1beta1.metrics.k8s.io}, spec: {group: metrics.k8s.io, version: v1beta1, service: {name: evil, namespace: argocd}}}`,
+			"spec.extraObjects[0].kind", "cluster's API"},
+		{"a CustomResourceDefinition", `
+extraObjects:
+- {apiVersion: apiextensions.k8s.io/v1, kind: CustomResourceDefinition, metadata: {name: applications.argoproj.io}}`,
+			"spec.extraObjects[0].kind", "cluster's API"},
+		{"a PodMonitor", `
+extraObjects:
+- {apiVersion: monitoring.coreos.com/v1, kind: PodMonitor, metadata: {name: argocd-agent-addon-m, namespace: argocd}}`,
+			"spec.extraObjects[0].kind", "Prometheus"},
+		{"a Service with external IPs", `
+extraObjects:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: argocd-agent-addon-mitm, namespace: argocd}
+  spec: {selector: {app.kubernetes.io/name: argocd-agent-agent}, ports: [{port: 443}], externalIPs: [203.0.113.10]}`,
+			"spec.extraObjects[0].spec.externalIPs", "CVE-2020-8554"},
+		{"a LoadBalancer Service", `
+extraObjects:
+- {apiVersion: v1, kind: Service, metadata: {name: argocd-agent-addon-lb, namespace: argocd}, spec: {type: LoadBalancer, selector: {app.kubernetes.io/name: argocd-agent-agent}, ports: [{port: 8181}]}}`,
+			"spec.extraObjects[0].spec.type", "only ClusterIP"},
+		{"a Service of Argo CD's pods", `
+extraObjects:
+- {apiVersion: v1, kind: Service, metadata: {name: argocd-agent-addon-r, namespace: argocd}, spec: {selector: {app.kubernetes.io/name: argocd-redis}, ports: [{port: 6379}]}}`,
+			"spec.extraObjects[0].spec.selector", "agent's pod"},
+		{"a NetworkPolicy of every pod", `
+extraObjects:
+- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: argocd-agent-addon-open, namespace: argocd}, spec: {podSelector: {}, ingress: [{}]}}`,
+			"spec.extraObjects[0].spec.podSelector.matchLabels", "agent's pod only"},
+		{"a PodDisruptionBudget of other pods", `
+extraObjects:
+- {apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: argocd-agent-addon-pdb, namespace: argocd}, spec: {minAvailable: 1, selector: {}}}`,
+			"spec.extraObjects[0].spec.selector.matchLabels", "agent's pod only"},
+		{"an older version", `
+extraObjects:
+- {apiVersion: policy/v1beta1, kind: PodDisruptionBudget, metadata: {name: argocd-agent-addon-pdb, namespace: argocd}}`,
+			"spec.extraObjects[0].apiVersion", "want policy/v1"},
+		{"a field the add-on cannot check", `
+extraObjects:
+- {apiVersion: v1, kind: Service, metadata: {name: argocd-agent-addon-s, namespace: argocd}, spec: {selector: {app.kubernetes.io/name: argocd-agent-agent}, newField: x}}`,
+			"spec.extraObjects[0]", "unknown field"},
+		{"Argo CD's ConfigMap taken over", `
+extraObjects:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-cm, namespace: argocd}, data: {exec.enabled: "true"}}`,
+			"spec.extraObjects[0].metadata.name", "beginning with argocd-agent-addon-"},
+		{"an object in another namespace", `
+extraObjects:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-coredns, namespace: kube-system}}`,
+			"spec.extraObjects[0].metadata.namespace", "agent's namespace argocd"},
+		{"an Argo CD cluster Secret", `
+extraObjects:
+- {apiVersion: v1, kind: Secret, metadata: {name: argocd-agent-addon-c, namespace: argocd, labels: {argocd.argoproj.io/secret-type: cluster}}, stringData: {server: "https://evil.example.com"}}`,
+			"spec.extraObjects[0].metadata.labels[argocd.argoproj.io/secret-type]", "Argo CD's"},
+		{"an owner reference", `
+extraObjects:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-o, namespace: argocd, ownerReferences: [{apiVersion: v1, kind: ConfigMap, name: argocd-cm, uid: x}]}}`,
+			"spec.extraObjects[0].metadata.ownerReferences", "only metadata.name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs, rep, err := render(t, tc.spec)
@@ -372,6 +656,22 @@ func FuzzCustomization(f *testing.F) {
 	f.Add(`agent: {args: ["--creds=x", "-n"], env: [{name: A, valueFrom: {}}]}`)
 	f.Add(`extraObjects: [{apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-params, namespace: argocd}}]`)
 	f.Add(`labels: {"": x}`)
+	restricted := `securityContext: {allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}`
+	f.Add(`
+extraObjects:
+- {apiVersion: v1, kind: Secret, type: kubernetes.io/service-account-token, metadata: {name: argocd-agent-addon-t, namespace: argocd}}
+pod:
+  volumes: [{name: t, secret: {secretName: argocd-agent-addon-t}}]
+  containers: [{name: x, image: busybox, volumeMounts: [{name: t, mountPath: /t}], ` + restricted + `}]`)
+	f.Add(`
+extraObjects:
+- {apiVersion: v1, kind: Service, metadata: {name: argocd-agent-addon-s, namespace: argocd}, spec: {selector: {app.kubernetes.io/name: argocd-agent-agent}, externalIPs: [1.2.3.4]}}
+- {apiVersion: argoproj.io/v1alpha1, kind: Application, metadata: {name: argocd-agent-addon-a, namespace: argocd}}`)
+	f.Add(`
+pod:
+  volumes: [{name: s, secret: {secretName: argocd-redis}}, {name: c, csi: {driver: secrets-store.csi.k8s.io}}]
+  initContainers: [{name: x, image: busybox, volumeMounts: [{name: s, mountPath: /s}, {name: c, mountPath: /c}], ` + restricted + `}]
+  containers: [{name: z, image: busybox, env: [{name: P, valueFrom: {secretKeyRef: {name: argocd-redis, key: auth}}}], ` + restricted + `}]`)
 	f.Fuzz(func(t *testing.T, spec string) {
 		u := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal([]byte("spec:\n"+indent(spec)), &u.Object); err != nil || u.Object == nil {
@@ -396,5 +696,6 @@ func FuzzCustomization(f *testing.F) {
 			return
 		}
 		checkGuarantees(t, deploymentOf(t, objs))
+		checkDelivered(t, objs)
 	})
 }

@@ -38,9 +38,9 @@ type Spec struct {
 	// Agent changes the agent container.
 	Agent Container `json:"agent,omitempty"`
 	// ExtraObjects are delivered with the agent, in the same ManifestWork: a NetworkPolicy, a
-	// PodMonitor, a PodDisruptionBudget. Each needs apiVersion, kind and name, and a namespace
-	// when namespaced (none is defaulted). Workloads, autoscalers, RBAC and admission
-	// configuration are refused (refusedKinds).
+	// PodDisruptionBudget, a Service of the agent's pod, a ConfigMap or an Opaque Secret for a
+	// sidecar. Only the kinds of extraKinds are accepted, in the agent's namespace (not
+	// defaulted), named with ExtraObjectPrefix; the add-on marks each with ExtraObjectLabel.
 	ExtraObjects []runtime.RawExtension `json:"extraObjects,omitempty"`
 }
 
@@ -53,10 +53,12 @@ type Pod struct {
 	// SecurityContext fields set here replace the add-on's; the pod must still meet the
 	// restricted Pod Security Standard.
 	SecurityContext *PodSecurityContext `json:"securityContext,omitempty"`
-	// Containers are added next to the agent (sidecars); InitContainers run before it.
+	// Containers are added next to the agent (sidecars); InitContainers run before it. They get
+	// no credentials: they mount only Volumes, and read no Secret but ExtraObjects' own.
 	Containers     []corev1.Container `json:"containers,omitempty"`
 	InitContainers []corev1.Container `json:"initContainers,omitempty"`
-	// Volumes are added for the extra containers, or for the agent's VolumeMounts.
+	// Volumes are added for the extra containers, or for the agent's VolumeMounts: emptyDir,
+	// configMap, downwardAPI, secret and projected ones (credentials.go).
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 }
 

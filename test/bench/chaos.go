@@ -327,12 +327,12 @@ func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[s
 		if err := h.c.Get(ctx, client.ObjectKey{Namespace: addonNamespace, Name: issued.RecordName(c)}, cm); err != nil {
 			return fmt.Errorf("the record of %s: %w", c, err)
 		}
-		rec, err := issued.ReadRecord(cm)
+		rec, err := issued.FromConfigMap(cm)
 		if err != nil {
 			return err
 		}
 		var got []string
-		for _, r := range rec {
+		for _, r := range rec.Certificates {
 			got = append(got, r.Fingerprint)
 		}
 		sort.Strings(got)

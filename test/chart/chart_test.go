@@ -84,6 +84,7 @@ var defaultManagerArgs = []string{
 	"--cluster-secret-namespace=argocd",
 	"--resource-proxy-address=argocd-agent-resource-proxy:9090",
 	"--cluster-secret-cert-lifetime=720h",
+	"--cluster-secret-labels=cluster.open-cluster-management.io/clusterset,name",
 	"--create-ca=false",
 	"--principal-pki=false",
 	"--principal-deployment=argocd/argocd-agent-principal",
@@ -330,7 +331,9 @@ func TestDefaults(t *testing.T) {
 		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
 	)
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
-	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked'")
+	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'cluster.open-cluster-management.io/clusterset'")
+	// OCM's gRPC server and the bootstrap ServiceAccount, by name: no pattern catches them.
+	expectMatchedUsernames(t, rendered, "'system:serviceaccount:open-cluster-management-hub:grpc-server-sa', 'system:serviceaccount:open-cluster-management:agent-registration-bootstrap'")
 	for _, obj := range objs {
 		if got := obj.GetLabels()["app.kubernetes.io/instance"]; got != chart.ReleaseName {
 			t.Errorf("%s: app.kubernetes.io/instance label %q, want %q", keyOf(obj), got, chart.ReleaseName)
@@ -499,6 +502,7 @@ func TestCustomValues(t *testing.T) {
 		"placement.rolloutStrategy.type":                          "Progressive",
 		"placement.rolloutStrategy.progressive.maxConcurrency":    "25%",
 		"admissionPolicy.protectedLabels[0]":                      "gitops",
+		"admissionPolicy.clusterUsernames[0]":                     "system:serviceaccount:ocm:o'brien",
 		"metrics.secure":                                          "false",
 		"principal.service.namespace":                             "gitops-hub",
 		"principal.service.name":                                  "principal",
@@ -506,6 +510,7 @@ func TestCustomValues(t *testing.T) {
 		"clusterSecrets.namespace":                                "gitops",
 		"clusterSecrets.resourceProxyAddress":                     "rp.gitops.svc:9443",
 		"clusterSecrets.certLifetime":                             "48h",
+		"clusterSecrets.copyLabels[0]":                            "example.com/team",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -538,7 +543,9 @@ func TestCustomValues(t *testing.T) {
 	)
 	checkRBACIsLeastPrivilege(t, rendered, "principal-ca")
 	// The existing Placement's keys, named by the user, are protected too.
-	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'gitops'")
+	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'cluster.open-cluster-management.io/clusterset', 'gitops'")
+	// No gRPC server (grpcServerUsername empty); the user's bootstrap identity, its quote escaped.
+	expectMatchedUsernames(t, rendered, `'system:serviceaccount:ocm:o\'brien'`)
 
 	deploy := convert[appsv1.Deployment](t, rendered.get(t, "Deployment", namespace, managerName))
 	if deploy.Spec.Replicas == nil || *deploy.Spec.Replicas != 2 {
@@ -569,6 +576,7 @@ func TestCustomValues(t *testing.T) {
 		"--cluster-secret-namespace=gitops",
 		"--resource-proxy-address=rp.gitops.svc:9443",
 		"--cluster-secret-cert-lifetime=48h",
+		"--cluster-secret-labels=example.com/team",
 		"--create-ca=false",
 		"--principal-pki=false",
 		"--principal-deployment=gitops-hub/argocd-agent-principal",
@@ -947,6 +955,51 @@ func deploymentConfigSupport(name, namespace string) []addonv1alpha1.ConfigMeta 
 	}, {
 		ConfigGroupResource: addonv1alpha1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource},
 	}}
+}
+
+// TestAdmissionPolicyWithoutUsernames: with neither a gRPC server nor bootstrap usernames the
+// policy matches the cluster identities by pattern only.
+func TestAdmissionPolicyWithoutUsernames(t *testing.T) {
+	objs, err := chart.Render(helmBinary(t), releaseNamespace, map[string]string{
+		"agent.principal.address":          "principal.example.com",
+		"grpcServerUsername":               "",
+		"admissionPolicy.clusterUsernames": "null",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectMatchedUsernames(t, index(t, objs), "")
+}
+
+// expectMatchedUsernames checks the identities the admission policy matches: always the OCM
+// agents' users and groups, IRSA clusters' groups, the bootstrap group and ServiceAccounts in the
+// cluster's own namespace; by name, want (CEL string literals, comma-separated), if any.
+func expectMatchedUsernames(t *testing.T, rendered renderedObjects, want string) {
+	t.Helper()
+	vap := rendered.get(t, "ValidatingAdmissionPolicy", "", managerName+"-cluster-labels")
+	conds, _, _ := unstructured.NestedSlice(vap.Object, "spec", "matchConditions")
+	if len(conds) != 1 {
+		t.Fatalf("admission policy match conditions %v, want one", conds)
+	}
+	expr, _ := conds[0].(map[string]any)["expression"].(string)
+	for _, part := range []string{
+		"request.userInfo.username.startsWith('system:open-cluster-management:')",
+		"g.startsWith('system:open-cluster-management:')",
+		"g.startsWith('open-cluster-management:')",
+		"g == 'system:bootstrappers:managedcluster'",
+		"request.userInfo.username.startsWith('system:serviceaccount:' + object.metadata.name + ':')",
+	} {
+		if !strings.Contains(expr, part) {
+			t.Errorf("admission policy matches %q, want it to contain %q", expr, part)
+		}
+	}
+	byName := "request.userInfo.username in ["
+	switch {
+	case want == "" && strings.Contains(expr, byName):
+		t.Errorf("admission policy matches %q, want no username by name", expr)
+	case want != "" && !strings.HasSuffix(expr, ") || "+byName+want+"]"):
+		t.Errorf("admission policy matches %q, want usernames [%s]", expr, want)
+	}
 }
 
 // expectProtectedLabels checks the label keys the admission policy keeps to the hub, and that

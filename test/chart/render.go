@@ -79,6 +79,18 @@ func Install(helm, kubeconfig, namespace string, values map[string]string) error
 	return err
 }
 
+// Upgrade runs `helm upgrade` of ReleaseName in namespace with the values of the release and
+// values on top, as a user changes a setting.
+func Upgrade(helm, kubeconfig, namespace string, values map[string]string) error {
+	dir, err := Dir()
+	if err != nil {
+		return err
+	}
+	_, err = runHelm(helm, append([]string{"upgrade", ReleaseName, dir, "--namespace", namespace, "--reuse-values",
+		"--kubeconfig", kubeconfig}, setFlags(values)...)...)
+	return err
+}
+
 // Uninstall runs `helm uninstall` of ReleaseName, waiting until its objects are deleted.
 func Uninstall(helm, kubeconfig, namespace string) error {
 	_, err := runHelm(helm, "uninstall", ReleaseName, "--namespace", namespace, "--kubeconfig", kubeconfig, "--wait", "--timeout", "2m")

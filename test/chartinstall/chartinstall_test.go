@@ -135,8 +135,8 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	// was there before the certificate reached the CSR.
 	record := &corev1.ConfigMap{}
 	must(t, c.Get(ctx, types.NamespacedName{Namespace: releaseNamespace, Name: issued.RecordName("c1")}, record))
-	if certs, err := issued.ReadRecord(record); err != nil || len(certs) != 1 || certs[0].CA != authority.ID(caCerts[0]) {
-		t.Fatalf("record of c1: %+v, %v; want the one certificate issued", certs, err)
+	if rec, err := issued.FromConfigMap(record); err != nil || len(rec.Certificates) != 1 || rec.Certificates[0].CA != authority.ID(caCerts[0]) {
+		t.Fatalf("record of c1: %+v, %v; want the one certificate issued", rec, err)
 	}
 	bad, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: "", Signer: ""})
 	must(t, err)
@@ -302,22 +302,51 @@ func testSecureMetrics(t *testing.T, kube kubernetes.Interface, addr, readerRole
 	}
 }
 
-// testAdmissionPolicy proves the chart's ValidatingAdmissionPolicy on the real API server. The
-// cluster identity also holds system:masters, so RBAC lets everything through and only the
-// policy stands in the way (test/e2e runs the same attacks with OCM's real credentials and RBAC).
+// testAdmissionPolicy proves the chart's ValidatingAdmissionPolicy on the real API server, as
+// each identity that carries a managed cluster's writes (impersonated) and as the hub. Every
+// identity also holds system:masters, so RBAC lets everything through and only the policy
+// stands in the way (test/e2e runs the same attacks with OCM's real credentials and RBAC).
 func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 	ctx := context.Background()
-	clusterAgent := func(user string, groups ...string) client.Client {
-		cfg, err := env.AddUser(user, append(groups, "system:masters")...)
-		must(t, err)
+	as := func(user string, groups ...string) client.Client {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:masters")}
 		cl, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 		must(t, err)
 		return cl
 	}
-	registration := clusterAgent(ocmcsr.AgentUsername("c1"), ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername("c1"))...)
-	addonAgent := clusterAgent("system:open-cluster-management:cluster:c1:addon:other:agent:other",
-		"system:open-cluster-management:cluster:c1:addon:other", "system:open-cluster-management:addon:other")
-	bootstrap := clusterAgent("system:bootstrap:abcdef", "system:bootstrappers", "system:bootstrappers:managedcluster")
+	serviceAccount := func(namespace, name string) client.Client {
+		return as("system:serviceaccount:"+namespace+":"+name, "system:serviceaccounts", "system:serviceaccounts:"+namespace)
+	}
+	registration := as(ocmcsr.AgentUsername("c1"), ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername("c1"))...)
+	// Identities of the chart's default values; the test installs the chart with them.
+	grpcServer := serviceAccount("open-cluster-management-hub", "grpc-server-sa")
+	bootstrapSA := serviceAccount("open-cluster-management", "agent-registration-bootstrap")
+	bootstrapGroup := as("system:bootstrap:abcdef", "system:bootstrappers", "system:bootstrappers:managedcluster")
+	clusterAgents := []struct {
+		name string
+		as   client.Client
+	}{
+		{"the cluster's registration agent", registration},
+		{"an add-on agent of the cluster", as("system:open-cluster-management:cluster:c1:addon:other:agent:other",
+			"system:open-cluster-management:cluster:c1:addon:other", "system:open-cluster-management:addon:other")},
+		// OCM >= 1.2: what a gRPC-registered cluster sends, written by the gRPC server as itself.
+		{"OCM's gRPC server", grpcServer},
+		// An EKS access entry of OCM's AWS IRSA driver: user <cluster>, group open-cluster-management:<cluster>.
+		{"an AWS IRSA cluster", as("c1", "open-cluster-management:c1")},
+		// OCM's token driver: the add-on agent's ServiceAccount in the cluster's namespace.
+		{"a token add-on agent of the cluster", serviceAccount("c1", "other-agent")},
+		{"the bootstrap group", bootstrapGroup},
+		{"the bootstrap ServiceAccount", bootstrapSA},
+	}
+	hub := []struct {
+		name string
+		as   client.Client
+	}{
+		{"the hub admin", admin},
+		// OCM's hub controllers run as ServiceAccounts of the hub's namespace, in no matched group.
+		{"OCM's registration controller", serviceAccount("open-cluster-management-hub", "registration-controller-sa")},
+	}
 	setLabel := func(cl client.Client, key, value string) error {
 		mc := &clusterv1.ManagedCluster{}
 		if err := admin.Get(ctx, types.NamespacedName{Name: "c1"}, mc); err != nil {
@@ -341,35 +370,68 @@ func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 		}
 		return err != nil && strings.Contains(err.Error(), "only the hub may change them"), nil
 	})
-	for _, tc := range []struct {
-		name       string
-		as         client.Client
-		key, value string
-		allowed    bool
+	const clusterSet = "cluster.open-cluster-management.io/clusterset"
+	for i, id := range clusterAgents {
+		for _, tc := range []struct {
+			name       string
+			as         client.Client
+			key, value string
+			allowed    bool
+		}{
+			{"enrols the cluster", id.as, "argocd-agent", "enabled", false},
+			{"moves it to another cluster set", id.as, clusterSet, "enrolled", false},
+			{"(the hub admin enrols it)", admin, "argocd-agent", "enabled", true},
+			{"changes the enrolment label's value", id.as, "argocd-agent", "yes", false},
+			{"un-enrols it", id.as, "argocd-agent", "", false},
+			{"(the hub admin revokes it)", admin, identity.RevokedLabel, "true", true},
+			{"lifts its revocation", id.as, identity.RevokedLabel, "", false},
+			{"sets any other label", id.as, "team", fmt.Sprintf("team%d", i), true},
+			{"(the hub admin lifts the revocation)", admin, identity.RevokedLabel, "", true},
+			{"(the hub admin un-enrols it)", admin, "argocd-agent", "", true},
+		} {
+			err := setLabel(tc.as, tc.key, tc.value)
+			if tc.allowed && err != nil {
+				t.Errorf("%s %s: refused: %v", id.name, tc.name, err)
+			}
+			if !tc.allowed && (err == nil || !strings.Contains(err.Error(), tc.key)) {
+				t.Errorf("%s %s: want refused naming %s, got %v", id.name, tc.name, tc.key, err)
+			}
+		}
+	}
+	for _, id := range hub {
+		for _, tc := range []struct{ name, key, value string }{
+			{"enrols the cluster", "argocd-agent", "enabled"},
+			{"moves it to another cluster set", clusterSet, "enrolled"},
+			{"changes the enrolment label's value", "argocd-agent", "yes"},
+			{"revokes it", identity.RevokedLabel, "true"},
+			{"lifts the revocation", identity.RevokedLabel, ""},
+			{"un-enrols it", "argocd-agent", ""},
+			{"moves it back", clusterSet, ""},
+		} {
+			if err := setLabel(id.as, tc.key, tc.value); err != nil {
+				t.Errorf("%s %s: refused: %v", id.name, tc.name, err)
+			}
+		}
+	}
+	// Identities that may create ManagedClusters (the bootstrap ones, the gRPC server for a
+	// cluster joining over gRPC) cannot create one enrolled at birth.
+	for i, id := range []struct {
+		name string
+		as   client.Client
 	}{
-		{"the add-on agent of another add-on enrolls it", addonAgent, "argocd-agent", "enabled", false},
-		{"the hub admin enrols it", admin, "argocd-agent", "enabled", true},
-		{"the cluster changes the enrolment label's value", registration, "argocd-agent", "yes", false},
-		{"the cluster un-enrols itself", registration, "argocd-agent", "", false},
-		{"the hub admin revokes it", admin, identity.RevokedLabel, "true", true},
-		{"the cluster lifts its revocation", registration, identity.RevokedLabel, "", false},
-		{"the cluster sets any other label", registration, "team", "payments", true},
-		{"the hub admin lifts the revocation", admin, identity.RevokedLabel, "", true},
+		{"the bootstrap group", bootstrapGroup},
+		{"the bootstrap ServiceAccount", bootstrapSA},
+		{"OCM's gRPC server", grpcServer},
 	} {
-		err := setLabel(tc.as, tc.key, tc.value)
-		if tc.allowed && err != nil {
-			t.Errorf("%s: refused: %v", tc.name, err)
+		name := fmt.Sprintf("sneaky%d", i)
+		sneaky := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"argocd-agent": "enabled"}}}
+		if err := id.as.Create(ctx, sneaky); err == nil || !strings.Contains(err.Error(), "argocd-agent") {
+			t.Errorf("%s created a ManagedCluster enrolled at birth: %v", id.name, err)
+			continue
 		}
-		if !tc.allowed && (err == nil || !strings.Contains(err.Error(), tc.key)) {
-			t.Errorf("%s: want refused naming %s, got %v", tc.name, tc.key, err)
-		}
+		sneaky.Labels = nil
+		must(t, id.as.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
 	}
-	sneaky := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "sneaky", Labels: map[string]string{"argocd-agent": "enabled"}}}
-	if err := bootstrap.Create(ctx, sneaky); err == nil || !strings.Contains(err.Error(), "argocd-agent") {
-		t.Errorf("the bootstrap identity created a ManagedCluster enrolled at birth: %v", err)
-	}
-	sneaky.Labels = nil
-	must(t, bootstrap.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
 }
 
 // installed is the chart as installChart installed it.

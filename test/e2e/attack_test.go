@@ -7,6 +7,7 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,9 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
@@ -96,10 +97,12 @@ func addonAttacks(cluster string) []attack {
 			return c.Status().Patch(ctx, mca(), client.RawPatch(types.MergePatchType,
 				[]byte(`{"status":{"registrations":[{"type":"CustomSigner","customSigner":{"signerName":"`+identity.SignerName+`","subject":{"user":"`+cluster+`"}}}]}}`)))
 		}},
-		{"lift its revocation on the ClusterManagementAddOn", func(ctx context.Context, c client.Client) error {
-			cma := &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName}}
-			patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{revocation.Annotation(cluster): nil}}})
-			return c.Patch(ctx, cma, client.RawPatch(types.MergePatchType, patch))
+		{"lift its revocation in its record", func(ctx context.Context, c client.Client) error {
+			record := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: issued.RecordName(cluster)}}
+			return c.Patch(ctx, record, client.RawPatch(types.MergePatchType, []byte(`{"data":{"revocation":null}}`)))
+		}},
+		{"delete its record", func(ctx context.Context, c client.Client) error {
+			return c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: issued.RecordName(cluster)}})
 		}},
 		{"delete its ManagedCluster, to join afresh", func(ctx context.Context, c client.Client) error {
 			return c.Delete(ctx, &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}})
@@ -192,7 +195,7 @@ func enrolmentLabel() (string, string) { return harness.EnableLabel, "enabled" }
 // stillRevoked checks that the revocation and the Placement's label are where the hub put them.
 func stillRevoked(t *testing.T, ctx context.Context, e *harness.Env, cluster string) {
 	t.Helper()
-	r, err := revocation.Get(ctx, e.Hub.Client, cluster)
+	r, err := issued.Records{Reader: e.Hub.Client, Namespace: harness.AddonNamespace}.Revocation(ctx, cluster)
 	must(t, err)
 	mc := &clusterv1.ManagedCluster{}
 	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc))

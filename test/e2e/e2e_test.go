@@ -52,10 +52,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -277,7 +277,7 @@ func TestEndToEnd(t *testing.T) {
 			"agent": map[string]any{"args": []any{"--keep-alive-ping-interval=30s"}},
 			"extraObjects": []any{map[string]any{
 				"apiVersion": "v1", "kind": "ConfigMap",
-				"metadata": map[string]any{"name": "customisation-extra", "namespace": identity.DefaultInstallNamespace},
+				"metadata": map[string]any{"name": "argocd-agent-addon-customisation-extra", "namespace": identity.DefaultInstallNamespace},
 				"data":     map[string]any{"owner": "platform"},
 			}},
 		}}}
@@ -302,7 +302,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		spoke := e.Spokes[cluster].API.Client
 		extraOnSpoke := func(ctx context.Context) (bool, error) {
-			err := spoke.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "customisation-extra"}, &corev1.ConfigMap{})
+			err := spoke.Get(ctx, types.NamespacedName{Namespace: identity.DefaultInstallNamespace, Name: "argocd-agent-addon-customisation-extra"}, &corev1.ConfigMap{})
 			return err == nil, client.IgnoreNotFound(err)
 		}
 		customisedPod := func(ctx context.Context) (*corev1.Pod, error) {
@@ -367,7 +367,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("revoke removes the add-on; unrevoke brings it back with a new certificate", func(t *testing.T) {
 		before := parseCert(t, agents["cluster1"].Delivered().ClientCertPEM).SerialNumber
-		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: suspected compromise", PrincipalNamespace: harness.ArgoCDNamespace}
+		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: suspected compromise", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}
 		must(t, o.Revoke(ctx, "cluster1", io.Discard))
 		poll.Until(t, 90*time.Second, "OCM removes cluster1's add-on", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
@@ -468,7 +468,28 @@ func TestEndToEnd(t *testing.T) {
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
 	})
 
-	t.Run("helm uninstall removes the agents and leaves nothing of ours on the hub", func(t *testing.T) {
+	// Revoked before the uninstall: the revocation and the record of its certificates must
+	// outlive it, so that a reinstall does not let the cluster back in.
+	records := issued.Records{Reader: e.Hub.Client, Namespace: harness.AddonNamespace}
+	var revokedCerts []issued.Certificate
+	t.Run("revoke cluster1 before uninstalling", func(t *testing.T) {
+		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: revoked across a reinstall", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}
+		must(t, o.Revoke(ctx, "cluster1", io.Discard))
+		rec, err := issued.Load(ctx, e.Hub.Client, harness.AddonNamespace, "cluster1")
+		must(t, err)
+		revokedCerts = rec.Unexpired(time.Now())
+		if rec.Revocation == nil || len(revokedCerts) == 0 {
+			t.Fatalf("record of cluster1 after revoke: %+v", rec)
+		}
+		blocked := blocklist(t, ctx, e)
+		for _, c := range revokedCerts {
+			if !blocked[c.Fingerprint] {
+				t.Fatalf("certificate %s of cluster1 not blocklisted", c.Fingerprint)
+			}
+		}
+	})
+
+	t.Run("helm uninstall removes the agents and leaves nothing of ours on the hub but the records", func(t *testing.T) {
 		must(t, e.UninstallChart(ctx))
 		hub := e.Hub.Client
 		spoke := e.Spokes["cluster1"].API.Client
@@ -487,8 +508,7 @@ func TestEndToEnd(t *testing.T) {
 				"ClusterManagementAddOn": &addonv1beta1.ClusterManagementAddOnList{}, "ManagedClusterAddOn": &addonv1beta1.ManagedClusterAddOnList{},
 				"ManifestWork": &workv1.ManifestWorkList{}, "ClusterRole": &rbacv1.ClusterRoleList{}, "ClusterRoleBinding": &rbacv1.ClusterRoleBindingList{},
 				"ValidatingAdmissionPolicy": &admissionregistrationv1.ValidatingAdmissionPolicyList{}, "Pod": &corev1.PodList{},
-				"ConfigMap (issued-certificate record)": &corev1.ConfigMapList{},
-				"Secret (Argo CD cluster secret)":       &corev1.SecretList{},
+				"Secret (Argo CD cluster secret)": &corev1.SecretList{},
 			}
 			for kind, list := range lists {
 				var opts []client.ListOption
@@ -497,8 +517,6 @@ func TestEndToEnd(t *testing.T) {
 					opts = append(opts, release)
 				case "Pod":
 					opts = append(opts, client.InNamespace(harness.AddonNamespace))
-				case "ConfigMap (issued-certificate record)":
-					opts = append(opts, client.HasLabels{issued.RecordLabel})
 				case "Secret (Argo CD cluster secret)":
 					opts = append(opts, client.HasLabels{clustersecret.ManagedLabel})
 				case "ManifestWork":
@@ -542,8 +560,57 @@ func TestEndToEnd(t *testing.T) {
 			return true, nil
 		})
 		must(t, hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, &corev1.Secret{}))
-		t.Log("helm uninstall: agents removed, and no ClusterManagementAddOn, ManagedClusterAddOn, ManifestWork, record, cluster secret, RBAC, admission policy or pod of the add-on left on the hub")
+		// The records stay, revocation included: they are no part of the release.
+		rec, err := records.Revocation(ctx, "cluster1")
+		if err != nil || rec == nil {
+			t.Fatalf("cluster1's revocation after helm uninstall: %+v, %v", rec, err)
+		}
+		t.Log("helm uninstall: agents removed, and no ClusterManagementAddOn, ManagedClusterAddOn, ManifestWork, cluster secret, RBAC, admission policy or pod of the add-on left on the hub; the records and cluster1's revocation stay")
 	})
+
+	t.Run("helm install again and helm upgrade: the revoked cluster stays revoked", func(t *testing.T) {
+		must(t, e.ReinstallChart(ctx))
+		check := func(when string) {
+			t.Helper()
+			rec, err := issued.Load(ctx, e.Hub.Client, harness.AddonNamespace, "cluster1")
+			must(t, err)
+			if rec.Revocation == nil {
+				t.Fatalf("%s: cluster1 is no longer revoked", when)
+			}
+			held := map[string]bool{}
+			for _, c := range rec.Certificates {
+				held[c.Fingerprint] = true
+			}
+			blocked := blocklist(t, ctx, e)
+			for _, c := range revokedCerts {
+				if !held[c.Fingerprint] || !blocked[c.Fingerprint] {
+					t.Fatalf("%s: certificate %s of cluster1 recorded %v, blocklisted %v", when, c.Fingerprint, held[c.Fingerprint], blocked[c.Fingerprint])
+				}
+			}
+			// Its CSRs, filed with its own registration credentials as OCM files them.
+			fileOwnCSRs(t, ctx, e, "cluster1", 2, policy.ReasonRevoked)
+			err = e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: hubfixture.WorkName}, &workv1.ManifestWork{})
+			if !apierrors.IsNotFound(err) {
+				t.Fatalf("%s: cluster1 has a ManifestWork again (%v)", when, err)
+			}
+		}
+		check("after helm install")
+		must(t, e.UpgradeChart(ctx, map[string]string{"logVerbosity": "3"}))
+		check("after helm upgrade")
+		t.Logf("cluster1 revoked across helm uninstall, install and upgrade: %d certificates still recorded and blocklisted, its CSRs denied Revoked", len(revokedCerts))
+	})
+}
+
+// blocklist returns the fingerprints in the principal's TLS blocklist.
+func blocklist(t *testing.T, ctx context.Context, e *harness.Env) map[string]bool {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
+	out := map[string]bool{}
+	for k := range cm.Data {
+		out[k] = true
+	}
+	return out
 }
 
 func waitAvailable(t *testing.T, e *harness.Env, cluster string, want metav1.ConditionStatus) {
@@ -725,7 +792,7 @@ func TestCertificateRotation(t *testing.T) {
 		cert := parseCert(t, held.ClientCertPEM)
 		out := &bytes.Buffer{}
 		revokedAt := time.Now()
-		must(t, (&revoke.Options{RestConfig: e.Hub.Config, Reason: "lapse test", PrincipalNamespace: harness.ArgoCDNamespace}).Revoke(ctx, "rotate", out))
+		must(t, (&revoke.Options{RestConfig: e.Hub.Config, Reason: "lapse test", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}).Revoke(ctx, "rotate", out))
 		t.Log(strings.TrimSpace(out.String()))
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, held.ClientCertPEM, held.ClientKey); err != nil {
 			t.Fatalf("before it lapses the held certificate should still work on v0.9.0 (no blocklist): %v", err)
@@ -739,7 +806,7 @@ func TestCertificateRotation(t *testing.T) {
 			t.Logf("lapsed certificate refused: %v", err)
 		}
 		// And nothing new was issued to it meanwhile.
-		if r, err := revocation.Get(ctx, e.Hub.Client, "rotate"); err != nil || r == nil || r.CertificatesLapse == nil {
+		if r, err := (issued.Records{Reader: e.Hub.Client, Namespace: harness.AddonNamespace}).Revocation(ctx, "rotate"); err != nil || r == nil || r.CertificatesLapse == nil {
 			t.Errorf("revoke did not note when the certificates lapse: %+v, %v", r, err)
 		}
 		csrs := &certificatesv1.CertificateSigningRequestList{}

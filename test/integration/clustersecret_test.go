@@ -18,17 +18,23 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
+
+// clusterSetLabel is OCM's ManagedClusterSet label, which a cluster secret gets by default.
+const clusterSetLabel = clusterv1beta2.ClusterSetLabel
 
 // clusterSecret reads cluster's Argo CD cluster secret; nil if there is none.
 func clusterSecret(ctx context.Context, cluster string) (*corev1.Secret, error) {
@@ -64,7 +70,8 @@ func waitForClusterSecret(t *testing.T, cluster, what string, ok func(*corev1.Se
 	poll.Until(t, 30*time.Second, what, func(ctx context.Context) (bool, error) {
 		var err error
 		s, err = clusterSecret(ctx, cluster)
-		return s != nil && ok(s), err
+		// Not on an error: the secret is then empty, not read.
+		return err == nil && s != nil && ok(s), err
 	})
 	return s
 }
@@ -123,15 +130,23 @@ func clusterSecretWrites(t *testing.T) float64 {
 
 // TestClusterSecret: a cluster with the add-on gets an Argo CD cluster secret in upstream's
 // format whose certificate the resource proxy accepts (signed by the CA, CN = the cluster); the
-// secret follows the ManagedCluster's labels without ever taking reserved ones, is not written
-// when nothing changed, and goes when the add-on leaves the cluster.
+// secret follows the ManagedCluster's labels the hub allows (by default the ManagedClusterSet
+// label and name) without ever taking reserved ones or a label the cluster made up, is not
+// written when nothing changed, and goes when the add-on leaves the cluster.
 func TestClusterSecret(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "argo-live"
 	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
-	setClusterLabels(t, cluster, map[string]string{"env": "dev", clustersecret.SecretTypeLabel: "repository", clustersecret.AgentNameLabel: "other"})
+	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-a", "name": cluster, "env": "dev",
+		clustersecret.SecretTypeLabel: "repository", clustersecret.AgentNameLabel: "other"})
 
-	s := waitForClusterSecret(t, cluster, "cluster secret with env=dev", func(s *corev1.Secret) bool { return s.Labels["env"] == "dev" })
+	s := waitForClusterSecret(t, cluster, "cluster secret with the cluster set label", func(s *corev1.Secret) bool { return s.Labels[clusterSetLabel] == "set-a" })
+	if s.Labels["name"] != cluster {
+		t.Errorf("label name=%q, want the cluster's name %q (labels %v)", s.Labels["name"], cluster, s.Labels)
+	}
+	if v, ok := s.Labels["env"]; ok {
+		t.Errorf("the cluster's own label env=%q was copied: only the labels the hub allows (--cluster-secret-labels) may be", v)
+	}
 	for k, v := range map[string]string{clustersecret.SecretTypeLabel: "cluster", clustersecret.AgentNameLabel: cluster, clustersecret.ManagedLabel: "true"} {
 		if s.Labels[k] != v {
 			t.Errorf("label %s=%q, want %q (labels %v)", k, s.Labels[k], v, s.Labels)
@@ -192,8 +207,8 @@ func TestClusterSecret(t *testing.T) {
 	t.Logf("steady state: %v reconciles, %v secret writes", clusterSecretReconciles(t)-reconciles, steadyWrites)
 
 	// Labels follow the ManagedCluster; the certificate stays.
-	setClusterLabels(t, cluster, map[string]string{"env": "prod"})
-	s = waitForClusterSecret(t, cluster, "env=prod", func(s *corev1.Secret) bool { return s.Labels["env"] == "prod" })
+	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-b"})
+	s = waitForClusterSecret(t, cluster, "cluster set label set-b", func(s *corev1.Secret) bool { return s.Labels[clusterSetLabel] == "set-b" })
 	if newCert, _, _ := tlsConfigOf(t, s); !bytes.Equal(newCert, certPEM) {
 		t.Errorf("a label change re-issued the certificate")
 	}
@@ -201,9 +216,113 @@ func TestClusterSecret(t *testing.T) {
 		t.Errorf("reserved labels taken from the ManagedCluster: %v", s.Labels)
 	}
 
+	// The attack: the cluster (which may update its own ManagedCluster) labels itself env=prod
+	// for an ApplicationSet that selects production clusters, and claims another cluster's name.
+	// Neither reaches its secret; the name it gave up goes (which shows the controller saw it).
+	setClusterLabels(t, cluster, map[string]string{"env": "prod", "name": "argo-other"})
+	s = waitForClusterSecret(t, cluster, "name label gone after the cluster claimed another's name", func(s *corev1.Secret) bool {
+		_, ok := s.Labels["name"]
+		return !ok
+	})
+	if v, ok := s.Labels["env"]; ok {
+		t.Errorf("the cluster's label env=%q reached its cluster secret: a cluster would choose what ApplicationSets give it", v)
+	}
+	setClusterLabels(t, cluster, map[string]string{"name": cluster})
+	waitForClusterSecret(t, cluster, "name label back", func(s *corev1.Secret) bool { return s.Labels["name"] == cluster })
+
 	// The add-on leaves the cluster: the secret goes.
 	must(t, env.Client.Delete(ctx, &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}))
 	waitForNoClusterSecret(t, cluster, "cluster secret deleted after the add-on left")
+}
+
+// TestClusterSecretLeavesAdminLabels: labels and annotations a hub admin put on a cluster secret
+// by hand, with kubectl label/annotate (update) or kubectl apply --server-side (another field
+// manager), stay as the admin set them when the controller reconciles, also a label of the same
+// key as a copied ManagedCluster label: the controller's forced apply takes none of them over.
+// When the admin removes that label, the cluster's comes back.
+func TestClusterSecretLeavesAdminLabels(t *testing.T) {
+	ctx := context.Background()
+	const cluster = "argo-admin"
+	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-a", "name": cluster})
+	s := waitForClusterSecret(t, cluster, "cluster secret with the cluster set label", func(s *corev1.Secret) bool {
+		return s.Labels[clusterSetLabel] == "set-a" && s.Labels["name"] == cluster
+	})
+
+	// kubectl label --overwrite / kubectl annotate: a patch, field manager kubectl-label. The
+	// admin pins the cluster set label the add-on copies.
+	patch := fmt.Sprintf(`{"metadata":{"labels":{"team":"platform",%q:"pinned"},"annotations":{"example.com/note":"hands off"}}}`, clusterSetLabel)
+	must(t, env.Client.Patch(ctx, s, client.RawPatch(types.MergePatchType, []byte(patch)), client.FieldOwner("kubectl-label")))
+	// kubectl apply --server-side: field manager kubectl.
+	must(t, env.Client.Apply(ctx, corev1ac.Secret(s.Name, s.Namespace).
+		WithLabels(map[string]string{"example.com/tier": "gold"}).
+		WithAnnotations(map[string]string{"example.com/owner": "team-a"}), client.FieldOwner("kubectl")))
+	wantLabels := map[string]string{"team": "platform", clusterSetLabel: "pinned", "example.com/tier": "gold"}
+	wantAnnotations := map[string]string{"example.com/note": "hands off", "example.com/owner": "team-a"}
+	check := func(when string, s *corev1.Secret) {
+		t.Helper()
+		for k, v := range wantLabels {
+			if s.Labels[k] != v {
+				t.Errorf("%s: the admin's label %s=%q is now %q (labels %v)", when, k, v, s.Labels[k], s.Labels)
+			}
+		}
+		for k, v := range wantAnnotations {
+			if s.Annotations[k] != v {
+				t.Errorf("%s: the admin's annotation %s=%q is now %q", when, k, v, s.Annotations[k])
+			}
+		}
+		owned, err := corev1ac.ExtractSecret(s, clustersecret.FieldManager)
+		must(t, err)
+		for k := range wantLabels {
+			if _, ok := owned.Labels[k]; ok {
+				t.Errorf("%s: the add-on took over the admin's label %s", when, k)
+			}
+		}
+		for k := range wantAnnotations {
+			if _, ok := owned.Annotations[k]; ok {
+				t.Errorf("%s: the add-on took over the admin's annotation %s", when, k)
+			}
+		}
+	}
+
+	// The cluster's labels change: the cluster set label (which the admin's pin must win over)
+	// and name, whose removal from the secret shows the controller reconciled.
+	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-b", "name": "not-" + cluster})
+	s = waitForClusterSecret(t, cluster, "name label gone", func(s *corev1.Secret) bool {
+		_, ok := s.Labels["name"]
+		return !ok
+	})
+	check("after the cluster's label change", s)
+	setClusterLabels(t, cluster, map[string]string{"name": cluster})
+	s = waitForClusterSecret(t, cluster, "name label back", func(s *corev1.Secret) bool { return s.Labels["name"] == cluster })
+	check("after a second reconcile", s)
+	for k, v := range map[string]string{clustersecret.SecretTypeLabel: "cluster", clustersecret.AgentNameLabel: cluster, clustersecret.ManagedLabel: "true"} {
+		if s.Labels[k] != v {
+			t.Errorf("label %s=%q, want %q", k, s.Labels[k], v)
+		}
+	}
+
+	// No write loop over the admin's labels: reconciles of every cluster write nothing.
+	reconciles := clusterSecretReconciles(t)
+	touch(t, &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName}}, "admin-labels-check")
+	poll.Until(t, 30*time.Second, "the controller reconciled again", func(context.Context) (bool, error) {
+		return clusterSecretReconciles(t) >= reconciles+1, nil
+	})
+	time.Sleep(time.Second)
+	after, err := clusterSecret(ctx, cluster)
+	must(t, err)
+	if after.ResourceVersion != s.ResourceVersion {
+		t.Errorf("the cluster secret was written with nothing changed: resourceVersion %s -> %s", s.ResourceVersion, after.ResourceVersion)
+	}
+
+	// The admin removes the pin: the cluster's label is copied again.
+	unpin := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, clusterSetLabel)
+	must(t, env.Client.Patch(ctx, after, client.RawPatch(types.MergePatchType, []byte(unpin)), client.FieldOwner("kubectl-label")))
+	delete(wantLabels, clusterSetLabel)
+	s = waitForClusterSecret(t, cluster, "the cluster's set label back after the admin removed the pin", func(s *corev1.Secret) bool {
+		return s.Labels[clusterSetLabel] == "set-b"
+	})
+	check("after the admin removed the pin", s)
 }
 
 // TestClusterSecretAdoptRenewRevoke: a secret argocd-agentctl made is adopted without replacing
@@ -277,7 +396,7 @@ func TestClusterSecretAdoptRenewRevoke(t *testing.T) {
 	}
 
 	// revoke: the secret goes and does not come back.
-	o := &revoke.Options{RestConfig: env.Config, Reason: "test", PrincipalNamespace: caNamespace}
+	o := &revoke.Options{RestConfig: env.Config, Reason: "test", PrincipalNamespace: caNamespace, Namespace: hubfixture.LeaderNamespace}
 	must(t, o.Revoke(ctx, cluster, &bytes.Buffer{}))
 	waitForNoClusterSecret(t, cluster, "cluster secret deleted on revoke")
 	time.Sleep(2 * time.Second)

@@ -37,8 +37,8 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
@@ -210,6 +210,17 @@ func TestBadCSRsRefused(t *testing.T) {
 		return pkix.Name{CommonName: "victim", OrganizationalUnit: victimOU, ExtraNames: extra}
 	}
 	tenYears := int32(10 * 365 * 24 * 3600)
+	weekAndHour := int32((7*24 + 1) * 3600)
+	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	rsa2047, err := rsa.GenerateKey(rand.Reader, 2047)
+	must(t, err)
+	p521, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	must(t, err)
+	serverAuthEKU, err := asn1.Marshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}})
+	must(t, err)
+	// OCM's gRPC server files CSRs as itself and names the agent in the csr-user annotation.
+	grpcServer := manager.DefaultGRPCServerUsername
 	victimAgent := ocmcsr.AgentUsername("victim")
 	cases := []struct {
 		name   string
@@ -267,6 +278,39 @@ func TestBadCSRsRefused(t *testing.T) {
 			Subject: victimName(), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1},
 				Value: make([]byte, 20<<10)}}}}, policy.ReasonRequestTooLarge},
 		{"expirationSeconds abuse (10 years)", victimAgent, ocmcsr.Request{Cluster: "victim", ExpirationSeconds: &tenYears}, policy.ReasonBadExpiration},
+		{"expirationSeconds past the signer's lifetime by an hour", victimAgent, ocmcsr.Request{Cluster: "victim", ExpirationSeconds: &weekAndHour}, policy.ReasonBadExpiration},
+		{"ECDSA with SHA-1 signature", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: victimName(), DNSNames: []string{identity.CSRDNSName}, SignatureAlgorithm: x509.ECDSAWithSHA1}}, policy.ReasonWeakSignature},
+		{"RSA with SHA-1 signature", victimAgent, ocmcsr.Request{Cluster: "victim", Key: rsa2048, Template: &x509.CertificateRequest{
+			Subject: victimName(), DNSNames: []string{identity.CSRDNSName}, SignatureAlgorithm: x509.SHA1WithRSA}}, policy.ReasonWeakSignature},
+		{"RSA-2047 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: rsa2047}, policy.ReasonWeakOrUnsupportedKey},
+		{"ECDSA P-521 key", victimAgent, ocmcsr.Request{Cluster: "victim", Key: p521}, policy.ReasonWeakOrUnsupportedKey},
+		{"bootstrap identity", "system:bootstrap:abcdef", ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"gRPC server filing for another cluster's agent", grpcServer, ocmcsr.Request{Cluster: "victim",
+			Annotations: map[string]string{operatorv1.CSRUsernameAnnotation: ocmcsr.AgentUsername("other")}}, policy.ReasonWrongRequester},
+		{"gRPC server filing with no csr-user annotation", grpcServer, ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"hub admin, not an agent", "kube:admin", ocmcsr.Request{Cluster: "victim"}, policy.ReasonWrongRequester},
+		{"label of another add-on", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
+			clusterv1.ClusterNameLabelKey: "victim", addonv1beta1.AddonLabelKey: "managed-serviceaccount"}}, policy.ReasonWrongAddon},
+		{"cluster label not a cluster name", victimAgent, ocmcsr.Request{Cluster: "victim", Labels: map[string]string{
+			clusterv1.ClusterNameLabelKey: "VICTIM", addonv1beta1.AddonLabelKey: identity.AddonName}}, policy.ReasonUnknownCluster},
+		{"CN differing in case", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "Victim", OrganizationalUnit: victimOU}}, policy.ReasonSubjectMismatch},
+		{"CN of the principal", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "argocd-agent-principal", OrganizationalUnit: victimOU}}, policy.ReasonSubjectMismatch},
+		{"no OU naming the CA", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: &pkix.Name{CommonName: "victim"}}, policy.ReasonSubjectMismatch},
+		{"serial number attribute added", victimAgent, ocmcsr.Request{Cluster: "victim", Subject: ptr(victimName(
+			pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{2, 5, 4, 5}, Value: "1"}))}, policy.ReasonSubjectMismatch},
+		{"wildcard DNS SAN", victimAgent, ocmcsr.Request{Cluster: "victim", DNSNames: []string{"*." + identity.CSRDNSName}}, policy.ReasonDisallowedSANs},
+		{"DNS SAN of the principal's Service", victimAgent, ocmcsr.Request{Cluster: "victim", DNSNames: []string{"argocd-agent-principal.argocd.svc"}}, policy.ReasonDisallowedSANs},
+		{"key usage extension asking for certificate signing", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: victimName(), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: true, Value: []byte{3, 2, 1, 6}}}}},
+			policy.ReasonDisallowedExtension},
+		{"extended key usage extension asking for server auth", victimAgent, ocmcsr.Request{Cluster: "victim", Template: &x509.CertificateRequest{
+			Subject: victimName(), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: serverAuthEKU}}}},
+			policy.ReasonDisallowedExtension},
+		{"cert sign usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
+			certificatesv1.UsageClientAuth, certificatesv1.UsageCertSign}}, policy.ReasonDisallowedUsages},
+		{"any usage", victimAgent, ocmcsr.Request{Cluster: "victim", Usages: []certificatesv1.KeyUsage{
+			certificatesv1.UsageClientAuth, certificatesv1.UsageAny}}, policy.ReasonDisallowedUsages},
 	}
 	names := map[string]string{}
 	for _, tc := range cases {
@@ -277,7 +321,8 @@ func TestBadCSRsRefused(t *testing.T) {
 	if err := clientAs(t, victimAgent).Create(context.Background(), malformed); err == nil {
 		t.Error("the API server accepted a malformed request")
 	}
-	// Wrong signer: the add-on may not decide it, so it stays pending, unsigned, with an event.
+	// Wrong signer: not the add-on's to decide, nor to cache (certificates.CSRCache): it stays
+	// pending, unsigned, and the manager never sees it.
 	wrongSigner := fileCSR(t, victimAgent, ocmcsr.Request{Cluster: "victim", Signer: "example.com/other-signer"})
 
 	for _, tc := range cases {
@@ -299,16 +344,24 @@ func TestBadCSRsRefused(t *testing.T) {
 		})
 	}
 	t.Run("wrong signer", func(t *testing.T) {
-		waitForEvent(t, wrongSigner, string(policy.ReasonWrongSigner))
+		// Filed before the cases above were all decided: had the manager seen it, it would
+		// have been decided by now too.
 		csr, err := getCSR(context.Background(), wrongSigner)
 		must(t, err)
 		if len(csr.Status.Conditions) > 0 || len(csr.Status.Certificate) > 0 {
 			t.Fatalf("CSR for another signer was decided or signed: %+v", csr.Status)
 		}
+		events := &eventsv1.EventList{}
+		must(t, env.Client.List(context.Background(), events))
+		for _, e := range events.Items {
+			if e.Regarding.Name == wrongSigner {
+				t.Errorf("the manager acted on a CSR for another signer: event %s %q", e.Reason, e.Note)
+			}
+		}
 	})
 	t.Run("metrics count denials by reason", func(t *testing.T) {
 		body := scrapeMetrics(t)
-		for reason, want := range map[policy.Reason]float64{policy.ReasonWrongRequester: 6, policy.ReasonSubjectMismatch: 7} {
+		for reason, want := range map[policy.Reason]float64{policy.ReasonWrongRequester: 10, policy.ReasonSubjectMismatch: 11, policy.ReasonWeakSignature: 2} {
 			v, ok, err := metrictext.Value(body, "argocd_agent_addon_csr_denied_total", map[string]string{"reason": string(reason)})
 			if err != nil || !ok || v != want {
 				t.Errorf("csr_denied_total{reason=%q} = %v (found %v, %v), want %v", reason, v, ok, err, want)
@@ -498,9 +551,12 @@ func TestRecordedCertificateReused(t *testing.T) {
 	must(t, err)
 	entry := issued.Of(leftCert, ca.ID())
 	entry.CSR, entry.PEM = csr.UID, string(left)
-	cma, err := revocation.ClusterManagementAddOn(ctx, env.Client)
+	// As the signer records it: with the key, which no other CSR may have certified again.
+	_, err = issued.Update(ctx, env.Client, env.Client, hubfixture.LeaderNamespace, "reused", func(r *issued.Record) error {
+		r.Issue(entry, issued.KeyOf(req.RawSubjectPublicKeyInfo), now)
+		return nil
+	})
 	must(t, err)
-	must(t, issued.Record(ctx, env.Client, hubfixture.LeaderNamespace, "reused", entry, now, cma))
 
 	must(t, env.Client.Create(ctx, caSecret()))
 	restored()
@@ -511,9 +567,9 @@ func TestRecordedCertificateReused(t *testing.T) {
 	if string(csr.Status.Certificate) != string(left) {
 		t.Fatal("the CSR got a new certificate, not the one recorded for it: it was signed twice")
 	}
-	recorded, err := issued.Recorded(ctx, env.Client, hubfixture.LeaderNamespace, "reused")
+	recorded, err := issued.Load(ctx, env.Client, hubfixture.LeaderNamespace, "reused")
 	must(t, err)
-	if len(recorded) != 1 || recorded[0].Fingerprint != entry.Fingerprint {
-		t.Fatalf("record %+v, want only the certificate on the CSR", recorded)
+	if len(recorded.Certificates) != 1 || recorded.Certificates[0].Fingerprint != entry.Fingerprint {
+		t.Fatalf("record %+v, want only the certificate on the CSR", recorded.Certificates)
 	}
 }

@@ -67,7 +67,7 @@ agent:
 extraObjects:
 - apiVersion: networking.k8s.io/v1
   kind: NetworkPolicy
-  metadata: {name: argocd-agent-egress, namespace: argocd}
+  metadata: {name: argocd-agent-addon-egress, namespace: argocd}
   spec:
     podSelector: {matchLabels: {app.kubernetes.io/name: argocd-agent-agent}}
     policyTypes: [Egress]
@@ -86,7 +86,7 @@ func TestAgentCustomization(t *testing.T) {
 
 	poll.Until(t, 30*time.Second, "customised ManifestWork", func(ctx context.Context) (bool, error) {
 		_, o, err := workObjects(ctx, cluster)
-		if err != nil || o["NetworkPolicy/argocd-agent-egress"] == nil {
+		if err != nil || o["NetworkPolicy/argocd-agent-addon-egress"] == nil {
 			return false, err
 		}
 		d := deploymentOf(t, o)
@@ -94,6 +94,12 @@ func TestAgentCustomization(t *testing.T) {
 	})
 	_, good, err := workObjects(context.Background(), cluster)
 	must(t, err)
+	// The extra object carries the add-on's marker, and the customisation's name.
+	np := good["NetworkPolicy/argocd-agent-addon-egress"]
+	if np.GetLabels()[customization.ExtraObjectLabel] != "true" ||
+		np.GetAnnotations()[customization.CustomizationAnnotation] != configNamespace+"/"+cluster {
+		t.Errorf("the extra NetworkPolicy lacks the add-on's marker: labels %v, annotations %v", np.GetLabels(), np.GetAnnotations())
+	}
 	d := deploymentOf(t, good)
 	if d.Spec.Template.Annotations["prometheus.io/scrape"] != "true" || d.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
 		d.Annotations["example.com/owner"] != "platform" {
@@ -168,11 +174,11 @@ func TestAgentCustomization(t *testing.T) {
 	setCustomization(t, cluster, `
 agent: {args: [--enable-compression]}
 extraObjects:
-- {apiVersion: v1, kind: ConfigMap, metadata: {name: extra, namespace: argocd}, data: {k: v}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: argocd-agent-addon-extra, namespace: argocd}, data: {k: v}}
 `)
 	poll.Until(t, 30*time.Second, "fixed customisation delivered", func(ctx context.Context) (bool, error) {
 		_, o, err := workObjects(ctx, cluster)
-		if err != nil || o["ConfigMap/extra"] == nil || o["NetworkPolicy/argocd-agent-egress"] != nil {
+		if err != nil || o["ConfigMap/argocd-agent-addon-extra"] == nil || o["NetworkPolicy/argocd-agent-addon-egress"] != nil {
 			return false, err
 		}
 		c, err := addonCondition(ctx, cluster, addon.ConditionAgentConfigValid)

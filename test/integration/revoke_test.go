@@ -18,11 +18,11 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
@@ -45,9 +45,13 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		})
 		return cert
 	}
-	first := signed(fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"}))
+	firstCSR, firstKey, err := ocmcsr.New(ocmcsr.Request{Cluster: "compromised", CAID: currentCA(t).ID()})
+	must(t, err)
+	must(t, clientAs(t, agent).Create(ctx, firstCSR))
+	first := signed(firstCSR.Name)
 
-	o := &revoke.Options{RestConfig: env.Config, Reason: "key found in a public repository", PrincipalNamespace: caNamespace}
+	o := &revoke.Options{RestConfig: env.Config, Reason: "key found in a public repository", PrincipalNamespace: caNamespace,
+		Namespace: hubfixture.LeaderNamespace}
 	out := &bytes.Buffer{}
 	must(t, o.Revoke(ctx, "compromised", out))
 	t.Log(strings.TrimSpace(out.String()))
@@ -60,10 +64,10 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	if mc.Labels[identity.RevokedLabel] != "true" {
 		t.Fatalf("the ManagedCluster is not labelled for the Placement to drop it: %v", mc.Labels)
 	}
-	r, err := revocation.Get(ctx, env.Client, "compromised")
+	r, err := issued.Records{Reader: env.Client, Namespace: hubfixture.LeaderNamespace}.Revocation(ctx, "compromised")
 	must(t, err)
 	if r == nil || !strings.Contains(r.Reason, "public repository") || r.RevokedAt.IsZero() {
-		t.Fatalf("revocation not recorded in the hub's list: %+v", r)
+		t.Fatalf("revocation not recorded in the cluster's record: %+v", r)
 	}
 	block, _ := pem.Decode(first)
 	cert, err := x509.ParseCertificate(block.Bytes)
@@ -119,6 +123,12 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 				t.Errorf("denied CSR %s left after unrevoke", csr.Name)
 			}
 		}
+	}
+	// A key certified before the revocation is not certified again, even once its CSR is gone
+	// (kube-controller-manager deletes CSRs after an hour): the record keeps the keys.
+	must(t, client.IgnoreNotFound(env.Client.Delete(ctx, firstCSR)))
+	if c := waitDenied(t, fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised", Key: firstKey})); c.Reason != string(policy.ReasonDuplicateKey) {
+		t.Fatalf("a key certified before the revocation was denied %s (%s), want DuplicateKey", c.Reason, c.Message)
 	}
 	again := signed(fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"}))
 	if _, err := currentCA(t).Verify(again, time.Now()); err != nil {

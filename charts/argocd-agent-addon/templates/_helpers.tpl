@@ -120,12 +120,12 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 
 {{/*
 A list of strings as CEL string literals, comma-separated. Label keys hold no quote or
-backslash, so single quotes need no escaping.
+backslash; usernames, from values, have backslashes and single quotes escaped.
 */}}
 {{- define "argocd-agent-addon.celStrings" -}}
 {{- $out := list }}
 {{- range . }}
-{{- $out = append $out (printf "'%s'" .) }}
+{{- $out = append $out (printf "'%s'" (. | replace "\\" "\\\\" | replace "'" "\\'")) }}
 {{- end }}
 {{- join ", " $out }}
 {{- end }}

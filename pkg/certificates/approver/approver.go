@@ -6,6 +6,7 @@ package approver
 import (
 	"context"
 	"fmt"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,18 +32,20 @@ type Reconciler struct {
 	// CA is the signing CA, whose ID the subject of a request must name.
 	CA     certificates.CASource
 	Policy policy.Policy
+	// RecordNamespace is where the clusters' records live (pkg/certificates/issued).
+	RecordNamespace string
 	// Events records the decisions as events on the CSRs.
 	Events events.EventRecorder
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
-// SetupWithManager watches CSRs for the add-on's signer, and CSRs labelled for the add-on that
-// name another signer, which it cannot decide but reports; and the CA secret.
+// SetupWithManager watches CSRs for the add-on's signer (the manager caches no other,
+// certificates.CacheOptions), and the CA secret.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
-		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return certificates.ForOurSigner(o) || certificates.LabelledForOurAddon(o)
-		})))
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
 	// A CSR waits undecided while no usable CA says which subject to expect.
 	return certificates.WatchCASecret(b, r.Client, r.CA, certificates.Pending).Complete(r)
 }
@@ -54,26 +57,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !certificates.Pending(csr) {
+	if !certificates.ForOurSigner(csr) || !certificates.Pending(csr) {
 		return ctrl.Result{}, nil
 	}
-	caID := ""
-	if certificates.ForOurSigner(csr) {
-		ca, err := r.CA.Get(ctx)
-		if err != nil {
-			return certificates.WaitForCA(ctx, r.Events, csr, "Approve", err), nil
-		}
-		caID = ca.ID()
+	ca, err := r.CA.Get(ctx)
+	if err != nil {
+		return certificates.WaitForCA(ctx, r.Events, csr, "Approve", err), nil
 	}
-	_, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, caID)
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	_, _, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID(), r.RecordNamespace, now)
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	if rej != nil && rej.Reason == policy.ReasonWrongSigner {
-		// Labelled for this add-on but for another signer: not ours to approve or deny.
-		logger.Info("Ignoring CSR labelled for the add-on with another signer", "csr", csr.Name, "signer", csr.Spec.SignerName)
-		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, string(rej.Reason), "Approve", "not approved by argocd-agent-addon: %s", rej.Message)
-		return ctrl.Result{}, nil
 	}
 	cluster := csr.Labels[clusterv1.ClusterNameLabelKey]
 	decision, reason, msg := certificatesv1.CertificateApproved, ReasonApproved, fmt.Sprintf("request from cluster %q matches its agent's registration", cluster)

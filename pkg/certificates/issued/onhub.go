@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,21 +27,12 @@ func OnHub(ctx context.Context, reader client.Reader, cas []*x509.Certificate) (
 			out[cluster] = append(out[cluster], cert)
 		}
 	}
-	records := &corev1.ConfigMapList{}
-	if err := reader.List(ctx, records, client.HasLabels{RecordLabel}); err != nil {
-		return nil, fmt.Errorf("listing the records of issued certificates: %w", err)
+	records, err := List(ctx, reader, "")
+	if err != nil {
+		return nil, err
 	}
-	for i := range records.Items {
-		cm := &records.Items[i]
-		cluster := cm.Labels[RecordLabel]
-		if cm.Name != RecordName(cluster) {
-			continue
-		}
-		certs, err := ReadRecord(cm)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range certs {
+	for cluster, r := range records {
+		for _, c := range r.Certificates {
 			add(cluster, c)
 		}
 	}

@@ -18,12 +18,13 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Reason says why a CSR was refused. It is the CSR condition's reason and a metric label, so
@@ -49,10 +50,13 @@ const (
 	ReasonRevoked              Reason = "Revoked"
 	ReasonNotEnrolled          Reason = "NotEnrolled"
 	ReasonDuplicateKey         Reason = "DuplicateKey"
+	ReasonWeakSignature        Reason = "WeakSignature"
+	ReasonTooManyCertificates  Reason = "TooManyCertificates"
 )
 
 // MaxRequestBytes bounds the PEM request. An OCM request is well under 1 KiB; a bound keeps a
-// hostile request from costing the hub much to parse.
+// hostile request from costing the hub much to parse or to keep (the manager's cache cuts
+// every request past it, TrimRequest).
 const MaxRequestBytes = 16 << 10
 
 // MinExpirationSeconds is the smallest expirationSeconds Kubernetes allows.
@@ -84,18 +88,22 @@ type Policy struct {
 }
 
 // Hub is what the hub knows of the cluster a CSR claims to come from, read from objects whose
-// deciding fields no managed cluster identity may write: the revocation list
-// (pkg/revocation) and the ManagedClusterAddOn, which only the hub creates and deletes. Of the
-// ManagedCluster, which the cluster may update, only hub-guarded fields count (its existence,
-// deletion, spec.hubAcceptsClient); its labels never do.
+// deciding fields no managed cluster identity may write: the cluster's record (its revocation,
+// the certificates and keys it holds, pkg/certificates/issued) and the ManagedClusterAddOn,
+// which only the hub creates and deletes. Of the ManagedCluster, which the cluster may update,
+// only hub-guarded fields count (its existence, deletion, spec.hubAcceptsClient); its labels
+// never do.
 type Hub struct {
 	// Cluster is the ManagedCluster the CSR's cluster label names; nil if there is none.
 	Cluster *clusterv1.ManagedCluster
 	// Addon is the cluster's ManagedClusterAddOn of this add-on; nil if the add-on is not
 	// installed there: the cluster is not enrolled.
 	Addon *addonv1beta1.ManagedClusterAddOn
-	// Revocation is the cluster's revocation; nil if it is not revoked.
-	Revocation *revocation.Revocation
+	// Record is the cluster's record: its revocation, its unexpired certificates and the keys
+	// it had certified. Nil counts as empty.
+	Record *issued.Record
+	// Now is when the decision is made, for the certificates the record counts as unexpired.
+	Now time.Time
 	// CAID is the ID of the signing CA, which the subject must name.
 	CAID string
 }
@@ -144,7 +152,30 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*
 	if rej != nil {
 		return nil, rej
 	}
-	return req, p.checkRequest(req, clusterName, hub.CAID)
+	if rej := p.checkRequest(req, clusterName, hub.CAID); rej != nil {
+		return nil, rej
+	}
+	return req, checkRecord(req, csr.UID, hub)
+}
+
+// checkRecord refuses a key the cluster had certified before (OCM's agent makes a new key for
+// every request, so a key seen before is a replayed or copied request, or one used before a
+// revocation) and a certificate past MaxUnexpired. The signer makes the same check on the
+// record it then writes, at the same version, so the bound holds however requests race.
+func checkRecord(req *x509.CertificateRequest, uid types.UID, hub Hub) *Rejection {
+	rec := hub.Record
+	if rec == nil || (uid != "" && slices.ContainsFunc(rec.Certificates, func(c issued.Certificate) bool { return c.CSR == uid })) {
+		// This CSR's own certificate, recorded but not put on it yet: the signer hands it out.
+		return nil
+	}
+	if rec.KeyUsed(issued.KeyOf(req.RawSubjectPublicKeyInfo)) {
+		return reject(ReasonDuplicateKey, "the public key was certified for cluster %q before; every request needs a new key", rec.Cluster)
+	}
+	if n := len(rec.Unexpired(hub.Now)); n >= issued.MaxUnexpired {
+		return reject(ReasonTooManyCertificates, "cluster %q holds %d unexpired certificates, the most one cluster may hold (%d); it gets another when one expires",
+			rec.Cluster, n, issued.MaxUnexpired)
+	}
+	return nil
 }
 
 func checkCluster(name string, hub Hub) *Rejection {
@@ -155,7 +186,7 @@ func checkCluster(name string, hub Hub) *Rejection {
 	if cluster.DeletionTimestamp != nil {
 		return reject(ReasonClusterDeleting, "ManagedCluster %q is being deleted", name)
 	}
-	if r := hub.Revocation; r != nil {
+	if r := hub.Record.RevocationOrNil(); r != nil {
 		return reject(ReasonRevoked, "the agent of cluster %q is revoked (%s); `argocd-agent-addon unrevoke %s` restores it",
 			name, r.Reason, name)
 	}
@@ -207,7 +238,7 @@ func checkUsages(usages []certificatesv1.KeyUsage) *Rejection {
 // with a valid self-signature.
 func ParseRequest(request []byte) (*x509.CertificateRequest, *Rejection) {
 	if len(request) > MaxRequestBytes {
-		return nil, reject(ReasonRequestTooLarge, "request is %d bytes, more than %d", len(request), MaxRequestBytes)
+		return nil, reject(ReasonRequestTooLarge, "request is over %d bytes", MaxRequestBytes)
 	}
 	block, rest := pem.Decode(request)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
@@ -220,10 +251,20 @@ func ParseRequest(request []byte) (*x509.CertificateRequest, *Rejection) {
 	if err != nil {
 		return nil, reject(ReasonMalformedRequest, "parsing request: %v", err)
 	}
+	if slices.Contains(weakSignatures, req.SignatureAlgorithm) {
+		return nil, reject(ReasonWeakSignature, "request signed with %s: MD5 and SHA-1 signatures are refused, sign with SHA-256 or better", req.SignatureAlgorithm)
+	}
 	if err := req.CheckSignature(); err != nil {
 		return nil, reject(ReasonMalformedRequest, "request signature: %v", err)
 	}
 	return req, nil
+}
+
+// weakSignatures are the request signatures Go still verifies but no signer should accept: a
+// collision in the hash could pass off another key's request as proof of possession. Go fails
+// CheckSignature for unknown algorithms, and the key check refuses keys other than RSA and ECDSA.
+var weakSignatures = []x509.SignatureAlgorithm{
+	x509.MD2WithRSA, x509.MD5WithRSA, x509.SHA1WithRSA, x509.DSAWithSHA1, x509.DSAWithSHA256, x509.ECDSAWithSHA1,
 }
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
@@ -293,30 +334,4 @@ func checkKey(req *x509.CertificateRequest) *Rejection {
 		return reject(ReasonWeakOrUnsupportedKey, "%s keys are not supported (want RSA >= 2048 or ECDSA P-256/P-384)", req.PublicKeyAlgorithm)
 	}
 	return nil
-}
-
-// DuplicateKey refuses req if another CSR in others, already approved for the add-on's signer,
-// asks for the same public key. OCM's agent makes a new key for every request, so a key seen
-// before is a replayed or copied request.
-func DuplicateKey(req *x509.CertificateRequest, name string, others []certificatesv1.CertificateSigningRequest) *Rejection {
-	for i := range others {
-		o := &others[i]
-		if o.Name == name || o.Spec.SignerName != identity.SignerName || !approved(o) {
-			continue
-		}
-		prev, rej := ParseRequest(o.Spec.Request)
-		if rej == nil && bytes.Equal(prev.RawSubjectPublicKeyInfo, req.RawSubjectPublicKeyInfo) {
-			return reject(ReasonDuplicateKey, "the public key was already requested by CSR %q", o.Name)
-		}
-	}
-	return nil
-}
-
-func approved(csr *certificatesv1.CertificateSigningRequest) bool {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateApproved {
-			return true
-		}
-	}
-	return false
 }

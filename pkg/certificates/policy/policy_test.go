@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
@@ -119,12 +121,41 @@ func TestCheck(t *testing.T) {
 			return c
 		}(), want: policy.ReasonClusterDeleting},
 		{name: "revoked cluster", mutate: valid, hub: func(h *policy.Hub) {
-			h.Revocation = &revocation.Revocation{Reason: "key leaked"}
+			h.Record.Revocation = &revocation.Revocation{Reason: "key leaked"}
 		}, want: policy.ReasonRevoked},
 		{name: "revoked cluster that removed the revoked label from its ManagedCluster", mutate: valid, hub: func(h *policy.Hub) {
-			h.Revocation = &revocation.Revocation{Reason: "key leaked"}
+			h.Record.Revocation = &revocation.Revocation{Reason: "key leaked"}
 			h.Cluster.Labels = map[string]string{}
 		}, want: policy.ReasonRevoked},
+		{name: "key certified for the cluster before (replayed, or used before a revocation)", mutate: func(r *ocmcsr.Request) { r.Key = p384 },
+			hub: func(h *policy.Hub) { h.Record.Keys = []string{"other", keyOf(t, p384)} }, want: policy.ReasonDuplicateKey},
+		{name: "key of this CSR's own certificate, recorded but not yet put on it", mutate: func(r *ocmcsr.Request) { r.Key = p384 },
+			csr: func(c *certificatesv1.CertificateSigningRequest) { c.UID = "this-csr" },
+			hub: func(h *policy.Hub) {
+				h.Record.Keys = []string{keyOf(t, p384)}
+				h.Record.Certificates = []issued.Certificate{{Fingerprint: "A", CSR: "this-csr", NotAfter: h.Now.Add(time.Hour)}}
+			}},
+		{name: "cluster already holds the most unexpired certificates", mutate: valid, hub: func(h *policy.Hub) {
+			for i := range issued.MaxUnexpired {
+				h.Record.Certificates = append(h.Record.Certificates, issued.Certificate{Fingerprint: fmt.Sprint(i), NotAfter: h.Now.Add(time.Hour)})
+			}
+		}, want: policy.ReasonTooManyCertificates},
+		{name: "expired certificates do not count", mutate: valid, hub: func(h *policy.Hub) {
+			for i := range 2 * issued.MaxUnexpired {
+				h.Record.Certificates = append(h.Record.Certificates, issued.Certificate{Fingerprint: fmt.Sprint(i), NotAfter: h.Now.Add(-time.Second)})
+			}
+		}},
+		{name: "ECDSA with SHA-1 signature", mutate: func(r *ocmcsr.Request) {
+			r.Template = &x509.CertificateRequest{Subject: *subjectOf("c1"), DNSNames: []string{identity.CSRDNSName}, SignatureAlgorithm: x509.ECDSAWithSHA1}
+		}, want: policy.ReasonWeakSignature},
+		{name: "RSA with SHA-1 signature", mutate: func(r *ocmcsr.Request) {
+			r.Key = rsa2048
+			r.Template = &x509.CertificateRequest{Subject: *subjectOf("c1"), DNSNames: []string{identity.CSRDNSName}, SignatureAlgorithm: x509.SHA1WithRSA}
+		}, want: policy.ReasonWeakSignature},
+		{name: "RSA-PSS with SHA-256 signature", mutate: func(r *ocmcsr.Request) {
+			r.Key = rsa2048
+			r.Template = &x509.CertificateRequest{Subject: *subjectOf("c1"), DNSNames: []string{identity.CSRDNSName}, SignatureAlgorithm: x509.SHA256WithRSAPSS}
+		}},
 		{name: "the revoked label alone decides nothing", mutate: valid, cluster: func() *clusterv1.ManagedCluster {
 			c := acceptedCluster("c1")
 			c.Labels = map[string]string{identity.RevokedLabel: "true"}
@@ -241,9 +272,10 @@ func TestCheck(t *testing.T) {
 			} else if cluster.Name == "" {
 				cluster = nil
 			}
-			hub := policy.Hub{Cluster: cluster, CAID: caID}
+			hub := policy.Hub{Cluster: cluster, CAID: caID, Now: time.Now()}
 			if cluster != nil {
 				hub.Addon = installed(cluster.Name)
+				hub.Record = &issued.Record{Cluster: cluster.Name}
 			}
 			if tc.hub != nil {
 				tc.hub(&hub)
@@ -268,6 +300,22 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keyOf is how the record names a key.
+func keyOf(t *testing.T, k crypto.Signer) string {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issued.KeyOf(spki)
+}
+
+// subjectOf is the subject cluster's agent asks for from the CA with ID caID.
+func subjectOf(cluster string) *pkix.Name {
+	n := identity.SubjectClusterName.For(cluster, caID).Name()
+	return &n
 }
 
 func mustEd25519(t *testing.T) (ed25519.PublicKey, crypto.Signer) {

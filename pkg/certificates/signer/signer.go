@@ -12,6 +12,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -19,13 +20,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
-	clusterv1 "open-cluster-management.io/api/cluster/v1"
-
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Event reasons; a CSR waiting for a usable CA gets certificates.ReasonCAUnavailable.
@@ -54,18 +52,19 @@ type Reconciler struct {
 
 // certificateFor returns the certificate for csr: the one already issued for it and recorded
 // but never put on it (this process's write failed, or the manager died in between, the
-// record says so), else a new one from sign, recorded before it leaves the hub. Each CSR thus
-// gets exactly one certificate and the record holds only certificates handed out.
-func (r *Reconciler) certificateFor(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, cluster string, now time.Time, sign func() ([]byte, error), caID string) ([]byte, error) {
+// record says so), else a new one from sign, written into rec, the record the CSR was decided
+// from, before it leaves the hub. The write is made over the version decided from: if a
+// revocation, another certificate or a key was recorded since, it fails with a conflict and
+// the CSR is decided again. Each CSR thus gets exactly one certificate, the record holds every
+// certificate handed out, and none is signed after the revocation it would have to be
+// blocklisted by.
+func (r *Reconciler) certificateFor(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rec *issued.Record, key string,
+	now time.Time, sign func() ([]byte, error), caID string) ([]byte, error) {
 	if pem, ok := r.unsent.Load(csr.UID); ok {
 		return pem.([]byte), nil
 	}
-	recorded, err := issued.Recorded(ctx, r.Client, r.RecordNamespace, cluster)
-	if err != nil {
-		return nil, fmt.Errorf("reading the record of %s: %w", cluster, err)
-	}
-	if pem, ok := issued.ForCSR(recorded, csr.UID, caID, now); ok {
-		log.FromContext(ctx).Info("Putting the certificate recorded for the CSR on it", "csr", csr.Name, "cluster", cluster)
+	if pem, ok := rec.ForCSR(csr.UID, caID, now); ok {
+		log.FromContext(ctx).Info("Putting the certificate recorded for the CSR on it", "csr", csr.Name, "cluster", rec.Cluster)
 		r.unsent.Store(csr.UID, pem)
 		return pem, nil
 	}
@@ -77,16 +76,13 @@ func (r *Reconciler) certificateFor(ctx context.Context, csr *certificatesv1.Cer
 	if err != nil {
 		return nil, err
 	}
-	// Recorded before it leaves the hub: a crash after this line loses no certificate from the
-	// record that `revoke` blocklists from.
-	cma, err := revocation.ClusterManagementAddOn(ctx, r.Client) // the records' owner
-	if err != nil {
-		return nil, err
-	}
 	entry := issued.Of(cert, caID)
 	entry.CSR, entry.PEM = csr.UID, string(certPEM)
-	if err := issued.Record(ctx, r.Client, r.RecordNamespace, cluster, entry, now, cma); err != nil {
-		r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
+	rec.Issue(entry, key, now)
+	if err := rec.Save(ctx, r.Client, r.RecordNamespace); err != nil {
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			r.Events.Eventf(csr, nil, corev1.EventTypeWarning, ReasonNotRecorded, "Sign", "not signed until the certificate can be recorded: %v", err)
+		}
 		return nil, fmt.Errorf("recording the certificate for CSR %s: %w", csr.Name, err)
 	}
 	r.unsent.Store(csr.UID, certPEM)
@@ -123,18 +119,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return certificates.WaitForCA(ctx, r.Events, csr, "Sign", err), nil
 	}
-	x509req, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID())
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	x509req, hub, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID(), r.RecordNamespace, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if rej != nil {
 		return r.fail(ctx, csr, rej)
 	}
-	cluster := csr.Labels[clusterv1.ClusterNameLabelKey] // Decide checked it names an existing cluster
-	now := time.Now()
-	if r.Now != nil {
-		now = r.Now()
-	}
+	cluster := hub.Cluster.Name // Decide checked the CSR names an existing cluster
 	lifetime := r.Lifetime
 	if csr.Spec.ExpirationSeconds != nil {
 		// As Kubernetes' signers do: honour a shorter requested lifetime, cap a longer one.
@@ -142,7 +138,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			lifetime = requested
 		}
 	}
-	certPEM, err := r.certificateFor(ctx, csr, cluster, now, func() ([]byte, error) { return ca.Sign(x509req, lifetime, now) }, ca.ID())
+	certPEM, err := r.certificateFor(ctx, csr, hub.Record, issued.KeyOf(x509req.RawSubjectPublicKeyInfo), now,
+		func() ([]byte, error) { return ca.Sign(x509req, lifetime, now) }, ca.ID())
 	if err != nil {
 		return ctrl.Result{}, err
 	}

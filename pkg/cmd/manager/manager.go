@@ -45,6 +45,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/assignment"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/approver"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
@@ -124,6 +125,9 @@ type Options struct {
 	ClusterSecretGroups       []string
 	ResourceProxyAddress      string
 	ClusterSecretCertLifetime time.Duration
+	// ClusterSecretLabels are the ManagedCluster labels copied into the cluster secrets
+	// (clustersecret.ParseLabelFilter).
+	ClusterSecretLabels []string
 
 	// CreateCA creates the CA secret when it is absent; PrincipalPKI keeps the principal's
 	// server certificates (for its Services' names and addresses plus the extra SANs) and JWT
@@ -176,6 +180,7 @@ func NewOptions() *Options {
 		ClusterSecrets:            true,
 		ResourceProxyAddress:      clustersecret.DefaultResourceProxyAddress,
 		ClusterSecretCertLifetime: DefaultClusterSecretCertLifetime,
+		ClusterSecretLabels:       append([]string(nil), clustersecret.DefaultCopyLabels...),
 
 		PrincipalDeployment:  principal.DefaultService.String(),
 		ResourceProxyService: principal.DefaultService.Namespace + "/argocd-agent-resource-proxy",
@@ -246,6 +251,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"HOST:PORT at which Argo CD reaches the principal's resource proxy; the cluster secrets' server is https://HOST:PORT?agentName=<cluster>.")
 	fs.DurationVar(&o.ClusterSecretCertLifetime, "cluster-secret-cert-lifetime", o.ClusterSecretCertLifetime,
 		fmt.Sprintf("Lifetime of the client certificates in the cluster secrets (%s to %s), never past the CA's expiry; renewed when two thirds have passed.", MinCertLifetime, MaxCertLifetime))
+	fs.StringSliceVar(&o.ClusterSecretLabels, "cluster-secret-labels", o.ClusterSecretLabels,
+		"ManagedCluster labels copied into the cluster secrets, for ApplicationSet cluster generators: label keys (env, example.com/team), key prefixes ending in * (example.com/*), or * for all; empty copies none. A managed cluster may write its own labels, so a copied label is its claim: the default copies only the ManagedClusterSet label, which OCM's webhook guards, and name, which is only ever copied when it is the cluster's own name. Keys under argocd.argoproj.io/, argocd-agent.argoproj-labs.io/, argocd-agent-addon.open-cluster-management.io/ and feature.open-cluster-management.io/ are never copied.")
 	fs.BoolVar(&o.CreateCA, "create-ca", o.CreateCA,
 		"Create the --ca-secret CA (kubernetes.io/tls, ECDSA P-256, 10 years) when it does not exist. An existing CA is never changed.")
 	fs.BoolVar(&o.PrincipalPKI, "principal-pki", o.PrincipalPKI,
@@ -314,6 +321,9 @@ func (o *Options) Validate() error {
 		if o.ClusterSecretCertLifetime < MinCertLifetime || o.ClusterSecretCertLifetime > MaxCertLifetime {
 			errs = append(errs, fmt.Errorf("--cluster-secret-cert-lifetime %s is outside %s to %s", o.ClusterSecretCertLifetime, MinCertLifetime, MaxCertLifetime))
 		}
+		if _, err := clustersecret.ParseLabelFilter(o.ClusterSecretLabels); err != nil {
+			errs = append(errs, fmt.Errorf("--cluster-secret-labels: %w", err))
+		}
 	}
 	if _, err := namespacedName("--principal-deployment", o.PrincipalDeployment); err != nil {
 		errs = append(errs, err)
@@ -361,6 +371,7 @@ func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretS
 		namespace = caKey.Namespace
 	}
 	r := &clustersecret.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CA: ca, Namespace: namespace,
+		Records:              &issued.Records{Reader: mgr.GetClient(), Namespace: o.Namespace},
 		ResourceProxyAddress: o.ResourceProxyAddress, Lifetime: o.ClusterSecretCertLifetime, Events: recorder,
 		Placements: assignment.Resolver{Reader: mgr.GetClient()}}
 	for _, g := range o.ClusterSecretGroups {
@@ -370,6 +381,11 @@ func (o *Options) setupClusterSecrets(mgr manager.Manager, ca *authority.SecretS
 		}
 		r.Groups = append(r.Groups, group)
 	}
+	copyLabels, err := clustersecret.ParseLabelFilter(o.ClusterSecretLabels)
+	if err != nil {
+		return fmt.Errorf("--cluster-secret-labels: %w", err)
+	}
+	r.CopyLabels = copyLabels
 	opts, err := clustersecret.SecretCacheOptions(r.Namespaces()...)
 	if err != nil {
 		return err
@@ -468,7 +484,8 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 	recordsSelector := labels.NewSelector().Add(*recordsRequirement)
 	byObject := map[client.Object]cache.ByObject{
-		// The records of issued certificates, in the manager's namespace (pkg/certificates/issued).
+		// The clusters' records (issued certificates, keys, revocations), in the manager's
+		// namespace (pkg/certificates/issued).
 		&corev1.ConfigMap{}: {
 			Namespaces: map[string]cache.Config{o.Namespace: {}},
 			Label:      recordsSelector,
@@ -484,9 +501,9 @@ func (o *Options) Run(ctx context.Context) error {
 			Field:      fields.OneTermEqualSelector("metadata.name", principalKey.Name),
 		},
 		&addonv1beta1.ManagedClusterAddOn{}: {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
-		// The add-on's own, which holds the revocation list (pkg/revocation).
+		// The add-on's own.
 		&addonv1beta1.ClusterManagementAddOn{}:      {Field: fields.OneTermEqualSelector("metadata.name", identity.AddonName)},
-		&certificatesv1.CertificateSigningRequest{}: {},
+		&certificatesv1.CertificateSigningRequest{}: certificates.CSRCache(),
 	}
 	deployment, err := namespacedName("--principal-deployment", o.PrincipalDeployment)
 	if err != nil {
@@ -540,6 +557,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := mgr.Add(manager.RunnableFunc(reporter.Run)); err != nil {
 		return err
 	}
+	records := &issued.Records{Reader: mgr.GetClient(), Namespace: o.Namespace}
 	agentAddon, err := addon.New(addon.Options{
 		Principal:     discovery.Discover,
 		AgentVersions: &agentversion.Getter{Reader: mgr.GetClient()},
@@ -551,7 +569,7 @@ func (o *Options) Run(ctx context.Context) error {
 		CA:             ca,
 		Subject:        style,
 		Reporter:       reporter,
-		Hub:            mgr.GetClient(),
+		Records:        records,
 		Assignment:     assignment.Resolver{Reader: mgr.GetClient()},
 		Works:          mgr.GetAPIReader(),
 	})
@@ -577,7 +595,7 @@ func (o *Options) Run(ctx context.Context) error {
 	}
 
 	pol := policy.Policy{Subject: style, GRPCServerUsername: o.GRPCServerUsername, MaxLifetime: o.CertLifetime}
-	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Events: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&approver.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, RecordNamespace: o.Namespace, Events: recorder}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: ca, Policy: pol, Lifetime: o.CertLifetime, RecordNamespace: o.Namespace,
@@ -591,6 +609,9 @@ func (o *Options) Run(ctx context.Context) error {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)
 	}
 	if err := (&addon.CATrigger{Client: mgr.GetClient(), CA: ca, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&addon.RevocationTrigger{Namespace: o.Namespace, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&addon.PrincipalTrigger{Client: mgr.GetClient(), Discovery: discovery, Trigger: addonMgr.Trigger}).SetupWithManager(mgr); err != nil {
@@ -610,6 +631,13 @@ func (o *Options) Run(ctx context.Context) error {
 		if err := o.setupHubPKI(mgr, ca, principalKey, recorder); err != nil {
 			return err
 		}
+	}
+	// Before any controller decides: revocations an earlier version kept on the
+	// ClusterManagementAddOn move into the records, which are all that is read now.
+	if n, err := issued.MigrateRevocations(ctx, mgr.GetClient(), mgr.GetAPIReader(), o.Namespace); err != nil {
+		return fmt.Errorf("moving revocations into the records (nothing is decided until they are): %w", err)
+	} else if n > 0 {
+		klog.InfoS("Moved revocations from the ClusterManagementAddOn into the records", "count", n, "namespace", o.Namespace)
 	}
 	return mgr.Start(ctx)
 }

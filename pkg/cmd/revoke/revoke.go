@@ -1,6 +1,6 @@
 // Package revoke is the `argocd-agent-addon revoke` and `unrevoke` commands. Revoking a
-// cluster's agent records it, with the reason and the time, in the hub-only revocation list
-// (pkg/revocation): from then on nothing is signed or delivered for it. It also labels the
+// cluster's agent records it, with the reason and the time, in the cluster's hub-only record
+// (pkg/certificates/issued): from then on nothing is signed or delivered for it. It also labels the
 // ManagedCluster so that the chart's Placement drops it and OCM removes its add-on, and puts the
 // SHA-256 fingerprints of every certificate issued to it into the principal's TLS blocklist
 // ConfigMap, for principals that read one.
@@ -37,6 +37,8 @@ type Options struct {
 	Kubeconfig         string
 	Reason             string
 	PrincipalNamespace string
+	// Namespace is the manager's, where the clusters' records are.
+	Namespace string
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
 	// Now is the clock; nil means time.Now.
@@ -45,7 +47,7 @@ type Options struct {
 
 // NewCommands returns the revoke and unrevoke commands.
 func NewCommands() []*cobra.Command {
-	o := &Options{PrincipalNamespace: "argocd"}
+	o := &Options{PrincipalNamespace: "argocd", Namespace: DefaultNamespace}
 	revoke := &cobra.Command{
 		Use:   "revoke CLUSTER [--reason TEXT]",
 		Short: "Revoke a cluster's agent: no more certificates, add-on removed, issued certificates blocklisted",
@@ -75,9 +77,16 @@ func NewCommands() []*cobra.Command {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	hubclient.AddKubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.PrincipalNamespace, "principal-namespace", o.PrincipalNamespace, "Namespace of the principal and its TLS blocklist ConfigMap.")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Namespace of the manager (the chart's release namespace), where the clusters' records and revocations are kept.")
 }
 
+// DefaultNamespace is the namespace the documentation installs the chart in.
+const DefaultNamespace = "argocd-agent-addon"
+
 func (o *Options) client() (client.Client, error) {
+	if o.Namespace == "" {
+		return nil, errors.New("--namespace is required: the manager's namespace, where the records are")
+	}
 	return hubclient.New(o.Kubeconfig, o.RestConfig)
 }
 
@@ -98,43 +107,48 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 		return err
 	}
 	now := o.now().UTC().Truncate(time.Second)
-	// The certificates the hub knows of (the record and the CSRs still there), read before and
-	// again after the revocation, so that a certificate signed in between is not missed.
-	before, err := issuedCertificates(ctx, c, cluster)
+	// Certificates the hub knows of outside the record: on CSRs still there, or recorded where
+	// an earlier version kept them. Every other certificate was recorded before it was handed
+	// out, and the record is written over the version the revocation is written over.
+	onHub, err := issued.OnHub(ctx, c, nil)
 	if err != nil {
 		return err
 	}
 	r := &revocation.Revocation{Reason: o.Reason, RevokedAt: now}
-	// The decision first: from here on the signer and the approver refuse the cluster.
-	if err := revocation.Set(ctx, c, cluster, r); err != nil {
+	// The decision first: from here on the signer and the approver refuse the cluster, and the
+	// record at this version holds every certificate signed before.
+	rec, err := issued.Update(ctx, c, c, o.Namespace, cluster, func(rec *issued.Record) error {
+		r.CertificatesLapse = nil
+		for _, cert := range issued.Valid(append(slices.Clone(onHub[cluster]), rec.Certificates...), now) {
+			if r.CertificatesLapse == nil || cert.NotAfter.After(*r.CertificatesLapse) {
+				lapse := cert.NotAfter.UTC()
+				r.CertificatesLapse = &lapse
+			}
+		}
+		rec.Revocation = r
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording the revocation of %s in namespace %s: %w", cluster, o.Namespace, err)
+	}
+	if err := revocation.RemoveLegacy(ctx, c, cluster); err != nil {
 		return err
 	}
 	labelled, err := setRevokedLabel(ctx, c, cluster, true)
 	if err != nil {
 		return err
 	}
-	after, err := issuedCertificates(ctx, c, cluster)
-	if err != nil {
-		return err
-	}
 	certs := map[string]time.Time{}
-	var lapse time.Time
 	// Expired certificates need no blocking: the principal refuses them anyway.
-	for _, cert := range issued.Valid(append(before, after...), now) {
+	for _, cert := range issued.Valid(append(onHub[cluster], rec.Certificates...), now) {
 		certs[cert.Fingerprint] = cert.NotAfter
-		if cert.NotAfter.After(lapse) {
-			lapse = cert.NotAfter
-		}
+	}
+	var lapse time.Time
+	if r.CertificatesLapse != nil {
+		lapse = *r.CertificatesLapse
 	}
 	if err := blocklist(ctx, c, o.PrincipalNamespace, certs, fmt.Sprintf("cluster=%s revoked=%s reason=%s", cluster, now.Format(time.RFC3339), o.Reason)); err != nil {
 		return err
-	}
-	if !lapse.IsZero() {
-		lapse = lapse.UTC()
-		r.CertificatesLapse = &lapse
-		if err := revocation.Set(ctx, c, cluster, r); err != nil {
-			return err
-		}
 	}
 	msg := fmt.Sprintf("revoked %s: no certificate will be signed for it and its add-on is being removed; "+
 		"%d issued certificate(s) added to %s/%s", cluster, len(certs), o.PrincipalNamespace, identity.TLSBlocklistConfigMap)
@@ -159,8 +173,14 @@ func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) e
 		return err
 	}
 	// The decision first, then the Placement's label: once the add-on is back, its first
-	// request is signed rather than refused.
-	if err := revocation.Set(ctx, c, cluster, nil); err != nil {
+	// request is signed rather than refused. The record keeps its keys: none is certified again.
+	if _, err := issued.Update(ctx, c, c, o.Namespace, cluster, func(rec *issued.Record) error {
+		rec.Revocation = nil
+		return nil
+	}); err != nil {
+		return fmt.Errorf("lifting the revocation of %s in namespace %s: %w", cluster, o.Namespace, err)
+	}
+	if err := revocation.RemoveLegacy(ctx, c, cluster); err != nil {
 		return err
 	}
 	removed, err := deleteDeniedCSRs(ctx, c, cluster)
@@ -220,16 +240,6 @@ func setRevokedLabel(ctx context.Context, c client.Client, cluster string, revok
 		delete(mc.Labels, identity.RevokedLabel)
 	}
 	return true, c.Patch(ctx, mc, patch)
-}
-
-// issuedCertificates are the certificates the signer issued to cluster that the hub knows of:
-// its record and the CSRs still there.
-func issuedCertificates(ctx context.Context, c client.Client, cluster string) ([]issued.Certificate, error) {
-	onHub, err := issued.OnHub(ctx, c, nil)
-	if err != nil {
-		return nil, err
-	}
-	return onHub[cluster], nil
 }
 
 // blocklist adds fingerprints to the principal's TLS blocklist ConfigMap, creating it if

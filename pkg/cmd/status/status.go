@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -37,7 +39,6 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 )
 
 // Options are the status settings.
@@ -178,13 +179,15 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		rows = append(rows, row)
 	}
 	// Revoked clusters lose their add-on; list them all the same.
-	cma, err := revocation.ClusterManagementAddOn(ctx, c)
+	records, err := issued.List(ctx, c, "")
 	if err != nil {
 		return nil, nil, err
 	}
-	revoked := revocation.List(cma)
-	for _, name := range revocation.Clusters(revoked) {
-		r := revoked[name]
+	for _, name := range slices.Sorted(maps.Keys(records)) {
+		r := records[name].Revocation
+		if r == nil {
+			continue
+		}
 		reason := fmt.Sprintf("%s (revoked %s)", r.Reason, r.RevokedAt.UTC().Format(time.RFC3339))
 		found := false
 		for i := range rows {

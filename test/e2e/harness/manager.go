@@ -17,6 +17,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -130,15 +131,16 @@ func (e *Env) waitManager(ctx context.Context) error {
 		return fmt.Errorf("manager pod not Ready and leading within 2 minutes: %v", last)
 	}
 
+	// Already there after an upgrade.
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: AddonNamespace, Name: metricsScraper}}
-	if err := c.Create(ctx, sa); err != nil {
+	if err := c.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	if err := c.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: metricsScraper},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: chart.ReleaseName + "-metrics-reader"},
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: AddonNamespace, Name: metricsScraper}},
-	}); err != nil {
+	}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	cs, err := kubernetes.NewForConfig(e.Hub.Config)
@@ -167,6 +169,27 @@ func (e *Env) UninstallChart(ctx context.Context) error {
 		return err
 	}
 	return chart.Uninstall(e.helm, e.HubKubeconfig, AddonNamespace)
+}
+
+// ReinstallChart installs the add-on again after UninstallChart, with the values it was first
+// installed with, and waits for its manager to lead (and, without HarnessPKI, for the hub PKI).
+func (e *Env) ReinstallChart(ctx context.Context) error {
+	return e.installAddon(ctx)
+}
+
+// UpgradeChart runs `helm upgrade` of the add-on with values on top of the release's, and waits
+// until a new manager pod leads.
+func (e *Env) UpgradeChart(ctx context.Context, values map[string]string) error {
+	old := e.ManagerPod
+	if err := chart.Upgrade(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.waitManager(ctx); err != nil {
+			return false, err
+		}
+		return e.ManagerPod != old, nil
+	})
 }
 
 // Metrics scrapes the leading manager's metrics endpoint as a Prometheus with the chart's
