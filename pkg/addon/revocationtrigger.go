@@ -14,9 +14,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// RevocationTrigger re-renders a cluster's manifests when its record changes, so that a
-// revocation removes what was delivered at once (the render refuses a revoked cluster), and an
-// `unrevoke` delivers again, without waiting for OCM to drop or re-create its add-on.
+// RevocationTrigger re-renders a cluster's manifests when its revocation is set or lifted: a
+// revoked cluster's render is refused at once (its add-on says `agent revoked`, and nothing more
+// reaches it; OCM removes the delivered ManifestWork with the add-on, once the Placement drops
+// the cluster), and an `unrevoke` delivers again without waiting for another change.
 type RevocationTrigger struct {
 	// Namespace is where the records live (issued.Records).
 	Namespace string

@@ -39,17 +39,24 @@ func WaitForCA(ctx context.Context, recorder events.EventRecorder, csr *certific
 // UpdateStatus for what it returns.
 func SetCondition(ctx context.Context, w client.SubResourceWriter, csr *certificatesv1.CertificateSigningRequest,
 	t certificatesv1.RequestConditionType, reason, message string) (reconcile.Result, bool, error) {
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastUpdateTime: metav1.Now(),
+	return UpdateStatus(ctx, w, csr, func(csr *certificatesv1.CertificateSigningRequest) {
+		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+			Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message, LastUpdateTime: metav1.Now(),
+		})
 	})
-	return UpdateStatus(ctx, w, csr)
 }
 
-// UpdateStatus writes csr's status through w and reports whether it was written; if not, the
-// reconciler returns the result and error. A conflict (the CSR changed since it was read) is
-// no error: the CSR is decided again from its newer copy.
-func UpdateStatus(ctx context.Context, w client.SubResourceWriter, csr *certificatesv1.CertificateSigningRequest) (reconcile.Result, bool, error) {
-	switch err := w.Update(ctx, csr); {
+// UpdateStatus applies change to csr's status and writes it through w, as a merge patch of
+// what changed with csr's resourceVersion: the status only, never the metadata of the cached
+// copy, which the cache cuts (CacheTransform) and the API server would keep as written. It
+// reports whether it was written; if not, the reconciler returns the result and error. A
+// conflict (the CSR changed since it was read) is no error: the CSR is decided again from its
+// newer copy.
+func UpdateStatus(ctx context.Context, w client.SubResourceWriter, csr *certificatesv1.CertificateSigningRequest,
+	change func(*certificatesv1.CertificateSigningRequest)) (reconcile.Result, bool, error) {
+	orig := csr.DeepCopy()
+	change(csr)
+	switch err := w.Patch(ctx, csr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); {
 	case err == nil:
 		return reconcile.Result{}, true, nil
 	case apierrors.IsConflict(err):

@@ -31,12 +31,15 @@ const (
 
 	// RevokedLabel on a ManagedCluster makes the chart's Placement drop it, so OCM removes its
 	// add-on. `argocd-agent-addon revoke` sets it next to the revocation itself, which lives
-	// where no cluster may write (pkg/revocation) and is what the signer, approver and renderer
-	// decide from; the chart's admission policy refuses cluster identities any change to it.
+	// where no cluster may write (the cluster's record, pkg/certificates/issued) and is what
+	// the signer, approver and renderer decide from; the chart's admission policy refuses
+	// cluster identities any change to it.
 	RevokedLabel = "argocd-agent-addon.open-cluster-management.io/revoked"
 	// TLSBlocklistConfigMap is where principals that support it (newer than argocd-agent v0.9.0)
 	// read the SHA-256 fingerprints of certificates they must refuse.
 	TLSBlocklistConfigMap = "argocd-agent-tls-blocklist"
+	// ManagerLease is the manager's leader-election Lease, in its namespace by default.
+	ManagerLease = "argocd-agent-addon-manager"
 )
 
 // ClientCertSecretName is the spoke secret the OCM registration agent writes the signed

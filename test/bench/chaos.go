@@ -100,7 +100,7 @@ func chaos(o options, dir, bin string, n int, f fault, seed uint64) (*chaosResul
 	if err != nil {
 		return nil, err
 	}
-	mgr, err := h.installAddon(ctx, bin, false)
+	mgr, err := h.installAddon(ctx, bin, false, o.chartValues)
 	if err != nil {
 		return nil, err
 	}

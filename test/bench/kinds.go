@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,8 +55,9 @@ func chartValues(clusterSecrets bool) map[string]string {
 // installAddon installs the chart as a user does (helm install), then runs the manager as its
 // own process with the chart's arguments, under the chart's ServiceAccount and RBAC, and waits
 // until it leads.
-func (h *hub) installAddon(ctx context.Context, bin string, clusterSecrets bool) (*proc.Process, error) {
+func (h *hub) installAddon(ctx context.Context, bin string, clusterSecrets bool, extra map[string]string) (*proc.Process, error) {
 	values := chartValues(clusterSecrets)
+	maps.Copy(values, extra)
 	if err := chart.Install(h.helm, h.admin, addonNamespace, values); err != nil {
 		return nil, err
 	}

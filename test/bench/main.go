@@ -53,6 +53,8 @@ type options struct {
 	logs   string
 	ocmBin string
 	helm   string
+	// chartValues are set on top of the bench's own (tests).
+	chartValues map[string]string
 }
 
 func main() {

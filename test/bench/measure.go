@@ -87,7 +87,7 @@ func measure(o options, dir, bin, kind string, n int) *result {
 	var mgr *proc.Process
 	switch kind {
 	case kindAddon:
-		mgr, err = h.installAddon(ctx, bin, o.clusterSecrets)
+		mgr, err = h.installAddon(ctx, bin, o.clusterSecrets, o.chartValues)
 	case kindTemplate:
 		err = h.installTemplate(ctx)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
 	"slices"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -74,4 +76,30 @@ func Issuer(cert *x509.Certificate, cas []*x509.Certificate) string {
 		}
 	}
 	return ""
+}
+
+// OnHubFor returns the certificates issued to cluster that the hub knows of outside its
+// record: on its CSRs still there, and where an earlier version recorded them on its
+// ManagedClusterAddOn. It reads only what names the cluster, so that a damaged object of
+// another cluster cannot keep `revoke` from this one; a damaged legacy entry of its own is
+// skipped (its certificates are on its CSRs or expired).
+func OnHubFor(ctx context.Context, reader client.Reader, cluster string) ([]Certificate, error) {
+	var out []Certificate
+	csrs := &certificatesv1.CertificateSigningRequestList{}
+	if err := reader.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster}); err != nil {
+		return nil, fmt.Errorf("listing the CSRs of cluster %s: %w", cluster, err)
+	}
+	for _, csr := range csrs.Items {
+		if cert, err := ParseCertificate(csr.Status.Certificate); err == nil && csr.Spec.SignerName == identity.SignerName {
+			out = append(out, Of(cert, ""))
+		}
+	}
+	mca := &addonv1beta1.ManagedClusterAddOn{}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); client.IgnoreNotFound(err) != nil {
+		return nil, fmt.Errorf("reading the ManagedClusterAddOn of cluster %s: %w", cluster, err)
+	}
+	if legacy, err := Read(mca); err == nil {
+		out = append(out, legacy...)
+	}
+	return out, nil
 }

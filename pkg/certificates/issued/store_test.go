@@ -137,16 +137,20 @@ func TestDamagedRecord(t *testing.T) {
 	}
 }
 
-// Revocations an earlier version kept on the ClusterManagementAddOn move into the records,
-// each before its annotation goes.
-func TestMigrateRevocations(t *testing.T) {
+// Revocations an earlier version kept on the ClusterManagementAddOn are copied into the records
+// (the annotations stay, for a manager of that version still running), and records it made
+// owned by the ClusterManagementAddOn are released.
+func TestMigrate(t *testing.T) {
 	ctx := context.Background()
 	entry, _ := json.Marshal(revocation.Revocation{Reason: "key leaked"})
-	hub := fakeHub(t, &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Annotations: map[string]string{
+	owned := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: issued.RecordName("c3"), Labels: map[string]string{issued.RecordLabel: "c3"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: identity.AddonName, UID: "u"}}},
+		Data: map[string]string{"certificates": `[{"sha256":"A","ca":"x","notAfter":"2099-01-01T00:00:00Z"}]`}}
+	hub := fakeHub(t, owned, &addonv1beta1.ClusterManagementAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Annotations: map[string]string{
 		revocation.Annotation("c1"): string(entry), revocation.Annotation("c2"): "{damaged", "keep": "me"}}})
-	n, err := issued.MigrateRevocations(ctx, hub, hub, "ns")
-	if err != nil || n != 2 {
-		t.Fatalf("moved %d, %v; want 2", n, err)
+	copied, released, err := issued.Migrate(ctx, hub, hub, "ns")
+	if err != nil || copied != 2 || released != 1 {
+		t.Fatalf("copied %d, released %d, %v; want 2 and 1", copied, released, err)
 	}
 	for cluster, reason := range map[string]string{"c1": "key leaked", "c2": "unreadable"} {
 		r, err := issued.Records{Reader: hub, Namespace: "ns"}.Revocation(ctx, cluster)
@@ -155,10 +159,14 @@ func TestMigrateRevocations(t *testing.T) {
 		}
 	}
 	cma := &addonv1beta1.ClusterManagementAddOn{}
-	if err := hub.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil || len(cma.Annotations) != 1 || cma.Annotations["keep"] != "me" {
-		t.Fatalf("annotations %v (%v): want only the unrelated one left", cma.Annotations, err)
+	if err := hub.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil || len(cma.Annotations) != 3 {
+		t.Fatalf("annotations %v (%v): want all kept, for a manager of the earlier version", cma.Annotations, err)
 	}
-	if n, err := issued.MigrateRevocations(ctx, hub, hub, "ns"); err != nil || n != 0 {
-		t.Fatalf("second run moved %d, %v", n, err)
+	rec, err := issued.Load(ctx, hub, "ns", "c3")
+	if err != nil || len(rec.Certificates) != 1 || len(rec.Object().OwnerReferences) != 0 {
+		t.Fatalf("record c3 %+v, %v: want its certificate and no owner", rec, err)
+	}
+	if copied, released, err := issued.Migrate(ctx, hub, hub, "ns"); err != nil || copied != 0 || released != 0 {
+		t.Fatalf("second run copied %d, released %d, %v", copied, released, err)
 	}
 }

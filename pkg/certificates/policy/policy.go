@@ -164,8 +164,12 @@ func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*
 // record it then writes, at the same version, so the bound holds however requests race.
 func checkRecord(req *x509.CertificateRequest, uid types.UID, hub Hub) *Rejection {
 	rec := hub.Record
-	if rec == nil || (uid != "" && slices.ContainsFunc(rec.Certificates, func(c issued.Certificate) bool { return c.CSR == uid })) {
-		// This CSR's own certificate, recorded but not put on it yet: the signer hands it out.
+	if rec == nil {
+		return nil
+	}
+	if _, ok := rec.ForCSR(uid, hub.CAID, hub.Now); ok {
+		// This CSR's own certificate, valid, recorded but not put on it yet: the signer hands
+		// it out, and signs nothing.
 		return nil
 	}
 	if rec.KeyUsed(issued.KeyOf(req.RawSubjectPublicKeyInfo)) {

@@ -133,8 +133,14 @@ func TestCheck(t *testing.T) {
 			csr: func(c *certificatesv1.CertificateSigningRequest) { c.UID = "this-csr" },
 			hub: func(h *policy.Hub) {
 				h.Record.Keys = []string{keyOf(t, p384)}
-				h.Record.Certificates = []issued.Certificate{{Fingerprint: "A", CSR: "this-csr", NotAfter: h.Now.Add(time.Hour)}}
+				h.Record.Certificates = []issued.Certificate{{Fingerprint: "A", CSR: "this-csr", CA: caID, PEM: "cert", NotAfter: h.Now.Add(time.Hour)}}
 			}},
+		{name: "key of this CSR's own certificate, recorded but expired: not signed again", mutate: func(r *ocmcsr.Request) { r.Key = p384 },
+			csr: func(c *certificatesv1.CertificateSigningRequest) { c.UID = "this-csr" },
+			hub: func(h *policy.Hub) {
+				h.Record.Keys = []string{keyOf(t, p384)}
+				h.Record.Certificates = []issued.Certificate{{Fingerprint: "A", CSR: "this-csr", CA: caID, PEM: "cert", NotAfter: h.Now.Add(-time.Second)}}
+			}, want: policy.ReasonDuplicateKey},
 		{name: "cluster already holds the most unexpired certificates", mutate: valid, hub: func(h *policy.Hub) {
 			for i := range issued.MaxUnexpired {
 				h.Record.Certificates = append(h.Record.Certificates, issued.Certificate{Fingerprint: fmt.Sprint(i), NotAfter: h.Now.Add(time.Hour)})

@@ -147,8 +147,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	csr.Status.Certificate = certPEM
-	if res, ok, err := certificates.UpdateStatus(ctx, r.Client.Status(), csr); !ok {
+	if res, ok, err := certificates.UpdateStatus(ctx, r.Client.Status(), csr, func(csr *certificatesv1.CertificateSigningRequest) {
+		csr.Status.Certificate = certPEM
+	}); !ok {
 		return res, err
 	}
 	r.unsent.Delete(csr.UID)

@@ -80,7 +80,7 @@ const (
 	DefaultServerCertLifetime = 90 * 24 * time.Hour
 	// DefaultGRPCServerUsername is the identity of OCM's gRPC registration server.
 	DefaultGRPCServerUsername = "system:serviceaccount:open-cluster-management-hub:grpc-server-sa"
-	leaderElectionID          = "argocd-agent-addon-manager"
+	leaderElectionID          = identity.ManagerLease
 	// statusReportDelay is how long after a render its conditions are written: past the deploy
 	// controller's own status patch of the same sync (addon.StatusReporter).
 	statusReportDelay = time.Second
@@ -632,12 +632,12 @@ func (o *Options) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	// Before any controller decides: revocations an earlier version kept on the
-	// ClusterManagementAddOn move into the records, which are all that is read now.
-	if n, err := issued.MigrateRevocations(ctx, mgr.GetClient(), mgr.GetAPIReader(), o.Namespace); err != nil {
-		return fmt.Errorf("moving revocations into the records (nothing is decided until they are): %w", err)
-	} else if n > 0 {
-		klog.InfoS("Moved revocations from the ClusterManagementAddOn into the records", "count", n, "namespace", o.Namespace)
+	// Before any controller decides: what an earlier version kept (revocations on the
+	// ClusterManagementAddOn, records it owned) is brought into the records, all that is read now.
+	if copied, released, err := issued.Migrate(ctx, mgr.GetClient(), mgr.GetAPIReader(), o.Namespace); err != nil {
+		return fmt.Errorf("bringing an earlier version's revocations and records into the records (nothing is decided until they are): %w", err)
+	} else if copied+released > 0 {
+		klog.InfoS("Brought an earlier version's state into the records", "revocations", copied, "recordsReleased", released, "namespace", o.Namespace)
 	}
 	return mgr.Start(ctx)
 }

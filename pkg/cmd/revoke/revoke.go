@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,7 +111,10 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	// Certificates the hub knows of outside the record: on CSRs still there, or recorded where
 	// an earlier version kept them. Every other certificate was recorded before it was handed
 	// out, and the record is written over the version the revocation is written over.
-	onHub, err := issued.OnHub(ctx, c, nil)
+	if err := o.checkNamespace(ctx, c); err != nil {
+		return err
+	}
+	outside, err := issued.OnHubFor(ctx, c, cluster)
 	if err != nil {
 		return err
 	}
@@ -119,7 +123,7 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	// record at this version holds every certificate signed before.
 	rec, err := issued.Update(ctx, c, c, o.Namespace, cluster, func(rec *issued.Record) error {
 		r.CertificatesLapse = nil
-		for _, cert := range issued.Valid(append(slices.Clone(onHub[cluster]), rec.Certificates...), now) {
+		for _, cert := range issued.Valid(append(slices.Clone(outside), rec.Certificates...), now) {
 			if r.CertificatesLapse == nil || cert.NotAfter.After(*r.CertificatesLapse) {
 				lapse := cert.NotAfter.UTC()
 				r.CertificatesLapse = &lapse
@@ -140,7 +144,7 @@ func (o *Options) Revoke(ctx context.Context, cluster string, out io.Writer) err
 	}
 	certs := map[string]time.Time{}
 	// Expired certificates need no blocking: the principal refuses them anyway.
-	for _, cert := range issued.Valid(append(onHub[cluster], rec.Certificates...), now) {
+	for _, cert := range issued.Valid(append(outside, rec.Certificates...), now) {
 		certs[cert.Fingerprint] = cert.NotAfter
 	}
 	var lapse time.Time
@@ -172,6 +176,9 @@ func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) e
 	if err != nil {
 		return err
 	}
+	if err := o.checkNamespace(ctx, c); err != nil {
+		return err
+	}
 	// The decision first, then the Placement's label: once the add-on is back, its first
 	// request is signed rather than refused. The record keeps its keys: none is certified again.
 	if _, err := issued.Update(ctx, c, c, o.Namespace, cluster, func(rec *issued.Record) error {
@@ -192,6 +199,28 @@ func (o *Options) Unrevoke(ctx context.Context, cluster string, out io.Writer) e
 	}
 	_, err = fmt.Fprintf(out, "unrevoked %s: it can get certificates and the add-on again (%d CSRs denied while it was revoked deleted)\n", cluster, removed)
 	return err
+}
+
+// checkNamespace refuses a --namespace the manager does not keep its records in: a revocation
+// written there would be read by nobody. The namespace is the manager's if its Lease is there
+// (it leads there) or records are (it did, and may again after a reinstall).
+func (o *Options) checkNamespace(ctx context.Context, c client.Client) error {
+	err := c.Get(ctx, types.NamespacedName{Namespace: o.Namespace, Name: identity.ManagerLease}, &coordinationv1.Lease{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("checking that the manager runs in namespace %s: %w", o.Namespace, err)
+	}
+	records := &corev1.ConfigMapList{}
+	if err := c.List(ctx, records, client.InNamespace(o.Namespace), client.HasLabels{issued.RecordLabel}, client.Limit(1)); err != nil {
+		return fmt.Errorf("checking for records in namespace %s: %w", o.Namespace, err)
+	}
+	if len(records.Items) == 0 {
+		return fmt.Errorf("namespace %s holds no manager Lease %s and no records: the manager would never read a revocation there; give --namespace the namespace the chart is installed in",
+			o.Namespace, identity.ManagerLease)
+	}
+	return nil
 }
 
 // deleteDeniedCSRs deletes the cluster's denied CSRs for the add-on's signer. OCM's
