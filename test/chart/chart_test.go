@@ -822,8 +822,8 @@ func managerClusterPermissions(metricsSecure bool) map[string]bool {
 	read := []string{"get", "list", "watch"}
 	perms := permissions(
 		rule{"certificates.k8s.io", "certificatesigningrequests", "", read},
-		rule{"certificates.k8s.io", "certificatesigningrequests/approval", "", []string{"update"}},
-		rule{"certificates.k8s.io", "certificatesigningrequests/status", "", []string{"update"}},
+		rule{"certificates.k8s.io", "certificatesigningrequests/approval", "", []string{"patch"}},
+		rule{"certificates.k8s.io", "certificatesigningrequests/status", "", []string{"patch"}},
 		rule{"certificates.k8s.io", "signers", signerName, []string{"approve", "sign"}},
 		rule{"cluster.open-cluster-management.io", "managedclusters", "", read},
 		rule{"cluster.open-cluster-management.io", "placementdecisions", "", read},

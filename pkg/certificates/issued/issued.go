@@ -42,12 +42,14 @@ import (
 const Annotation = "argocd-agent-addon.open-cluster-management.io/issued-certificates"
 
 // MaxUnexpired bounds the certificates a cluster may hold at once; a request past it is
-// refused (TooManyCertificates) until one expires. OCM renews at 75-80 % of a certificate's
-// life, so two are unexpired at a time; a CA rollover re-issues at once (a third) and a
-// registration agent restarted mid-renewal may ask once more. Without a bound a cluster could
+// refused (TooManyCertificates) until one expires. OCM renews when 20-25 % of a certificate's
+// validity is left, counted from NotBefore, which the signer backdates 5 minutes for clock
+// skew: with the default week two are unexpired at a time, but with the 2-minute lifetimes of
+// the tests OCM renews every 30 s and holds four. A CA rollover re-issues at once, and a
+// registration agent that loses its status write files again. Without a bound a cluster could
 // file requests with fresh keys without end, and the record (what `revoke` blocklists) would
 // have to drop some.
-const MaxUnexpired = 5
+const MaxUnexpired = 10
 
 // Certificate is one issued certificate.
 type Certificate struct {

@@ -34,7 +34,7 @@ const (
 
 // MaxKeys bounds the public keys remembered per cluster. With MaxUnexpired certificates at a
 // time, a cluster cannot get through them faster than MaxKeys/MaxUnexpired certificate
-// lifetimes (about a year at the default 168 h).
+// lifetimes (about half a year at the default 168 h).
 const MaxKeys = 256
 
 // RecordName is the name of cluster's record ConfigMap.
