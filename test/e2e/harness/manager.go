@@ -184,12 +184,19 @@ func (e *Env) UpgradeChart(ctx context.Context, values map[string]string) error 
 	if err := chart.Upgrade(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
 		return err
 	}
-	return wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := e.waitManager(ctx); err != nil {
-			return false, err
+	// The old pod may lead for a while, and the new one's metrics endpoint comes up after it
+	// is Ready: both are waited for, not errors.
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if last = e.waitManager(ctx); last != nil {
+			return false, nil
 		}
 		return e.ManagerPod != old, nil
 	})
+	if err != nil {
+		return fmt.Errorf("no new manager pod leading and serving metrics after helm upgrade (still %s): %v (%w)", e.ManagerPod, last, err)
+	}
+	return nil
 }
 
 // Metrics scrapes the leading manager's metrics endpoint as a Prometheus with the chart's
