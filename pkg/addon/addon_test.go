@@ -28,8 +28,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/plan"
 	principalpkg "github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/revocation"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
@@ -41,11 +43,12 @@ type getter struct {
 	adc *addonv1beta1.AddOnDeploymentConfig
 }
 
-func (g getter) Get(_ context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+// GetWithSpecHash gives the spec hash mcaFor names as desired.
+func (g getter) GetWithSpecHash(_ context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
 	if g.adc == nil || g.adc.Namespace != ns || g.adc.Name != name {
-		return nil, fmt.Errorf("no ADC %s/%s", ns, name)
+		return nil, "", fmt.Errorf("no ADC %s/%s", ns, name)
 	}
-	return g.adc, nil
+	return g.adc, "h", nil
 }
 
 // recordingReporter records what the add-on reported.
@@ -197,7 +200,7 @@ func TestManifestsForEveryVariant(t *testing.T) {
 				t.Errorf("CA secret must hold exactly ca.crt and its content key: %+v", r.caSecret)
 			}
 			for k, v := range r.caSecret.Data {
-				if k != "ca.crt" && (!strings.HasPrefix(k, addon.ContentKeyPrefix) || k != addon.ContentKeyPrefix+string(v)) {
+				if k != "ca.crt" && (!strings.HasPrefix(k, delivered.ContentKeyPrefix) || k != delivered.ContentKeyPrefix+string(v)) {
 					t.Errorf("CA secret key %q = %q: want ca.crt or the content key", k, v)
 				}
 			}
@@ -373,7 +376,7 @@ func TestPodStartsOnlyFromItsOwnContent(t *testing.T) {
 		t.Run(change.name, func(t *testing.T) {
 			pod := change.after.deployment.Spec.Template.Spec
 			err := podstart.Check(pod, spoke(before))
-			if err == nil || !strings.Contains(err.Error(), "couldn't find key "+addon.ContentKeyPrefix) || !strings.Contains(err.Error(), change.blocked) {
+			if err == nil || !strings.Contains(err.Error(), "couldn't find key "+delivered.ContentKeyPrefix) || !strings.Contains(err.Error(), change.blocked) {
 				t.Errorf("the new pod template can start from the previous objects (%v); want it held for the new %s", err, change.blocked)
 			}
 			if err := podstart.Check(pod, spoke(change.after)); err != nil {
@@ -493,10 +496,10 @@ func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return index(t, objs).deployment.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
+		return index(t, objs).deployment.Spec.Template.Annotations[delivered.ClientCertificateAnnotation]
 	}
 	rotated := func(msg string, status metav1.ConditionStatus) metav1.Condition {
-		return metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: status, Reason: "ClientCertificateUpdated", Message: msg}
+		return metav1.Condition{Type: plan.ConditionClusterCertificateRotated, Status: status, Reason: "ClientCertificateUpdated", Message: msg}
 	}
 	first := hash(rotated("client certificate rotated starting from 2026-11-24 10:00:00 to 2026-11-25 10:00:00", metav1.ConditionTrue))
 	if first == hash() {
@@ -514,14 +517,14 @@ func TestRenewedCertificateRollsThePodOnce(t *testing.T) {
 	}
 }
 
-// hashingGetter is a getter that also gives a spec hash, as CachedConfigGetter does.
+// hashingGetter is a getter that gives another spec hash.
 type hashingGetter struct {
 	getter
 	hash string
 }
 
 func (g hashingGetter) GetWithSpecHash(ctx context.Context, ns, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
-	adc, err := g.Get(ctx, ns, name)
+	adc, _, err := g.getter.GetWithSpecHash(ctx, ns, name)
 	return adc, g.hash, err
 }
 
@@ -531,12 +534,11 @@ func TestRenderWaitsForTheRollout(t *testing.T) {
 	adc := newADC(map[string]string{"principalAddress": "principal.example.com"}, nil)
 	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}
 	for name, tc := range map[string]struct {
-		getter  utils.AddOnDeploymentConfigGetter
+		getter  plan.ConfigSource[*addonv1beta1.AddOnDeploymentConfig]
 		pending bool
 	}{
 		"hash the rollout wants":              {hashingGetter{getter{adc}, "h"}, false},
 		"newer spec than the rollout reached": {hashingGetter{getter{adc}, "newer"}, true},
-		"getter without hashes":               {getter{adc}, false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rep := &recordingReporter{}
@@ -545,7 +547,7 @@ func TestRenderWaitsForTheRollout(t *testing.T) {
 				t.Fatal(err)
 			}
 			objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc))
-			if got := errors.Is(err, addon.ErrRolloutPending); got != tc.pending {
+			if got := errors.Is(err, plan.ErrRolloutPending); got != tc.pending {
 				t.Fatalf("rollout pending = %v (err %v), want %v", got, err, tc.pending)
 			}
 			if tc.pending && (objs != nil || len(rep.invalid) > 0 || rep.valid > 0) {
@@ -583,7 +585,7 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs, err := a.Manifests(context.Background(), cluster, mcaFor(adc))
-	if !errors.Is(err, addon.ErrRevoked) || !strings.Contains(err.Error(), "key leaked") || objs != nil {
+	if !errors.Is(err, plan.ErrRevoked) || !strings.Contains(err.Error(), "key leaked") || objs != nil {
 		t.Fatalf("revoked: %d objects, %v; want none and ErrRevoked with the reason", len(objs), err)
 	}
 	if objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c2"}}, mcaFor(adc)); err != nil || len(objs) == 0 {
@@ -615,18 +617,18 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}
 	good := newADC(map[string]string{"principalAddress": "principal.example.com", "principalPort": "8443"}, nil)
 	rotated := func(mca *addonv1beta1.ManagedClusterAddOn, notAfter string) *addonv1beta1.ManagedClusterAddOn {
-		mca.Status.Conditions = append(mca.Status.Conditions, metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+		mca.Status.Conditions = append(mca.Status.Conditions, metav1.Condition{Type: plan.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
 			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from x to " + notAfter})
 		return mca
 	}
 	// What the manager delivered with the good config: the cluster's ManifestWork.
-	delivered, err := render(t, identity.SubjectClusterName, good, caPEM, nil)
+	shipped, err := render(t, identity.SubjectClusterName, good, caPEM, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: "addon-argocd-agent-deploy-0",
 		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
-	for _, o := range delivered {
+	for _, o := range shipped {
 		raw, err := json.Marshal(o)
 		if err != nil {
 			t.Fatal(err)
@@ -658,12 +660,12 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	if !slices.ContainsFunc(objs, func(o runtime.Object) bool { return o.GetObjectKind().GroupVersionKind().Kind == "PodMonitor" }) {
 		t.Error("the renewal dropped the extra PodMonitor")
 	}
-	before, after := index(t, delivered), index(t, objs)
+	before, after := index(t, shipped), index(t, objs)
 	if after.params.Data["agent.server.port"] != "8443" || !equality.Semantic.DeepEqual(after.params, before.params) {
 		t.Errorf("the held config leaked: params %v", after.params.Data)
 	}
 	ann := func(r rendered, k string) string { return r.deployment.Spec.Template.Annotations[k] }
-	if ann(after, agentconfig.ClientCertificateAnnotation) == ann(before, agentconfig.ClientCertificateAnnotation) {
+	if ann(after, delivered.ClientCertificateAnnotation) == ann(before, delivered.ClientCertificateAnnotation) {
 		t.Error("the renewed certificate does not roll the agent")
 	}
 	if ann(after, "argocd-agent-addon.open-cluster-management.io/config-hash") != ann(before, "argocd-agent-addon.open-cluster-management.io/config-hash") {

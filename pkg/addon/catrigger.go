@@ -12,15 +12,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
 // CATrigger re-renders every cluster's manifests when the CA secret changes, because the CA
-// bundle is part of them, and exports the CA's expiry.
+// bundle is part of them, and logs the CA in use and its expiry (the metrics collector,
+// pkg/certificates/metrics, exports it).
 type CATrigger struct {
 	Client client.Client
-	CA     certificates.CASource
+	CA     authority.Source
 	// Trigger asks addon-framework to reconcile one cluster's add-on.
 	Trigger func(clusterName, addonName string)
 }

@@ -6,59 +6,56 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"open-cluster-management.io/addon-framework/pkg/agent"
+	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
-// panickingAddon behaves as addon-framework's template add-on does on a template error.
-type panickingAddon struct{}
+// panickingGetter panics as a bug in any step of a render would.
+type panickingGetter struct{}
 
-func (panickingAddon) Manifests(context.Context, *clusterv1.ManagedCluster, *addonv1beta1.ManagedClusterAddOn) ([]runtime.Object, error) {
-	panic("template: deployment.yaml:12: executing \"deployment.yaml\" at <.Missing>: nil pointer")
+func (panickingGetter) GetWithSpecHash(context.Context, string, string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
+	panic("runtime error: invalid memory address or nil pointer dereference")
 }
-func (panickingAddon) GetAgentAddonOptions() agent.AgentAddonOptions {
-	return agent.AgentAddonOptions{}
-}
+
+type noCA struct{}
+
+func (noCA) Bundle(context.Context) ([]byte, error) { return nil, nil }
+func (noCA) ID(context.Context) (string, error)     { return "", nil }
 
 // configured is the condition OCM's addon-manager sets once it has resolved the add-on's configs.
 var configured = metav1.Condition{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}
 
+func newPanicking(t *testing.T) *agentAddon {
+	t.Helper()
+	a, err := New(Options{ConfigGetter: panickingGetter{}, CA: noCA{}, Subject: identity.SubjectClusterName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.(*agentAddon)
+}
+
 func TestRenderPanicBecomesAnError(t *testing.T) {
-	g := &guardedAddon{inner: panickingAddon{}}
-	objs, err := g.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}},
-		&addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{configured}}})
-	if err == nil || !strings.Contains(err.Error(), "executing") || objs != nil {
+	mca := &addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{
+		Conditions: []metav1.Condition{configured},
+		ConfigReferences: []addonv1beta1.ConfigReference{{
+			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: utils.AddOnDeploymentConfigGVR.Group, Resource: utils.AddOnDeploymentConfigGVR.Resource},
+			DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: "ns", Name: "cfg"}, SpecHash: "h"},
+		}},
+	}}
+	objs, err := newPanicking(t).Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
+	if err == nil || !strings.Contains(err.Error(), "nil pointer dereference") || objs != nil {
 		t.Fatalf("want the panic as an error and no objects, got %v, %v", objs, err)
 	}
 }
 
 // Before OCM has resolved the configs (no Configured condition yet), nothing is rendered: no
-// invalid-config report, no error and its backoff, no objects.
+// invalid-config report, no error and its backoff, no objects, and no config read.
 func TestNothingRenderedBeforeOCMResolvesTheConfig(t *testing.T) {
-	g := &guardedAddon{inner: panickingAddon{}}
-	objs, err := g.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, &addonv1beta1.ManagedClusterAddOn{})
+	objs, err := newPanicking(t).Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, &addonv1beta1.ManagedClusterAddOn{})
 	if err != nil || objs != nil {
 		t.Fatalf("want no render before the Configured condition, got %v, %v", objs, err)
-	}
-}
-
-func TestConfigResolved(t *testing.T) {
-	notConfigured := metav1.Condition{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionFalse, Reason: "ConfigurationsNotConfigured"}
-	desired := []addonv1beta1.ConfigReference{{DesiredConfig: &addonv1beta1.ConfigSpecHash{SpecHash: "h"}}}
-	for _, tc := range []struct {
-		name   string
-		status addonv1beta1.ManagedClusterAddOnStatus
-		want   bool
-	}{
-		{"new: no condition", addonv1beta1.ManagedClusterAddOnStatus{}, false},
-		{"configured", addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{configured}}, true},
-		{"new, outside the rollout batch", addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{notConfigured}}, false},
-		{"ran before, rollout pending", addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{notConfigured}, ConfigReferences: desired}, true},
-	} {
-		if got := configResolved(&addonv1beta1.ManagedClusterAddOn{Status: tc.status}); got != tc.want {
-			t.Errorf("%s: configResolved = %v, want %v", tc.name, got, tc.want)
-		}
 	}
 }

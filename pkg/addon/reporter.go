@@ -13,12 +13,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
@@ -116,6 +119,40 @@ func (r *StatusReporter) Run(ctx context.Context) error {
 		}
 		r.queue.Done(key)
 	}
+}
+
+// SetupWithManager writes the pending conditions while mgr leads (Run), and forgets an add-on
+// when it is deleted: what the reporter holds lives as long as the add-on, not the manager.
+func (r *StatusReporter) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		informer, err := mgr.GetCache().GetInformer(ctx, &addonv1beta1.ManagedClusterAddOn{})
+		if err != nil {
+			return err
+		}
+		if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: r.forgetDeleted}); err != nil {
+			return err
+		}
+		return r.Run(ctx)
+	})); err != nil {
+		return err
+	}
+	return nil
+}
+
+// forgetDeleted drops what the reporter holds of a deleted add-on.
+func (r *StatusReporter) forgetDeleted(obj any) {
+	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	mca, ok := obj.(*addonv1beta1.ManagedClusterAddOn)
+	if !ok {
+		return
+	}
+	key := types.NamespacedName{Namespace: mca.Namespace, Name: mca.Name}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.owned, key)
+	delete(r.pending, key)
 }
 
 // Invalid sets the condition to False with the field error, and records a warning event.

@@ -16,6 +16,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/plan"
 )
 
 // agentVersionReader serves one AgentVersion, as the manager's cache does.
@@ -95,7 +96,7 @@ func TestAgentFollowsThePrincipal(t *testing.T) {
 			}
 			objs, err := a.Manifests(context.Background(), cluster, m)
 			if tc.pending {
-				if !errors.Is(err, addon.ErrRolloutPending) || objs != nil {
+				if !errors.Is(err, plan.ErrRolloutPending) || objs != nil {
 					t.Fatalf("rendered before the rollout reached the cluster: %d objects, %v", len(objs), err)
 				}
 				return

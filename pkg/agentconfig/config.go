@@ -1,5 +1,5 @@
 // Package agentconfig turns an AddOnDeploymentConfig into the validated settings of one
-// cluster's Argo CD agent, and those settings into the values the agent templates render.
+// cluster's Argo CD agent: parsed input, which pkg/plan resolves into what is rendered.
 //
 // Validation is strict: an unknown variable, a malformed value or an unsupported option is an
 // error that names the field and the value, so a bad config never ships a broken agent.
@@ -60,21 +60,19 @@ const (
 // "<resource>:<name>:<container>".
 var resourceContainerID = "deployments:" + identity.AgentName + ":" + identity.AgentName
 
-// Config is the validated configuration of one cluster's agent.
+// Config is the validated configuration of one cluster's agent, as its AddOnDeploymentConfig
+// says it: parsed input, which pkg/plan resolves (principal, image) and never changes.
 type Config struct {
 	Namespace string
-	// PrincipalAddress and PrincipalPort are where the agent dials: from the
-	// AddOnDeploymentConfig, or filled by ResolvePrincipal. PrincipalPortSet says the
-	// AddOnDeploymentConfig gave the port.
+	// PrincipalAddress and PrincipalPort are what the AddOnDeploymentConfig says about where
+	// the agent dials (Principal resolves the endpoint). PrincipalPortSet says it gave the port.
 	PrincipalAddress string
 	PrincipalPort    int
 	PrincipalPortSet bool
-	// Principal is the resolved endpoint and where it came from (after ResolvePrincipal).
-	Principal principal.Endpoint
-	Mode      string
-	Image     string
-	// ImageSet says the AddOnDeploymentConfig pins the image (agentImage); otherwise the
-	// manager gives the principal's (pkg/agentversion).
+	Mode             string
+	// Image is the default image, or the one the AddOnDeploymentConfig pins (agentImage);
+	// ImageSet says which. Unpinned, the manager gives the principal's (pkg/plan).
+	Image        string
 	ImageSet     bool
 	LogLevel     string
 	NodeSelector map[string]string
@@ -85,7 +83,7 @@ type Config struct {
 }
 
 // Default returns the configuration used where no AddOnDeploymentConfig applies. The principal
-// address has no default: ResolvePrincipal discovers it or says it is required.
+// address has no default: Principal discovers it or says it is required.
 func Default() Config {
 	return Config{
 		Namespace:     identity.DefaultInstallNamespace,
@@ -259,36 +257,34 @@ func (c *Config) Validate() error {
 	return c.validateProxy()
 }
 
-// ResolvePrincipal decides where the agent dials: the AddOnDeploymentConfig's principalAddress
-// if set; else what discover finds (nil: no discovery, as in the render command), an explicit
+// Principal decides where the agent dials: the AddOnDeploymentConfig's principalAddress if
+// set; else what discover finds (nil: no discovery, as in the render command), an explicit
 // principalPort still winning over the discovered port. When there is no address, the error is
 // a *FieldError on principalAddress saying why; a failure to read is returned as it is (retried).
-func (c *Config) ResolvePrincipal(ctx context.Context, discover func(context.Context) (principal.Endpoint, error)) error {
+func (c Config) Principal(ctx context.Context, discover func(context.Context) (principal.Endpoint, error)) (principal.Endpoint, error) {
 	field := "customizedVariables[" + VarPrincipalAddress + "]"
 	if c.PrincipalAddress != "" {
-		c.Principal = principal.Endpoint{Host: c.PrincipalAddress, Port: c.PrincipalPort,
-			Source: principal.SourceConfig, From: "AddOnDeploymentConfig " + field}
-		return nil
+		return principal.Endpoint{Host: c.PrincipalAddress, Port: c.PrincipalPort,
+			Source: principal.SourceConfig, From: "AddOnDeploymentConfig " + field}, nil
 	}
 	if discover == nil {
-		return fieldErr(field, "", "required: the address agents dial to reach the Argo CD agent principal")
+		return principal.Endpoint{}, fieldErr(field, "", "required: the address agents dial to reach the Argo CD agent principal")
 	}
 	ep, err := discover(ctx)
 	if errors.Is(err, principal.ErrNoAddress) {
-		return fieldErr(field, "", "not set, and %v: set it, or give the principal's Service a load balancer address", err)
+		return principal.Endpoint{}, fieldErr(field, "", "not set, and %v: set it, or give the principal's Service a load balancer address", err)
 	}
 	if err != nil {
-		return err
+		return principal.Endpoint{}, err
 	}
 	if c.PrincipalPortSet {
 		ep.Port = c.PrincipalPort
 		ep.From += ", port from AddOnDeploymentConfig customizedVariables[" + VarPrincipalPort + "]"
 	}
 	if err := validatePrincipalAddress(ep.Host); err != nil {
-		return err
+		return principal.Endpoint{}, err
 	}
-	c.PrincipalAddress, c.PrincipalPort, c.Principal = ep.Host, ep.Port, ep
-	return nil
+	return ep, nil
 }
 
 func validatePrincipalAddress(addr string) error {

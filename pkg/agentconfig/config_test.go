@@ -133,24 +133,24 @@ func TestFromDeploymentConfigRejects(t *testing.T) {
 	}
 }
 
-func TestResolveImage(t *testing.T) {
+func TestMirroredImage(t *testing.T) {
 	cluster := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1", Annotations: map[string]string{
 		clusterv1.ClusterImageRegistriesAnnotationKey: `{"registries":[{"source":"quay.io/argoprojlabs","mirror":"cluster.local/mirror"}]}`,
 	}}}
 	cfg, _ := agentconfig.FromDeploymentConfig(adc(withPrincipal(nil)))
-	if got, err := cfg.ResolveImage(cluster); err != nil || got != "cluster.local/mirror/argocd-agent:v0.9.0" {
+	if got, err := cfg.MirroredImage(cluster, cfg.Image); err != nil || got != "cluster.local/mirror/argocd-agent:v0.9.0" {
 		t.Fatalf("cluster annotation mirror: got %q, %v", got, err)
 	}
 	cfg, _ = agentconfig.FromDeploymentConfig(adc(withPrincipal(nil), func(s *addonv1beta1.AddOnDeploymentConfigSpec) {
 		s.Registries = []addonv1beta1.ImageMirror{{Source: "quay.io/argoprojlabs", Mirror: "adc.local/mirror"}}
 	}))
-	if got, err := cfg.ResolveImage(cluster); err != nil || got != "adc.local/mirror/argocd-agent:v0.9.0" {
+	if got, err := cfg.MirroredImage(cluster, cfg.Image); err != nil || got != "adc.local/mirror/argocd-agent:v0.9.0" {
 		t.Fatalf("the ADC's registries must win over the cluster annotation: got %q, %v", got, err)
 	}
 	cluster.Annotations[clusterv1.ClusterImageRegistriesAnnotationKey] = "{not json"
 	cfg, _ = agentconfig.FromDeploymentConfig(adc(withPrincipal(nil)))
 	var fe *agentconfig.FieldError
-	if _, err := cfg.ResolveImage(cluster); !errors.As(err, &fe) {
+	if _, err := cfg.MirroredImage(cluster, cfg.Image); !errors.As(err, &fe) {
 		t.Fatalf("malformed cluster annotation: want a FieldError, got %v", err)
 	}
 }
@@ -178,16 +178,16 @@ func FuzzFromDeploymentConfig(f *testing.F) {
 			}
 			return
 		}
-		if _, err := cfg.Values(&clusterv1.ManagedCluster{}, nil, ""); err != nil {
-			t.Fatalf("valid config does not render values: %v", err)
+		if _, err := cfg.MirroredImage(&clusterv1.ManagedCluster{}, cfg.Image); err != nil {
+			t.Fatalf("valid config has no image: %v", err)
 		}
 	})
 }
 
-// TestResolvePrincipal: an address in the AddOnDeploymentConfig wins; without one, discovery
+// TestPrincipal: an address in the AddOnDeploymentConfig wins; without one, discovery
 // decides (an explicit port still wins); no address is a field error saying why; a read error
 // stays a plain error, retried rather than reported as bad config.
-func TestResolvePrincipal(t *testing.T) {
+func TestPrincipal(t *testing.T) {
 	discovered := func(context.Context) (principal.Endpoint, error) {
 		return principal.Endpoint{Host: "10.0.0.7", Port: 8443, Source: principal.SourceService, From: "Service argocd/argocd-agent-principal"}, nil
 	}
@@ -225,7 +225,7 @@ func TestResolvePrincipal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = cfg.ResolvePrincipal(context.Background(), tc.discover)
+			ep, err := cfg.Principal(context.Background(), tc.discover)
 			var fe *agentconfig.FieldError
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || errors.As(err, &fe) != tc.wantField {
@@ -239,11 +239,11 @@ func TestResolvePrincipal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cfg.Principal.Address(); got != tc.want || cfg.Principal.Source != tc.source {
-				t.Errorf("principal %s from %s, want %s from %s", got, cfg.Principal.Source, tc.want, tc.source)
+			if got := ep.Address(); got != tc.want || ep.Source != tc.source {
+				t.Errorf("principal %s from %s, want %s from %s", got, ep.Source, tc.want, tc.source)
 			}
-			if cfg.PrincipalAddress+":"+strconv.Itoa(cfg.PrincipalPort) != tc.want {
-				t.Errorf("config dials %s:%d, want %s", cfg.PrincipalAddress, cfg.PrincipalPort, tc.want)
+			if ep.Host+":"+strconv.Itoa(ep.Port) != tc.want {
+				t.Errorf("agent dials %s:%d, want %s", ep.Host, ep.Port, tc.want)
 			}
 		})
 	}

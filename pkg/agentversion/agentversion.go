@@ -6,7 +6,7 @@
 // ClusterManagementAddOn lists as a default config of the add-on. OCM then treats a new
 // principal version like any other config change: it reaches the clusters through the
 // ClusterManagementAddOn's rollout strategy, and each cluster's render waits until the rollout
-// reaches it (pkg/addon). An agentImage in an AddOnDeploymentConfig pins the image instead.
+// reaches it (pkg/plan). An agentImage in an AddOnDeploymentConfig pins the image instead.
 //
 // The principal Deployment is a hub object only hub administrators write; nothing a managed
 // cluster can write is read here.
@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"open-cluster-management.io/addon-framework/pkg/utils"
-	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -141,23 +140,4 @@ func (g Getter) GetWithSpecHash(ctx context.Context, namespace, name string) (Co
 		return Config{}, "", fmt.Errorf("%s %s/%s: %w", Kind, namespace, name, err)
 	}
 	return Config{Key: types.NamespacedName{Namespace: namespace, Name: name}, Image: image, Source: u.GetAnnotations()[SourceAnnotation]}, hash, nil
-}
-
-// Desired returns the AgentVersion the add-on's status names as desired, or ok=false when it
-// names none (a ClusterManagementAddOn that does not list the type). It reads the object as it
-// is now: pkg/addon holds a cluster's render until OCM's rollout reaches the object's newest
-// spec.
-func (g Getter) Desired(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (cfg Config, ok bool, err error) {
-	found, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, Group, Resource)
-	if !found || ref.DesiredConfig == nil || ref.DesiredConfig.Name == "" {
-		return Config{}, false, nil
-	}
-	cfg, _, err = g.GetWithSpecHash(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
-	if err != nil {
-		return Config{}, false, fmt.Errorf("reading %s %s/%s: %w", Kind, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, err)
-	}
-	if cfg.Image == "" {
-		return Config{}, false, fmt.Errorf("%s %s/%s has no spec.image", Kind, cfg.Key.Namespace, cfg.Key.Name)
-	}
-	return cfg, true, nil
 }

@@ -8,7 +8,6 @@ import (
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -28,7 +27,7 @@ func CSRCache() cache.ByObject {
 }
 
 // CacheTransform cuts a CSR to what is decided from: the request to one byte past
-// policy.MaxRequestBytes (so it is still refused as too large), the labels that name the add-on
+// MaxRequestBytes (so it is still refused as too large), the labels that name the add-on
 // and the cluster, the csr-user annotation of gRPC-filed requests; and no managedFields.
 func CacheTransform(obj any) (any, error) {
 	csr, ok := obj.(*certificatesv1.CertificateSigningRequest)
@@ -36,8 +35,8 @@ func CacheTransform(obj any) (any, error) {
 		return obj, nil
 	}
 	csr.ManagedFields = nil
-	if len(csr.Spec.Request) > policy.MaxRequestBytes {
-		cut := make([]byte, policy.MaxRequestBytes+1) // a copy: the decoded request is then garbage
+	if len(csr.Spec.Request) > MaxRequestBytes {
+		cut := make([]byte, MaxRequestBytes+1) // a copy: the decoded request is then garbage
 		copy(cut, csr.Spec.Request)
 		csr.Spec.Request = cut
 	}

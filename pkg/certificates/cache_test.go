@@ -18,7 +18,7 @@ import (
 )
 
 // The cache holds only the add-on's signer's CSRs, each cut to what is decided from: a hostile
-// CSR costs the manager at most about policy.MaxRequestBytes.
+// CSR costs the manager at most about certificates.MaxRequestBytes.
 func TestCSRCache(t *testing.T) {
 	byObject := certificates.CSRCache()
 	if want := fields.OneTermEqualSelector("spec.signerName", identity.SignerName).String(); byObject.Field == nil || byObject.Field.String() != want {
@@ -38,8 +38,8 @@ func TestCSRCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*certificatesv1.CertificateSigningRequest)
-	if n := len(got.Spec.Request); n != policy.MaxRequestBytes+1 || cap(got.Spec.Request) != n {
-		t.Errorf("request kept %d bytes (capacity %d), want %d: one past the limit, so it is still refused, and no more", n, cap(got.Spec.Request), policy.MaxRequestBytes+1)
+	if n := len(got.Spec.Request); n != certificates.MaxRequestBytes+1 || cap(got.Spec.Request) != n {
+		t.Errorf("request kept %d bytes (capacity %d), want %d: one past the limit, so it is still refused, and no more", n, cap(got.Spec.Request), certificates.MaxRequestBytes+1)
 	}
 	if len(got.Labels) != 2 || got.Labels[clusterv1.ClusterNameLabelKey] != "c1" {
 		t.Errorf("labels %v, want the cluster and add-on labels only", got.Labels)

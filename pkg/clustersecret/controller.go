@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -54,7 +54,7 @@ type Reconciler struct {
 	// APIReader reads a secret the cache does not hold, before one is created: a secret of that
 	// name without the label must not be taken over.
 	APIReader client.Reader
-	CA        certificates.CASource
+	CA        authority.Source
 	// Records are the clusters' records, whose revocations remove the secret.
 	Records *issued.Records
 	// Namespace is Argo CD's, where the principal looks for cluster secrets, and

@@ -9,7 +9,7 @@ import (
 // steady state it does not move.
 var writes = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "argocd_agent_addon", Name: "cluster_secret_writes_total",
-	Help: "Writes to Argo CD cluster secrets: ClusterSecretIssued (created or renewed certificate), ClusterSecretUpdated (labels, server, CA bundle or adoption), Deleted.",
+	Help: "Writes to Argo CD cluster secrets: ClusterSecretIssued (created or renewed certificate), ClusterSecretUpdated (labels, server, CA bundle or adoption), ClusterSecretMoved (to another namespace), Deleted.",
 }, []string{"reason"})
 
 func init() {

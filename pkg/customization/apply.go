@@ -18,6 +18,7 @@ import (
 	"k8s.io/pod-security-admission/policy"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -57,7 +58,7 @@ type Customization struct {
 func (c *Customization) Apply(objects []runtime.Object) ([]runtime.Object, error) {
 	e := &errs{config: Kind + " " + c.Name, name: c.Name}
 	spec := &c.Spec
-	deployment := agentDeployment(objects)
+	deployment := delivered.Find(objects).Deployment
 	if deployment == nil {
 		return nil, fmt.Errorf("the rendered manifests lack Deployment %s", identity.AgentName)
 	}
@@ -96,15 +97,6 @@ func (e *errs) at(path *field.Path, value any, format string, args ...any) *agen
 		v = s
 	}
 	return &agentconfig.FieldError{Config: e.config, Field: path.String(), Value: v, Reason: fmt.Sprintf(format, args...)}
-}
-
-func agentDeployment(objects []runtime.Object) *appsv1.Deployment {
-	for _, o := range objects {
-		if d, ok := o.(*appsv1.Deployment); ok && d.Name == identity.AgentName {
-			return d
-		}
-	}
-	return nil
 }
 
 // metadata adds labels and annotations to every object. A key the object already has, or one
@@ -261,7 +253,7 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod, secrets map[string]bool) error 
 			if err := e.noCredentials(cp, &c, p.Volumes, clientTLSSecret(spec), secrets); err != nil {
 				return err
 			}
-			if err := e.keepsPorts(cp, &c, spec); err != nil {
+			if err := e.keepsPorts(cp, &c, delivered.Agent{Deployment: d}.Container()); err != nil {
 				return err
 			}
 			*list.target = append(*list.target, c)
@@ -273,13 +265,12 @@ func (e *errs) pod(d *appsv1.Deployment, p *Pod, secrets map[string]bool) error 
 // keepsPorts refuses a container that declares a port of the agent's: containers of a pod share
 // its network, and one listening on the health port would answer the readiness probe for an
 // agent that is not connected.
-func (e *errs) keepsPorts(path *field.Path, c *corev1.Container, spec *corev1.PodSpec) error {
-	i := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
-	if i < 0 {
+func (e *errs) keepsPorts(path *field.Path, c *corev1.Container, agentContainer *corev1.Container) error {
+	if agentContainer == nil {
 		return nil
 	}
 	for j, p := range c.Ports {
-		for _, agent := range spec.Containers[i].Ports {
+		for _, agent := range agentContainer.Ports {
 			if p.ContainerPort == agent.ContainerPort {
 				return e.at(path.Child("ports").Index(j).Child("containerPort"), p.ContainerPort,
 					"the agent listens on it (%s); the readiness probe on the health port is what makes Available mean connected", agent.Name)
@@ -306,12 +297,10 @@ func clientTLSSecret(spec *corev1.PodSpec) string {
 // agent adds env, args and volume mounts to the agent container.
 func (e *errs) agent(d *appsv1.Deployment, a *Container, volumes []corev1.Volume) error {
 	fp := field.NewPath("spec", "agent")
-	spec := &d.Spec.Template.Spec
-	i := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
-	if i < 0 {
+	c := delivered.Agent{Deployment: d}.Container()
+	if c == nil {
 		return fmt.Errorf("the Deployment %s has no container %s", identity.AgentName, identity.AgentName)
 	}
-	c := &spec.Containers[i]
 	for j, env := range a.Env {
 		ep := fp.Child("env").Index(j).Child("name")
 		if msgs := validation.IsEnvVarName(env.Name); len(msgs) > 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 )
@@ -27,18 +28,14 @@ import (
 // fixed serves one customisation (nil: none) for every cluster.
 type fixed struct{ c *customization.Customization }
 
-func (f fixed) Desired(context.Context, *addonv1beta1.ManagedClusterAddOn) (*customization.Customization, error) {
-	return f.c, nil
-}
-
 func (f fixed) GetWithSpecHash(context.Context, string, string) (*customization.Customization, string, error) {
 	return f.c, "h", nil
 }
 
 type noADC struct{}
 
-func (noADC) Get(context.Context, string, string) (*addonv1beta1.AddOnDeploymentConfig, error) {
-	return nil, errors.New("none")
+func (noADC) GetWithSpecHash(context.Context, string, string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
+	return nil, "", errors.New("none")
 }
 
 type ca struct{}
@@ -96,6 +93,13 @@ func renderWith(t testing.TB, c *customization.Customization) ([]runtime.Object,
 	}
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: "c1"}}
 	mca.Status.Conditions = []metav1.Condition{{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured, Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured"}}
+	if c != nil {
+		// As OCM's addon-manager names the cluster's AgentCustomization; fixed serves it.
+		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{
+			ConfigGroupResource: addonv1beta1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource},
+			DesiredConfig:       &addonv1beta1.ConfigSpecHash{ConfigReferent: addonv1beta1.ConfigReferent{Namespace: "c1", Name: "custom"}, SpecHash: "h"},
+		}}
+	}
 	objs, err := a.Manifests(context.Background(), &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: "c1"}}, mca)
 	return objs, rep, err
 }
@@ -110,13 +114,11 @@ func indent(s string) string {
 
 func deploymentOf(t *testing.T, objs []runtime.Object) *appsv1.Deployment {
 	t.Helper()
-	for _, o := range objs {
-		if d, ok := o.(*appsv1.Deployment); ok {
-			return d
-		}
+	d := delivered.Find(objs).Deployment
+	if d == nil {
+		t.Fatal("no agent Deployment rendered")
 	}
-	t.Fatal("no Deployment rendered")
-	return nil
+	return d
 }
 
 func container(spec *corev1.PodSpec, name string) *corev1.Container {
@@ -143,8 +145,8 @@ func checkGuarantees(t *testing.T, d *appsv1.Deployment) {
 		!slices.ContainsFunc(agent.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "ca" }) {
 		t.Errorf("certificate mounts lost: %+v", agent.VolumeMounts)
 	}
-	if !slices.ContainsFunc(agent.Env, func(e corev1.EnvVar) bool { return e.Name == addon.ParamsContentEnv }) {
-		t.Errorf("content key env %s lost", addon.ParamsContentEnv)
+	if !slices.ContainsFunc(agent.Env, func(e corev1.EnvVar) bool { return e.Name == delivered.ParamsContentEnv }) {
+		t.Errorf("content key env %s lost", delivered.ParamsContentEnv)
 	}
 	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
 		t.Errorf("one-at-a-time roll lost: strategy %s, replicas %v", d.Spec.Strategy.Type, d.Spec.Replicas)

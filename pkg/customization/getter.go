@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"open-cluster-management.io/addon-framework/pkg/utils"
-	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsjson "sigs.k8s.io/json"
 
@@ -59,24 +57,6 @@ func FromUnstructured(u *unstructured.Unstructured) (*Customization, error) {
 	}
 	if err != nil {
 		return nil, &agentconfig.FieldError{Config: Kind + " " + c.Name, Field: "spec", Reason: err.Error()}
-	}
-	return c, nil
-}
-
-// Desired returns the AgentCustomization the add-on's status names as desired, or nil when it
-// names none. It reads the object as it is now: pkg/addon holds a cluster's render until OCM's
-// rollout reaches the object's newest spec.
-func (g Getter) Desired(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (*Customization, error) {
-	found, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, Group, Resource)
-	if !found || ref.DesiredConfig == nil || ref.DesiredConfig.Name == "" {
-		return nil, nil
-	}
-	c, _, err := g.GetWithSpecHash(ctx, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name)
-	if err != nil {
-		if _, ok := err.(*agentconfig.FieldError); ok {
-			return nil, err
-		}
-		return nil, fmt.Errorf("reading %s %s/%s: %w", Kind, ref.DesiredConfig.Namespace, ref.DesiredConfig.Name, err)
 	}
 	return c, nil
 }

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
 
@@ -52,7 +52,7 @@ type Reconciler struct {
 	APIReader client.Reader
 	// Secrets writes the secrets (certrotation writes through client-go).
 	Secrets corev1client.SecretsGetter
-	CA      certificates.CASource
+	CA      authority.Source
 	// CreateCA creates the CA secret when it is absent.
 	CreateCA bool
 	// ServerCerts keeps the server certificates and the JWT key, and rolls the principal.

@@ -296,7 +296,7 @@ func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[s
 			if len(csr.Status.Certificate) > 0 {
 				return fmt.Errorf("hostile CSR %s was signed", csr.Name)
 			}
-			if !hasCondition(&csr, certificatesv1.CertificateDenied) {
+			if ocmcsr.Condition(&csr, certificatesv1.CertificateDenied) == nil {
 				return fmt.Errorf("hostile CSR %s is not denied yet", csr.Name)
 			}
 			denied++
@@ -343,13 +343,4 @@ func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[s
 	}
 	res.signed, res.denied = signed, denied
 	return nil
-}
-
-func hasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == t {
-			return true
-		}
-	}
-	return false
 }

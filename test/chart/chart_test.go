@@ -305,31 +305,11 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	rendered := index(t, objs)
-	rendered.expectKeys(t,
-		key("ServiceAccount", releaseNamespace, managerName),
-		key("Deployment", releaseNamespace, managerName),
-		key("ClusterRole", "", managerName),
-		key("ClusterRoleBinding", "", managerName),
-		key("ClusterRole", "", managerName+"-metrics-reader"),
-		key("Role", "argocd", managerName+"-ca-secret"),
-		key("RoleBinding", "argocd", managerName+"-ca-secret"),
-		key("Role", "argocd", managerName+"-principal-service"),
-		key("RoleBinding", "argocd", managerName+"-principal-service"),
-		key("Role", "argocd", managerName+"-cluster-secrets"),
-		key("RoleBinding", "argocd", managerName+"-cluster-secrets"),
-		key("Role", releaseNamespace, managerName+"-leader-election"),
-		key("RoleBinding", releaseNamespace, managerName+"-leader-election"),
-		key("Role", releaseNamespace, managerName+"-records"),
-		key("RoleBinding", releaseNamespace, managerName+"-records"),
-		key("Role", releaseNamespace, managerName+"-agent-version"),
-		key("RoleBinding", releaseNamespace, managerName+"-agent-version"),
-		key("ClusterManagementAddOn", "", addonName),
-		key("AddOnDeploymentConfig", releaseNamespace, addonName),
+	rendered.expectKeys(t, append(addonObjects(addonLayout{namespace: releaseNamespace, caSecretNamespace: "argocd",
+		principalNamespace: "argocd", clusterSecretNamespace: "argocd", deploymentConfig: addonName}),
 		key("Placement", releaseNamespace, addonName),
 		key("ManagedClusterSetBinding", releaseNamespace, "global"),
-		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
-		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
-	)
+	)...)
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'cluster.open-cluster-management.io/clusterset'")
 	// OCM's gRPC server and the bootstrap ServiceAccount, by name: no pattern catches them.
@@ -517,30 +497,8 @@ func TestCustomValues(t *testing.T) {
 	}
 	rendered := index(t, objs)
 	// placement.create=false: no Placement and no ManagedClusterSetBinding.
-	rendered.expectKeys(t,
-		key("ServiceAccount", namespace, managerName),
-		key("Deployment", namespace, managerName),
-		key("ClusterRole", "", managerName),
-		key("ClusterRoleBinding", "", managerName),
-		// Rendered without metrics.secure too: binding it ahead of turning that on is harmless.
-		key("ClusterRole", "", managerName+"-metrics-reader"),
-		key("Role", "hub-ca", managerName+"-ca-secret"),
-		key("RoleBinding", "hub-ca", managerName+"-ca-secret"),
-		key("Role", "gitops-hub", managerName+"-principal-service"),
-		key("RoleBinding", "gitops-hub", managerName+"-principal-service"),
-		key("Role", "gitops", managerName+"-cluster-secrets"),
-		key("RoleBinding", "gitops", managerName+"-cluster-secrets"),
-		key("Role", namespace, managerName+"-leader-election"),
-		key("RoleBinding", namespace, managerName+"-leader-election"),
-		key("Role", namespace, managerName+"-records"),
-		key("RoleBinding", namespace, managerName+"-records"),
-		key("Role", namespace, managerName+"-agent-version"),
-		key("RoleBinding", namespace, managerName+"-agent-version"),
-		key("ClusterManagementAddOn", "", addonName),
-		key("AddOnDeploymentConfig", namespace, "agents"),
-		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
-		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
-	)
+	rendered.expectKeys(t, addonObjects(addonLayout{namespace: namespace, caSecretNamespace: "hub-ca",
+		principalNamespace: "gitops-hub", clusterSecretNamespace: "gitops", deploymentConfig: "agents"})...)
 	checkRBACIsLeastPrivilege(t, rendered, "principal-ca")
 	// The existing Placement's keys, named by the user, are protected too.
 	expectProtectedLabels(t, rendered, "'argocd-agent', 'argocd-agent-addon.open-cluster-management.io/revoked', 'cluster.open-cluster-management.io/clusterset', 'gitops'")
@@ -645,6 +603,45 @@ func key(kind, namespace, name string) objectKey {
 
 func keyOf(obj *unstructured.Unstructured) objectKey {
 	return key(obj.GetKind(), obj.GetNamespace(), obj.GetName())
+}
+
+// addonLayout is where a render puts the add-on's objects.
+type addonLayout struct {
+	namespace              string // the release's: the manager, its leader election, records and AgentVersion
+	caSecretNamespace      string // caSecret.namespace
+	principalNamespace     string // principal.service.namespace
+	clusterSecretNamespace string // clusterSecrets.namespace
+	deploymentConfig       string // addon.deploymentConfigName
+}
+
+// addonObjects are the objects the chart renders with cluster secrets on, as laid out by l, but
+// the Placement and its ManagedClusterSetBinding (placement.create): the manager with its
+// ServiceAccount and RBAC, the ClusterManagementAddOn and AddOnDeploymentConfig, and the
+// admission policy with its binding. The metrics-reader ClusterRole is rendered without
+// metrics.secure too: binding it ahead of turning that on is harmless.
+func addonObjects(l addonLayout) []objectKey {
+	keys := []objectKey{
+		key("ServiceAccount", l.namespace, managerName),
+		key("Deployment", l.namespace, managerName),
+		key("ClusterRole", "", managerName),
+		key("ClusterRoleBinding", "", managerName),
+		key("ClusterRole", "", managerName+"-metrics-reader"),
+		key("ClusterManagementAddOn", "", addonName),
+		key("AddOnDeploymentConfig", l.namespace, l.deploymentConfig),
+		key("ValidatingAdmissionPolicy", "", managerName+"-cluster-labels"),
+		key("ValidatingAdmissionPolicyBinding", "", managerName+"-cluster-labels"),
+	}
+	for _, role := range []struct{ namespace, suffix string }{
+		{l.caSecretNamespace, "-ca-secret"},
+		{l.principalNamespace, "-principal-service"},
+		{l.clusterSecretNamespace, "-cluster-secrets"},
+		{l.namespace, "-leader-election"},
+		{l.namespace, "-records"},
+		{l.namespace, "-agent-version"},
+	} {
+		keys = append(keys, key("Role", role.namespace, managerName+role.suffix), key("RoleBinding", role.namespace, managerName+role.suffix))
+	}
+	return keys
 }
 
 // renderedObjects are a render's objects by key.

@@ -58,7 +58,7 @@ func TestClusterSecretLabels(t *testing.T) {
 			if err := fs.Parse(flags); err != nil {
 				t.Fatalf("%s: %v", flags[0], err)
 			}
-			err = o.Validate()
+			_, err = o.Validate()
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("%s: manager validation %v, want an error containing %q", flags[0], err, tc.wantErr)

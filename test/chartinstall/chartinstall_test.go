@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"io"
 	"net"
 	"net/http"
@@ -29,7 +28,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -50,7 +48,10 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/manager"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
@@ -64,13 +65,13 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	podSpec, saUser, asSA, metricsReader := inst.podSpec, inst.saUser, inst.asSA, inst.metricsReader
 
 	caCert, caKey, err := testca.New("argocd-agent-ca", 365*24*time.Hour)
-	must(t, err)
-	must(t, c.Create(ctx, &corev1.Secret{
+	must.Succeed(t, err)
+	must.Succeed(t, c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-agent-ca"}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{corev1.TLSCertKey: caCert, corev1.TLSPrivateKeyKey: caKey},
 	}))
 	// A secret the manager must not be able to read, next to the CA.
-	must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-secret"}}))
+	must.Succeed(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: "argocd-secret"}}))
 	metricsAddr := runManager(t, inst)
 
 	// The rendered CMA is v1alpha1 (what OCM >= 1.0 hubs serve); without OCM's conversion
@@ -98,14 +99,14 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	})
 
 	caCerts, err := authority.ParseCertificates(caCert)
-	must(t, err)
+	must.Succeed(t, err)
 	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", CAID: authority.ID(caCerts[0])})
-	must(t, err)
+	must.Succeed(t, err)
 	agentCfg, err := env.AddUser(ocmcsr.AgentUsername("c1"), append(ocmcsr.AgentGroupsOf(ocmcsr.AgentUsername("c1")), "system:masters")...)
-	must(t, err)
+	must.Succeed(t, err)
 	agent, err := client.New(agentCfg, client.Options{Scheme: env.Scheme})
-	must(t, err)
-	must(t, agent.Create(ctx, csr))
+	must.Succeed(t, err)
+	must.Succeed(t, agent.Create(ctx, csr))
 	poll.Until(t, 60*time.Second, "CSR approved and signed by the chart's identity", func(ctx context.Context) (bool, error) {
 		got := &certificatesv1.CertificateSigningRequest{}
 		err := c.Get(ctx, types.NamespacedName{Name: csr.Name}, got)
@@ -134,27 +135,22 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	// The chart's identity keeps the record of what it issued, in the release namespace, and it
 	// was there before the certificate reached the CSR.
 	record := &corev1.ConfigMap{}
-	must(t, c.Get(ctx, types.NamespacedName{Namespace: releaseNamespace, Name: issued.RecordName("c1")}, record))
+	must.Succeed(t, c.Get(ctx, types.NamespacedName{Namespace: releaseNamespace, Name: issued.RecordName("c1")}, record))
 	if rec, err := issued.FromConfigMap(record); err != nil || len(rec.Certificates) != 1 || rec.Certificates[0].CA != authority.ID(caCerts[0]) {
 		t.Fatalf("record of c1: %+v, %v; want the one certificate issued", rec, err)
 	}
 	bad, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "c1", Username: "", Signer: ""})
-	must(t, err)
+	must.Succeed(t, err)
 	bad.Labels[clusterv1.ClusterNameLabelKey] = "c1"
 	mallory, err := env.AddUser("mallory", "system:masters")
-	must(t, err)
+	must.Succeed(t, err)
 	malloryClient, err := client.New(mallory, client.Options{Scheme: env.Scheme})
-	must(t, err)
-	must(t, malloryClient.Create(ctx, bad))
+	must.Succeed(t, err)
+	must.Succeed(t, malloryClient.Create(ctx, bad))
 	poll.Until(t, 60*time.Second, "CSR from a non-agent denied by the chart's identity", func(ctx context.Context) (bool, error) {
 		got := &certificatesv1.CertificateSigningRequest{}
 		err := c.Get(ctx, types.NamespacedName{Name: bad.Name}, got)
-		for _, cond := range got.Status.Conditions {
-			if cond.Type == certificatesv1.CertificateDenied {
-				return true, nil
-			}
-		}
-		return false, err
+		return ocmcsr.Condition(got, certificatesv1.CertificateDenied) != nil, err
 	})
 
 	t.Run("admission policy keeps enrolment and revocation labels to the hub", func(t *testing.T) {
@@ -162,7 +158,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 	})
 
 	kube, err := kubernetes.NewForConfig(env.Config)
-	must(t, err)
+	must.Succeed(t, err)
 	// After the CSRs above, so the add-on's counters have samples to show.
 	t.Run("metrics served only to tokens allowed to get /metrics", func(t *testing.T) {
 		testSecureMetrics(t, kube, metricsAddr, metricsReader)
@@ -204,7 +200,7 @@ func TestChartRBACRunsTheManager(t *testing.T) {
 		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: saUser, Groups: asSA.Impersonate.Groups, ResourceAttributes: &attrs,
 		}}, metav1.CreateOptions{})
-		must(t, err)
+		must.Succeed(t, err)
 		if sar.Status.Allowed {
 			t.Errorf("the chart lets the manager %s %s/%s %q in %q", attrs.Verb, attrs.Group, attrs.Resource, attrs.Name, attrs.Namespace)
 		}
@@ -242,10 +238,10 @@ func testSecureMetrics(t *testing.T, kube kubernetes.Interface, addr, readerRole
 		t.Helper()
 		_, err := kube.CoreV1().ServiceAccounts(releaseNamespace).Create(ctx,
 			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-		must(t, err)
+		must.Succeed(t, err)
 		tr, err := kube.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(ctx, name,
 			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}, metav1.CreateOptions{})
-		must(t, err)
+		must.Succeed(t, err)
 		return tr.Status.Token
 	}
 	stranger, prometheus := token("stranger"), token("prometheus")
@@ -254,7 +250,7 @@ func testSecureMetrics(t *testing.T, kube kubernetes.Interface, addr, readerRole
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus", Namespace: releaseNamespace}},
 	}, metav1.CreateOptions{})
-	must(t, err)
+	must.Succeed(t, err)
 	// The filter caches a denial for 30 s: ask only once the API server's RBAC has the binding.
 	poll.Until(t, 30*time.Second, "the metrics-reader binding in effect", func(ctx context.Context) (bool, error) {
 		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -312,7 +308,7 @@ func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 		cfg := rest.CopyConfig(env.Config)
 		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:masters")}
 		cl, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-		must(t, err)
+		must.Succeed(t, err)
 		return cl
 	}
 	serviceAccount := func(namespace, name string) client.Client {
@@ -366,7 +362,7 @@ func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 	poll.Until(t, 30*time.Second, "a cluster enrolling itself refused", func(context.Context) (bool, error) {
 		err := setLabel(registration, "argocd-agent", "enabled")
 		if err == nil {
-			must(t, setLabel(admin, "argocd-agent", ""))
+			must.Succeed(t, setLabel(admin, "argocd-agent", ""))
 		}
 		return err != nil && strings.Contains(err.Error(), "only the hub may change them"), nil
 	})
@@ -430,7 +426,7 @@ func testAdmissionPolicy(t *testing.T, env *testenv.Env, admin client.Client) {
 			continue
 		}
 		sneaky.Labels = nil
-		must(t, id.as.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
+		must.Succeed(t, id.as.Create(ctx, sneaky)) // joining, unenrolled, stays as OCM has it
 	}
 }
 
@@ -466,14 +462,14 @@ func installChart(t *testing.T, values map[string]string) (*testenv.Env, client.
 		t.Fatal(err)
 	}
 	for _, ns := range []string{releaseNamespace, "argocd"} {
-		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+		must.Succeed(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	}
 	var deployment *appsv1.Deployment
 	var inst installed
 	for _, o := range objs {
 		if o.GetKind() == "Deployment" {
 			deployment = &appsv1.Deployment{}
-			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
+			must.Succeed(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, deployment))
 		}
 		if o.GetKind() == "ClusterRole" && strings.HasSuffix(o.GetName(), "-metrics-reader") {
 			inst.metricsReader = o.GetName()
@@ -509,15 +505,17 @@ func runManager(t *testing.T, inst installed) string {
 		t.Fatal("the chart serves metrics without --metrics-secure")
 	}
 	ports, err := proc.FreePorts(1)
-	must(t, err)
+	must.Succeed(t, err)
 	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	o.MetricsBindAddress, o.HealthProbeBindAddress = metricsAddr, "0"
 	// POD_NAMESPACE is what the chart sets; the leader lease lives in the release namespace.
 	if o.LeaderElectionNamespace != releaseNamespace || !o.LeaderElect {
 		t.Fatalf("chart runs leader election in %q (enabled=%v), want %q", o.LeaderElectionNamespace, o.LeaderElect, releaseNamespace)
 	}
+	cfg, err := o.Validate()
+	must.Succeed(t, err)
 	done := make(chan error, 1)
-	go func() { done <- o.Run(klog.NewContext(ctx, klog.Background())) }()
+	go func() { done <- cfg.Run(klog.NewContext(ctx, klog.Background())) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -589,44 +587,17 @@ func optionsFromArgs(t *testing.T, args []string) *manager.Options {
 	if err := fs.Parse(args[1:]); err != nil {
 		t.Fatalf("the chart passes flags the manager does not accept: %v", err)
 	}
-	if err := o.Validate(); err != nil {
+	if _, err := o.Validate(); err != nil {
 		t.Fatalf("the chart's flags do not validate: %v", err)
 	}
 	return o
 }
 
+// joinCluster joins an accepted cluster as OCM would (hubfixture), on the hub the chart
+// prepared, its add-on pointed at the chart's AddOnDeploymentConfig (see
+// TestChartRBACRunsTheManager).
 func joinCluster(t *testing.T, c client.Client, name string) {
 	t.Helper()
-	ctx := context.Background()
-	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
-	mc := &clusterv1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: clusterv1.ManagedClusterSpec{HubAcceptsClient: true}}
-	must(t, c.Create(ctx, mc))
-	mc.Status.Conditions = []metav1.Condition{{Type: clusterv1.ManagedClusterConditionHubAccepted, Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: metav1.Now()}}
-	must(t, c.Status().Update(ctx, mc))
-	cma := &addonv1beta1.ClusterManagementAddOn{}
-	must(t, c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma))
-	gr := addonv1beta1.ConfigGroupResource{Group: addonv1beta1.GroupName, Resource: "addondeploymentconfigs"}
-	ref := addonv1beta1.ConfigReferent{Namespace: releaseNamespace, Name: "argocd-agent"}
-	mca := &addonv1beta1.ManagedClusterAddOn{
-		ObjectMeta: metav1.ObjectMeta{Name: identity.AddonName, Namespace: name, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: addonv1beta1.GroupVersion.String(), Kind: "ClusterManagementAddOn", Name: cma.Name, UID: cma.UID}}},
-		Spec: addonv1beta1.ManagedClusterAddOnSpec{Configs: []addonv1beta1.AddOnConfig{{ConfigGroupResource: gr, ConfigReferent: ref}}},
-	}
-	must(t, c.Create(ctx, mca))
-	poll.Until(t, 30*time.Second, "config reference set", func(ctx context.Context) (bool, error) {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(mca), mca); err != nil {
-			return false, err
-		}
-		mca.Status.ConfigReferences = []addonv1beta1.ConfigReference{{ConfigGroupResource: gr, DesiredConfig: &addonv1beta1.ConfigSpecHash{ConfigReferent: ref}}}
-		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: addonv1beta1.ManagedClusterAddOnConditionConfigured,
-			Status: metav1.ConditionTrue, Reason: "ConfigurationsConfigured", Message: "Configurations configured"})
-		return c.Status().Update(ctx, mca) == nil, nil
-	})
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	chartADC := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Namespace: releaseNamespace, Name: "argocd-agent"}}
+	must.Succeed(t, (&hubfixture.Hub{Client: c}).JoinCluster(context.Background(), name, chartADC))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -36,7 +37,7 @@ type attack struct {
 func runAttacks(t *testing.T, ctx context.Context, e *harness.Env, cluster string, attacks []attack) {
 	t.Helper()
 	id, err := e.ClusterIdentity(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	if !identity.IsClusterAgent(id.User, cluster) {
 		t.Fatalf("%s's hub identity is %q, not an OCM agent of the cluster", cluster, id.User)
 	}
@@ -141,13 +142,13 @@ func ownCSR(ctx context.Context, c client.Client, cluster string) (*certificates
 func fileOwnCSRs(t *testing.T, ctx context.Context, e *harness.Env, cluster string, n int, want policy.Reason) []string {
 	t.Helper()
 	id, err := e.ClusterIdentity(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	caID := authority.ID(parseCert(t, e.CACertPEM))
 	var names []string
 	for range n {
 		csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: cluster, CAID: caID})
-		must(t, err)
-		must(t, id.Client.Create(ctx, csr))
+		must.Succeed(t, err)
+		must.Succeed(t, id.Client.Create(ctx, csr))
 		names = append(names, csr.Name)
 	}
 	for _, name := range names {
@@ -159,15 +160,11 @@ func fileOwnCSRs(t *testing.T, ctx context.Context, e *harness.Env, cluster stri
 			if len(csr.Status.Certificate) > 0 {
 				t.Fatalf("CSR %s filed by %s was signed", name, id.User)
 			}
-			for _, c := range csr.Status.Conditions {
-				if c.Type == certificatesv1.CertificateDenied {
-					if c.Reason != string(want) {
-						t.Fatalf("CSR %s denied %s (%s), want %s", name, c.Reason, c.Message, want)
-					}
-					return true, nil
-				}
+			c := ocmcsr.Condition(csr, certificatesv1.CertificateDenied)
+			if c != nil && c.Reason != string(want) {
+				t.Fatalf("CSR %s denied %s (%s), want %s", name, c.Reason, c.Message, want)
 			}
-			return false, nil
+			return c != nil, nil
 		})
 	}
 	t.Logf("%d CSRs filed by %s as OCM files them: all denied %s, none signed", n, id.User, want)
@@ -178,7 +175,7 @@ func fileOwnCSRs(t *testing.T, ctx context.Context, e *harness.Env, cluster stri
 func signedSince(t *testing.T, ctx context.Context, e *harness.Env, cluster string, t0 time.Time) int {
 	t.Helper()
 	csrs := &certificatesv1.CertificateSigningRequestList{}
-	must(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster}))
+	must.Succeed(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: cluster}))
 	n := 0
 	for _, csr := range csrs.Items {
 		if csr.Spec.SignerName == identity.SignerName && len(csr.Status.Certificate) > 0 &&
@@ -196,9 +193,9 @@ func enrolmentLabel() (string, string) { return harness.EnableLabel, "enabled" }
 func stillRevoked(t *testing.T, ctx context.Context, e *harness.Env, cluster string) {
 	t.Helper()
 	r, err := issued.Records{Reader: e.Hub.Client, Namespace: harness.AddonNamespace}.Revocation(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	mc := &clusterv1.ManagedCluster{}
-	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc))
+	must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc))
 	if r == nil || mc.Labels[identity.RevokedLabel] != "true" {
 		t.Fatalf("after the attacks: revocation %+v, labels %v", r, mc.Labels)
 	}

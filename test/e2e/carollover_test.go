@@ -20,6 +20,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 )
@@ -36,13 +37,13 @@ var tlsFailures = []string{"unknown authority", "unknown certificate authority",
 func TestCARollover(t *testing.T) {
 	const cluster = "rollover"
 	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, CertLifetime: 2 * time.Minute, HarnessPKI: true})
-	must(t, e.SetEnabled(ctx, cluster, true))
+	must.Succeed(t, e.SetEnabled(ctx, cluster, true))
 	a, err := e.StartAgent(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	oldCA := parseCert(t, e.CACertPEM)
 	oldID := authority.ID(oldCA)
 	newCertPEM, newKeyPEM, err := testca.New("argocd-agent-ca-2", 365*24*time.Hour)
-	must(t, err)
+	must.Succeed(t, err)
 	newCA := parseCert(t, newCertPEM)
 	newID := authority.ID(newCA)
 	connected := func(what string) {
@@ -69,13 +70,13 @@ func TestCARollover(t *testing.T) {
 	setCASecret := func(data map[string][]byte) {
 		t.Helper()
 		secret := &corev1.Secret{}
-		must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, secret))
+		must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, secret))
 		secret.Data = data
-		must(t, e.Hub.Client.Update(ctx, secret))
+		must.Succeed(t, e.Hub.Client.Update(ctx, secret))
 	}
 	restartPrincipal := func() {
 		t.Helper()
-		must(t, e.RestartPrincipal(ctx))
+		must.Succeed(t, e.RestartPrincipal(ctx))
 	}
 	connected("agent connected with the first CA's certificate")
 	if got := parseCert(t, a.Delivered().ClientCertPEM); got.CheckSignatureFrom(oldCA) != nil {
@@ -179,7 +180,7 @@ func TestCARollover(t *testing.T) {
 		accept        bool
 	}{{e.CACertPEM, e.CAKeyPEM, false}, {newCertPEM, newKeyPEM, true}} {
 		certPEM, keyPEM, err := testca.IssueCert(c.caCert, c.caKey, testca.CertRequest{CommonName: cluster, Client: true})
-		must(t, err)
+		must.Succeed(t, err)
 		err = argocd.ProbeMTLS(ctx, e.Principal.Addr(), newCertPEM, certPEM, keyPEM)
 		if accepted := err == nil; accepted != c.accept {
 			t.Errorf("certificate from CA %s: accepted=%v (%v), want %v", authority.ID(parseCert(t, c.caCert)), accepted, err, c.accept)

@@ -56,6 +56,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -102,12 +103,12 @@ func TestEndToEnd(t *testing.T) {
 	ctx, e := start(t, harness.Options{})
 	clusters := []string{"cluster1", "cluster2"}
 	for _, c := range clusters {
-		must(t, e.SetEnabled(ctx, c, true))
+		must.Succeed(t, e.SetEnabled(ctx, c, true))
 	}
 	agents := map[string]*harness.Agent{}
 	for _, c := range clusters {
 		a, err := e.StartAgent(ctx, c)
-		must(t, err)
+		must.Succeed(t, err)
 		agents[c] = a
 		t.Logf("%s: add-on objects and the signed certificate are on the spoke; agent started", c)
 	}
@@ -144,7 +145,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: agent dials %s, want the Service's load balancer address %s", c, got, want)
 			}
 			mca := &addonv1beta1.ManagedClusterAddOn{}
-			must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: c, Name: identity.AddonName}, mca))
+			must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: c, Name: identity.AddonName}, mca))
 			cond := meta.FindStatusCondition(mca.Status.Conditions, addon.ConditionPrincipalAddress)
 			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != principal.SourceService ||
 				!strings.HasPrefix(cond.Message, e.Principal.Addr()+" (Service argocd/"+argocd.PrincipalName) {
@@ -158,7 +159,7 @@ func TestEndToEnd(t *testing.T) {
 		// before would find no config and report the valid fleet config invalid.
 		for _, c := range clusters {
 			events := &eventsv1.EventList{}
-			must(t, e.Hub.Client.List(ctx, events, client.InNamespace(c)))
+			must.Succeed(t, e.Hub.Client.List(ctx, events, client.InNamespace(c)))
 			for _, ev := range events.Items {
 				if ev.Reason == addon.ReasonInvalidAgentConfig {
 					t.Errorf("%s: %s event for a valid config: %s", c, ev.Reason, ev.Note)
@@ -177,7 +178,7 @@ func TestEndToEnd(t *testing.T) {
 			},
 		}}
 		app.SetGroupVersionKind(applicationGVK)
-		must(t, e.Hub.Client.Create(ctx, app))
+		must.Succeed(t, e.Hub.Client.Create(ctx, app))
 		poll.Until(t, 60*time.Second, "Application on cluster1's spoke", func(ctx context.Context) (bool, error) {
 			got := &unstructured.Unstructured{}
 			got.SetGroupVersionKind(applicationGVK)
@@ -214,9 +215,9 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
 		otherCA, otherKey, err := testca.New("another-ca", time.Hour)
-		must(t, err)
+		must.Succeed(t, err)
 		cert, key, err := testca.IssueCert(otherCA, otherKey, testca.CertRequest{CommonName: "cluster1", Client: true})
-		must(t, err)
+		must.Succeed(t, err)
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, cert, key); err == nil {
 			t.Fatal("the principal accepted a certificate from another CA")
 		}
@@ -231,8 +232,8 @@ func TestEndToEnd(t *testing.T) {
 		for _, c := range clusters {
 			spoke := e.Spokes[c].API.Client
 			secrets, configMaps := &corev1.SecretList{}, &corev1.ConfigMapList{}
-			must(t, spoke.List(ctx, secrets))
-			must(t, spoke.List(ctx, configMaps))
+			must.Succeed(t, spoke.List(ctx, secrets))
+			must.Succeed(t, spoke.List(ctx, configMaps))
 			var values [][]byte
 			for _, s := range secrets.Items {
 				for _, v := range s.Data {
@@ -254,9 +255,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("not Available while the principal is down, Available again after", func(t *testing.T) {
-		must(t, e.StopPrincipal(ctx))
+		must.Succeed(t, e.StopPrincipal(ctx))
 		waitAvailable(t, e, "cluster1", metav1.ConditionFalse)
-		must(t, e.StartPrincipal(ctx))
+		must.Succeed(t, e.StartPrincipal(ctx))
 		waitAvailable(t, e, "cluster1", metav1.ConditionTrue)
 	})
 
@@ -284,9 +285,9 @@ func TestEndToEnd(t *testing.T) {
 		custom.SetGroupVersionKind(customization.GVK)
 		custom.SetNamespace(harness.AddonNamespace)
 		custom.SetName(cluster + "-extras")
-		must(t, e.Hub.Client.Create(ctx, custom))
+		must.Succeed(t, e.Hub.Client.Create(ctx, custom))
 		useCustomization := func(name string) {
-			must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 				mca := &addonv1beta1.ManagedClusterAddOn{}
 				if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 					return err
@@ -334,7 +335,7 @@ func TestEndToEnd(t *testing.T) {
 		// server admitted it (its ServiceAccount admission mounts a token into every container
 		// of a pod that automounts one) has no token mount in the added container.
 		p, err := customisedPod(ctx)
-		must(t, err)
+		must.Succeed(t, err)
 		const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 		mountsToken := func(c corev1.Container) bool {
 			return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return strings.HasPrefix(m.MountPath, tokenDir) })
@@ -368,7 +369,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("revoke removes the add-on; unrevoke brings it back with a new certificate", func(t *testing.T) {
 		before := parseCert(t, agents["cluster1"].Delivered().ClientCertPEM).SerialNumber
 		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: suspected compromise", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}
-		must(t, o.Revoke(ctx, "cluster1", io.Discard))
+		must.Succeed(t, o.Revoke(ctx, "cluster1", io.Discard))
 		poll.Until(t, 90*time.Second, "OCM removes cluster1's add-on", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -400,7 +401,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Logf("revoked cluster: %d hostile kinds and 3 CSRs, 0 certificates signed; enrolment label %s=%s untouched", len(revokedAttacks)+1, key, value)
 
-		must(t, o.Unrevoke(ctx, "cluster1", io.Discard))
+		must.Succeed(t, o.Unrevoke(ctx, "cluster1", io.Discard))
 		poll.Until(t, 120*time.Second, "cluster1's agent back with a new certificate", func(ctx context.Context) (bool, error) {
 			d := agents["cluster1"].Delivered()
 			names, err := e.Principal.ConnectedAgents(ctx)
@@ -410,7 +411,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("removing the label removes the add-on and everything it put on the spoke", func(t *testing.T) {
-		must(t, e.SetEnabled(ctx, "cluster2", false))
+		must.Succeed(t, e.SetEnabled(ctx, "cluster2", false))
 		poll.Until(t, 90*time.Second, "ManagedClusterAddOn of cluster2 deleted", func(ctx context.Context) (bool, error) {
 			err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "cluster2", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -460,7 +461,7 @@ func TestEndToEnd(t *testing.T) {
 		})
 		// Argo CD's namespace is orphaned, never deleted, with the add-on.
 		nsObj := &corev1.Namespace{}
-		must(t, spoke.Get(ctx, types.NamespacedName{Name: ns}, nsObj))
+		must.Succeed(t, spoke.Get(ctx, types.NamespacedName{Name: ns}, nsObj))
 		if nsObj.DeletionTimestamp != nil {
 			t.Error("the add-on deleted Argo CD's namespace")
 		}
@@ -474,9 +475,9 @@ func TestEndToEnd(t *testing.T) {
 	var revokedCerts []issued.Certificate
 	t.Run("revoke cluster1 before uninstalling", func(t *testing.T) {
 		o := &revoke.Options{RestConfig: e.Hub.Config, Reason: "e2e: revoked across a reinstall", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}
-		must(t, o.Revoke(ctx, "cluster1", io.Discard))
+		must.Succeed(t, o.Revoke(ctx, "cluster1", io.Discard))
 		rec, err := issued.Load(ctx, e.Hub.Client, harness.AddonNamespace, "cluster1")
-		must(t, err)
+		must.Succeed(t, err)
 		revokedCerts = rec.Unexpired(time.Now())
 		if rec.Revocation == nil || len(revokedCerts) == 0 {
 			t.Fatalf("record of cluster1 after revoke: %+v", rec)
@@ -490,7 +491,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("helm uninstall removes the agents and leaves nothing of ours on the hub but the records", func(t *testing.T) {
-		must(t, e.UninstallChart(ctx))
+		must.Succeed(t, e.UninstallChart(ctx))
 		hub := e.Hub.Client
 		spoke := e.Spokes["cluster1"].API.Client
 		poll.Until(t, 2*time.Minute, "cluster1's agent Deployment and pod gone", func(ctx context.Context) (bool, error) {
@@ -559,7 +560,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return true, nil
 		})
-		must(t, hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, &corev1.Secret{}))
+		must.Succeed(t, hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: harness.CASecretName}, &corev1.Secret{}))
 		// The records stay, revocation included: they are no part of the release.
 		rec, err := records.Revocation(ctx, "cluster1")
 		if err != nil || rec == nil {
@@ -569,11 +570,11 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("helm install again and helm upgrade: the revoked cluster stays revoked", func(t *testing.T) {
-		must(t, e.ReinstallChart(ctx))
+		must.Succeed(t, e.ReinstallChart(ctx))
 		check := func(when string) {
 			t.Helper()
 			rec, err := issued.Load(ctx, e.Hub.Client, harness.AddonNamespace, "cluster1")
-			must(t, err)
+			must.Succeed(t, err)
 			if rec.Revocation == nil {
 				t.Fatalf("%s: cluster1 is no longer revoked", when)
 			}
@@ -595,7 +596,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		check("after helm install")
-		must(t, e.UpgradeChart(ctx, map[string]string{"logVerbosity": "3"}))
+		must.Succeed(t, e.UpgradeChart(ctx, map[string]string{"logVerbosity": "3"}))
 		check("after helm upgrade")
 		t.Logf("cluster1 revoked across helm uninstall, install and upgrade: %d certificates still recorded and blocklisted, its CSRs denied Revoked", len(revokedCerts))
 	})
@@ -605,7 +606,7 @@ func TestEndToEnd(t *testing.T) {
 func blocklist(t *testing.T, ctx context.Context, e *harness.Env) map[string]bool {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
-	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
+	must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
 	out := map[string]bool{}
 	for k := range cm.Data {
 		out[k] = true
@@ -623,13 +624,6 @@ func waitAvailable(t *testing.T, e *harness.Env, cluster string, want metav1.Con
 		c := meta.FindStatusCondition(mca.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable)
 		return c != nil && c.Status == want, nil
 	})
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // podLogs reads the streamed logs of pods (agents, the principal) for a check over their text,
@@ -694,7 +688,7 @@ func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 		t.Fatal("no PEM certificate")
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
-	must(t, err)
+	must.Succeed(t, err)
 	return cert
 }
 
@@ -702,9 +696,9 @@ func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 // as for the existing OCM add-ons (regex on that CN, no match-subject) maps it to the cluster.
 func TestOCMSubjectCompat(t *testing.T) {
 	ctx, e := start(t, harness.Options{Clusters: []string{"compat1"}, CertificateSubject: string(identity.SubjectOCM), HarnessPKI: true})
-	must(t, e.SetEnabled(ctx, "compat1", true))
+	must.Succeed(t, e.SetEnabled(ctx, "compat1", true))
 	a, err := e.StartAgent(ctx, "compat1")
-	must(t, err)
+	must.Succeed(t, err)
 	want := "CN=system:open-cluster-management:cluster:compat1:addon:argocd-agent:agent:argocd-agent-agent"
 	if got := parseCert(t, a.Delivered().ClientCertPEM).Subject.String(); !strings.HasPrefix(got, want+",") {
 		t.Fatalf("subject %q, want %s plus OCM's groups", got, want)
@@ -722,9 +716,9 @@ func TestOCMSubjectCompat(t *testing.T) {
 func TestCertificateRotation(t *testing.T) {
 	const renewals = 3
 	ctx, e := start(t, harness.Options{Clusters: []string{"rotate"}, CertLifetime: 2 * time.Minute})
-	must(t, e.SetEnabled(ctx, "rotate", true))
+	must.Succeed(t, e.SetEnabled(ctx, "rotate", true))
 	a, err := e.StartAgent(ctx, "rotate")
-	must(t, err)
+	must.Succeed(t, err)
 	waitAvailable(t, e, "rotate", metav1.ConditionTrue)
 	// Renewals must not depend on the render: with an invalid fleet config value, the cluster
 	// keeps the configuration it runs, and its agent still rolls onto every new certificate.
@@ -779,7 +773,7 @@ func TestCertificateRotation(t *testing.T) {
 		t.Errorf("the agent runs with port %d after the renewals, want the last good %d", port, goodPort)
 	}
 	mca := &addonv1beta1.ManagedClusterAddOn{}
-	must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "rotate", Name: identity.AddonName}, mca))
+	must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: "rotate", Name: identity.AddonName}, mca))
 	if !meta.IsStatusConditionFalse(mca.Status.Conditions, addon.ConditionAgentConfigValid) {
 		t.Error("AgentConfigValid is no longer False: the invalid value was not held back")
 	}
@@ -792,7 +786,7 @@ func TestCertificateRotation(t *testing.T) {
 		cert := parseCert(t, held.ClientCertPEM)
 		out := &bytes.Buffer{}
 		revokedAt := time.Now()
-		must(t, (&revoke.Options{RestConfig: e.Hub.Config, Reason: "lapse test", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}).Revoke(ctx, "rotate", out))
+		must.Succeed(t, (&revoke.Options{RestConfig: e.Hub.Config, Reason: "lapse test", PrincipalNamespace: harness.ArgoCDNamespace, Namespace: harness.AddonNamespace}).Revoke(ctx, "rotate", out))
 		t.Log(strings.TrimSpace(out.String()))
 		if err := argocd.ProbeMTLS(ctx, e.Principal.Addr(), e.CACertPEM, held.ClientCertPEM, held.ClientKey); err != nil {
 			t.Fatalf("before it lapses the held certificate should still work on v0.9.0 (no blocklist): %v", err)
@@ -810,7 +804,7 @@ func TestCertificateRotation(t *testing.T) {
 			t.Errorf("revoke did not note when the certificates lapse: %+v, %v", r, err)
 		}
 		csrs := &certificatesv1.CertificateSigningRequestList{}
-		must(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "rotate"}))
+		must.Succeed(t, e.Hub.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "rotate"}))
 		for _, csr := range csrs.Items {
 			if csr.Spec.SignerName != identity.SignerName {
 				continue // the klusterlet's own hub credentials, not the add-on's

@@ -19,6 +19,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -119,7 +120,7 @@ func TestHubCertificatesRenewed(t *testing.T) {
 		return done, nil
 	})
 	// The roll is over (one principal pod, Ready) and the agent connected to the new pod.
-	must(t, e.Principal.WaitReady(ctx, 2*time.Minute))
+	must.Succeed(t, e.Principal.WaitReady(ctx, 2*time.Minute))
 	poll.Until(t, 2*time.Minute, "the agent connected to the rolled principal", func(ctx context.Context) (bool, error) {
 		return connected(ctx), nil
 	})
@@ -158,7 +159,7 @@ func createTracked(t *testing.T, ctx context.Context, e *harness.Env, cluster, n
 	if err := spoke.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	must(t, spoke.Create(ctx, cm))
+	must.Succeed(t, spoke.Create(ctx, cm))
 	return cm
 }
 
@@ -179,12 +180,12 @@ func resourceProxyClientOf(t *testing.T, ctx context.Context, e *harness.Env, cl
 		return err == nil, client.IgnoreNotFound(err)
 	})
 	cfg, err := argocd.ClusterRESTConfig(secret)
-	must(t, err)
+	must.Succeed(t, err)
 	if want := "https://" + address + "?agentName=" + cluster; cfg.Host != want {
 		t.Fatalf("server %q, want %q", cfg.Host, want)
 	}
 	live, err := kubernetes.NewForConfig(cfg)
-	must(t, err)
+	must.Succeed(t, err)
 	return live
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -49,15 +50,15 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	adc := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: "principal-b"},
 		Spec: addonv1beta1.AddOnDeploymentConfigSpec{CustomizedVariables: []addonv1beta1.CustomizedVariable{
 			{Name: "principalAddress", Value: b.Host()}, {Name: "principalPort", Value: strconv.Itoa(b.Port())}}}}
-	must(t, c.Create(ctx, adc))
+	must.Succeed(t, c.Create(ctx, adc))
 	placementA := &clusterv1beta1.Placement{}
-	must(t, c.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, placementA))
+	must.Succeed(t, c.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, placementA))
 	placementB := &clusterv1beta1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: harness.SecondPlacement}, Spec: *placementA.Spec.DeepCopy()}
 	sel := &placementB.Spec.Predicates[0].RequiredClusterSelector.LabelSelector
 	sel.MatchLabels = map[string]string{harness.EnableLabel: "enabled", groupLabel: "b"}
-	must(t, c.Create(ctx, placementB))
+	must.Succeed(t, c.Create(ctx, placementB))
 	// Group a, the chart's Placement, leaves group b out: one cluster, one Placement.
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(placementA), placementA); err != nil {
 			return err
 		}
@@ -65,7 +66,7 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 		sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{Key: groupLabel, Operator: metav1.LabelSelectorOpDoesNotExist})
 		return c.Update(ctx, placementA)
 	}))
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cma := &addonv1beta1.ClusterManagementAddOn{}
 		if err := c.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
 			return err
@@ -86,7 +87,7 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	waitConnected(t, e, a, "cluster1", "cluster2")
 	waitConnected(t, e, b, "cluster2", "cluster1")
 	rows, _, err := status.Collect(ctx, c, time.Now(), nil)
-	must(t, err)
+	must.Succeed(t, err)
 	for _, r := range rows {
 		want := map[string]string{"cluster1": a.Addr(), "cluster2": b.Addr()}[r.Cluster]
 		if !strings.HasPrefix(r.Principal, want) {
@@ -119,7 +120,7 @@ func TestFleetSplitBetweenTwoPrincipals(t *testing.T) {
 	waitConnected(t, e, b, "", "cluster2")
 	waitAvailable(t, e, "cluster2", metav1.ConditionTrue)
 	names, err := b.ConnectedAgents(ctx)
-	must(t, err)
+	must.Succeed(t, err)
 	if len(names) != 0 {
 		t.Errorf("the second principal still lists %v after its only cluster moved", names)
 	}
@@ -149,16 +150,16 @@ func noClusterSecret(t *testing.T, ctx context.Context, e *harness.Env, namespac
 func pointOwnStatusAt(t *testing.T, ctx context.Context, e *harness.Env, cluster string, adc *addonv1beta1.AddOnDeploymentConfig) {
 	t.Helper()
 	id, err := e.ClusterIdentity(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion(addonv1beta1.GroupVersion.String())
 	u.SetKind("AddOnDeploymentConfig")
-	must(t, e.Hub.Client.Get(ctx, client.ObjectKeyFromObject(adc), u))
+	must.Succeed(t, e.Hub.Client.Get(ctx, client.ObjectKeyFromObject(adc), u))
 	hash, err := utils.GetSpecHash(u)
-	must(t, err)
+	must.Succeed(t, err)
 	work := func() int64 {
 		mw := &workv1.ManifestWork{}
-		must(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw))
+		must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw))
 		return mw.Generation
 	}
 	before := work()
@@ -166,7 +167,7 @@ func pointOwnStatusAt(t *testing.T, ctx context.Context, e *harness.Env, cluster
 		"group": addonv1beta1.GroupName, "resource": "addondeploymentconfigs",
 		"desiredConfig": map[string]any{"namespace": adc.Namespace, "name": adc.Name, "specHash": hash},
 	}}}})
-	must(t, err)
+	must.Succeed(t, err)
 	mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Second) {
 		if err := id.Client.Status().Patch(ctx, mca, client.RawPatch(types.MergePatchType, patch)); err != nil {
@@ -182,7 +183,7 @@ func pointOwnStatusAt(t *testing.T, ctx context.Context, e *harness.Env, cluster
 // setGroup sets (or, with "", removes) cluster's group label, as the hub's administrator.
 func setGroup(t *testing.T, ctx context.Context, e *harness.Env, cluster, group string) {
 	t.Helper()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		mc := &clusterv1.ManagedCluster{}
 		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
 			return err

@@ -24,6 +24,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -88,7 +89,7 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 			}
 			// status shows every cluster done on one new spec.
 			rows, _, err := status.Collect(ctx, e.Hub.Client, time.Now(), nil)
-			must(t, err)
+			must.Succeed(t, err)
 			configs := map[string]bool{}
 			for _, r := range rows {
 				configs[r.Config] = true
@@ -111,7 +112,7 @@ func TestProgressiveRolloutAndRollback(t *testing.T) {
 // setRollout makes the add-on's Placement roll config changes out progressively.
 func setRollout(t *testing.T, ctx context.Context, e *harness.Env, progressive clusterv1alpha1.RolloutProgressive) {
 	t.Helper()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cma := &addonv1beta1.ClusterManagementAddOn{}
 		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
 			return err
@@ -128,9 +129,9 @@ func enrolAll(t *testing.T, ctx context.Context, e *harness.Env, clusters []stri
 	t.Helper()
 	agents := map[string]*harness.Agent{}
 	for _, cl := range clusters {
-		must(t, e.SetEnabled(ctx, cl, true))
+		must.Succeed(t, e.SetEnabled(ctx, cl, true))
 		a, err := e.StartAgent(ctx, cl)
-		must(t, err)
+		must.Succeed(t, err)
 		agents[cl] = a
 	}
 	for _, cl := range clusters {
@@ -142,7 +143,7 @@ func enrolAll(t *testing.T, ctx context.Context, e *harness.Env, clusters []stri
 // setFleetVariable sets one customized variable of the chart's fleet-wide AddOnDeploymentConfig.
 func setFleetVariable(t *testing.T, ctx context.Context, e *harness.Env, name, value string) {
 	t.Helper()
-	must(t, hubfixture.SetVariable(ctx, e.Hub.Client, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, name, value))
+	must.Succeed(t, hubfixture.SetVariable(ctx, e.Hub.Client, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, name, value))
 }
 
 // workLogLevel is the agent log level in cluster's ManifestWork on the hub.

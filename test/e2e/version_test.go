@@ -22,6 +22,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -44,12 +45,12 @@ func TestAgentVersionFollowsThePrincipal(t *testing.T) {
 	// Pin the old image on one cluster with a per-cluster AddOnDeploymentConfig.
 	pin := hubfixture.NewADC("pin-agent-image", agentconfig.VarAgentImage, initial)
 	pin.Namespace = pinned
-	must(t, e.Hub.Client.Create(ctx, pin))
+	must.Succeed(t, e.Hub.Client.Create(ctx, pin))
 	setClusterConfig(t, ctx, e, pinned, pin)
 	waitVersion(t, e, pinned, initial, metav1.ConditionTrue, addon.ReasonVersionMatches, "has the principal's version")
 
 	upgraded := time.Now()
-	must(t, e.Principal.SetImage(ctx, harness.UpgradeAgentImage))
+	must.Succeed(t, e.Principal.SetImage(ctx, harness.UpgradeAgentImage))
 	t.Logf("principal runs %s", harness.UpgradeAgentImage)
 	waitVersion(t, e, follow, harness.UpgradeAgentImage, metav1.ConditionTrue, addon.ReasonVersionMatches, "v0.9.0-upgrade")
 	waitRunning(t, e, follow, harness.UpgradeAgentImage)
@@ -59,7 +60,7 @@ func TestAgentVersionFollowsThePrincipal(t *testing.T) {
 	waitVersion(t, e, pinned, initial, metav1.ConditionFalse, addon.ReasonVersionMismatch, "customizedVariables[agentImage]")
 	waitAvailable(t, e, pinned, metav1.ConditionFalse)
 	rows, _, err := status.Collect(ctx, e.Hub.Client, time.Now(), nil)
-	must(t, err)
+	must.Succeed(t, err)
 	for _, r := range rows {
 		want := "v0.9.0-upgrade (= principal)"
 		if r.Cluster == pinned {
@@ -87,7 +88,7 @@ func TestAgentVersionFollowsThePrincipal(t *testing.T) {
 // the fleet's), as a hub administrator does for one cluster.
 func setClusterConfig(t *testing.T, ctx context.Context, e *harness.Env, cluster string, adc *addonv1beta1.AddOnDeploymentConfig) {
 	t.Helper()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		mca := &addonv1beta1.ManagedClusterAddOn{}
 		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 			return err

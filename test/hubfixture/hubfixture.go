@@ -33,7 +33,8 @@ const (
 	WorkName = "addon-" + identity.AddonName + "-deploy-0"
 )
 
-// Hub is a prepared hub.
+// Hub is a prepared hub. JoinCluster uses only Client: a hub the chart itself prepared
+// (test/chartinstall) is a Hub of its client.
 type Hub struct {
 	Client    client.Client
 	CACertPEM []byte

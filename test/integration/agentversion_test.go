@@ -23,6 +23,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -65,7 +66,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 					{Name: agentversion.PrincipalContainer, Image: v1, Args: []string{"principal"}},
 				}}}},
 	}
-	must(t, env.Client.Create(ctx, principalDeploy))
+	must.Succeed(t, env.Client.Create(ctx, principalDeploy))
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), principalDeploy) })
 	follows := func(image string) *unstructured.Unstructured {
 		t.Helper()
@@ -82,12 +83,12 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 
 	// A cluster whose add-on status names the AgentVersion at its current spec hash, as OCM's
 	// addon-manager writes it for a default config of the ClusterManagementAddOn.
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	setDesired := func(u *unstructured.Unstructured) {
 		t.Helper()
 		hash, err := utils.GetSpecHash(u)
-		must(t, err)
-		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must.Succeed(t, err)
+		must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			mca := &addonv1beta1.ManagedClusterAddOn{}
 			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 				return err
@@ -135,7 +136,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 	// rollout gives it the new spec hash.
 	setPrincipalImage := func(image string) {
 		t.Helper()
-		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(principalDeploy), principalDeploy); err != nil {
 				return err
 			}
@@ -164,7 +165,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 
 	// Steady state: an update of the Deployment that does not change its image writes nothing.
 	rv := av.GetResourceVersion()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(principalDeploy), principalDeploy); err != nil {
 			return err
 		}
@@ -180,7 +181,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 	delivered("a pinned image wins", "quay.io/argoprojlabs/argocd-agent:v0.8.0", addon.ReasonVersionMismatch, "customizedVariables[agentImage]")
 
 	// The principal Deployment goes: the agents keep their version.
-	must(t, env.Client.Delete(ctx, principalDeploy))
+	must.Succeed(t, env.Client.Delete(ctx, principalDeploy))
 	poll.Until(t, 30*time.Second, "principal Deployment gone", func(ctx context.Context) (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(principalDeploy), &appsv1.Deployment{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -189,7 +190,7 @@ func TestAgentVersionFollowsPrincipal(t *testing.T) {
 	setVariable(t, cluster, "logLevel", "debug")
 	delivered("without a principal the version is unknown", "quay.io/argoprojlabs/argocd-agent:v0.8.0", addon.ReasonVersionUnknown, "not found")
 	u, image, err := readAV(ctx)
-	must(t, err)
+	must.Succeed(t, err)
 	if image != v2 || u.GetResourceVersion() != rv {
 		t.Errorf("AgentVersion after a no-op Deployment update and the Deployment's deletion: image %s resourceVersion %s, want %s and unchanged %s (0 writes)",
 			image, u.GetResourceVersion(), v2, rv)

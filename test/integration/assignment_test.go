@@ -14,6 +14,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -25,9 +26,9 @@ import (
 func TestStatusCannotPickTheConfig(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "picks-its-config"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal-a.example.com"))
-	other := newADC(cluster+"-other", "principalAddress", "principal-b.example.com")
-	must(t, env.Client.Create(ctx, other))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal-a.example.com"))
+	other := hubfixture.NewADC(cluster+"-other", "principalAddress", "principal-b.example.com")
+	must.Succeed(t, env.Client.Create(ctx, other))
 	address := func(ctx context.Context) (string, int64, error) {
 		mw, objs, err := workObjects(ctx, cluster)
 		if err != nil || mw == nil {
@@ -46,10 +47,10 @@ func TestStatusCannotPickTheConfig(t *testing.T) {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion(addonv1beta1.GroupVersion.String())
 	u.SetKind("AddOnDeploymentConfig")
-	must(t, env.Client.Get(ctx, client.ObjectKeyFromObject(other), u))
+	must.Succeed(t, env.Client.Get(ctx, client.ObjectKeyFromObject(other), u))
 	hash, err := utils.GetSpecHash(u)
-	must(t, err)
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, err)
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		mca := &addonv1beta1.ManagedClusterAddOn{}
 		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
 			return err
@@ -62,13 +63,13 @@ func TestStatusCannotPickTheConfig(t *testing.T) {
 	}))
 	time.Sleep(5 * time.Second) // the status update re-renders at once; give it time to (wrongly) land
 	a, g, err := address(ctx)
-	must(t, err)
+	must.Succeed(t, err)
 	if a != "principal-a.example.com" || g != generation {
 		t.Fatalf("after the status alone named %s: address %q, generation %d (was %d)", other.Name, a, g, generation)
 	}
 
 	// The hub assigns it: delivered.
-	must(t, hubfixture.UseConfig(ctx, env.Client, cluster, addonv1beta1.GroupName, "addondeploymentconfigs", other.Namespace, other.Name))
+	must.Succeed(t, hubfixture.UseConfig(ctx, env.Client, cluster, addonv1beta1.GroupName, "addondeploymentconfigs", other.Namespace, other.Name))
 	poll.Until(t, 30*time.Second, "principal-b delivered once the hub assigns its config", func(ctx context.Context) (bool, error) {
 		a, _, err := address(ctx)
 		return a == "principal-b.example.com", err

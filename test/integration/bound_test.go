@@ -25,6 +25,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/revoke"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -49,10 +50,10 @@ func decided(t *testing.T, names []string) (map[string][]byte, map[string]string
 			switch {
 			case len(csr.Status.Certificate) > 0:
 				signed[name] = csr.Status.Certificate
-			case condition(csr, certificatesv1.CertificateDenied) != nil:
-				refused[name] = condition(csr, certificatesv1.CertificateDenied).Reason
-			case condition(csr, certificatesv1.CertificateFailed) != nil:
-				refused[name] = condition(csr, certificatesv1.CertificateFailed).Reason
+			case ocmcsr.Condition(csr, certificatesv1.CertificateDenied) != nil:
+				refused[name] = ocmcsr.Condition(csr, certificatesv1.CertificateDenied).Reason
+			case ocmcsr.Condition(csr, certificatesv1.CertificateFailed) != nil:
+				refused[name] = ocmcsr.Condition(csr, certificatesv1.CertificateFailed).Reason
 			}
 		}
 		return len(signed)+len(refused) == len(names), nil
@@ -64,7 +65,7 @@ func decided(t *testing.T, names []string) (map[string][]byte, map[string]string
 func blocklisted(t *testing.T) map[string]bool {
 	t.Helper()
 	cm := &corev1.ConfigMap{}
-	must(t, env.Client.Get(context.Background(), types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
+	must.Succeed(t, env.Client.Get(context.Background(), types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
 	out := map[string]bool{}
 	for k := range cm.Data {
 		out[k] = true
@@ -75,7 +76,7 @@ func blocklisted(t *testing.T) map[string]bool {
 func fingerprint(t *testing.T, certPEM []byte) string {
 	t.Helper()
 	cert, err := issued.ParseCertificate(certPEM)
-	must(t, err)
+	must.Succeed(t, err)
 	return issued.BlocklistKey(cert.Raw)
 }
 
@@ -110,11 +111,11 @@ func TestCertificatesBoundedPerCluster(t *testing.T) {
 	// kube-controller-manager deletes CSRs an hour after they are decided: the record is all
 	// that is left, and it must hold every unexpired certificate.
 	for _, name := range names {
-		must(t, client.IgnoreNotFound(env.Client.Delete(ctx, &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: name}})))
+		must.Succeed(t, client.IgnoreNotFound(env.Client.Delete(ctx, &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: name}})))
 	}
 	o := &revoke.Options{RestConfig: env.Config, Reason: "flooded", PrincipalNamespace: caNamespace, Namespace: hubfixture.LeaderNamespace}
 	out := &bytes.Buffer{}
-	must(t, o.Revoke(ctx, "flood", out))
+	must.Succeed(t, o.Revoke(ctx, "flood", out))
 	t.Log(out.String())
 	blocked := blocklisted(t)
 	for name, cert := range signed {
@@ -151,7 +152,7 @@ func TestRevocationRacesSigning(t *testing.T) {
 		// Revoke while they are being decided: a little later each round.
 		time.Sleep(time.Duration(round) * 150 * time.Millisecond)
 		o := &revoke.Options{RestConfig: env.Config, Reason: "race", PrincipalNamespace: caNamespace, Namespace: hubfixture.LeaderNamespace}
-		must(t, o.Revoke(ctx, cluster, io.Discard))
+		must.Succeed(t, o.Revoke(ctx, cluster, io.Discard))
 		wg.Wait()
 		signed, refused := decided(t, names)
 		blocked := blocklisted(t)
@@ -161,7 +162,7 @@ func TestRevocationRacesSigning(t *testing.T) {
 			}
 		}
 		rec, err := issued.Load(ctx, env.Client, hubfixture.LeaderNamespace, cluster)
-		must(t, err)
+		must.Succeed(t, err)
 		if rec.Revocation == nil || len(rec.Certificates) != len(signed) {
 			t.Errorf("%s: record holds %d certificates (revoked: %v), %d were signed", cluster, len(rec.Certificates), rec.Revocation != nil, len(signed))
 		}
@@ -190,7 +191,7 @@ func TestForeignCSRsDoNotGrowTheManager(t *testing.T) {
 	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "victim", CAID: ca.ID(), Signer: "example.com/other",
 		Template: &x509.CertificateRequest{Subject: pkix.Name{CommonName: "victim"}, ExtraExtensions: []pkix.Extension{{
 			Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, Value: bytes.Repeat([]byte{'x'}, 3<<18)}}}})
-	must(t, err)
+	must.Succeed(t, err)
 	request := csr.Spec.Request
 	joinCluster(t, "hoarder", nil)
 	hoarder := clientAs(t, ocmcsr.AgentUsername("hoarder"))
@@ -203,7 +204,7 @@ func TestForeignCSRsDoNotGrowTheManager(t *testing.T) {
 		c.Labels = map[string]string{clusterv1.ClusterNameLabelKey: "hoarder"}
 		c.Spec = certificatesv1.CertificateSigningRequestSpec{SignerName: "example.com/other", Request: request,
 			Usages: []certificatesv1.KeyUsage{certificatesv1.UsageClientAuth}}
-		must(t, hoarder.Create(ctx, c))
+		must.Succeed(t, hoarder.Create(ctx, c))
 		names = append(names, c.Name)
 	}
 	t.Cleanup(func() {
@@ -224,12 +225,12 @@ func TestForeignCSRsDoNotGrowTheManager(t *testing.T) {
 		t.Fatalf("the manager's heap grew by %d MiB for %d MiB of CSRs it does not decide", growth>>20, filedBytes>>20)
 	}
 	// Its own signer's requests are cut to what is decided in the cache: a 1 MiB request is
-	// refused as too large, and costs the cache no more than policy.MaxRequestBytes.
+	// refused as too large, and costs the cache no more than certificates.MaxRequestBytes.
 	big, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "hoarder", CAID: ca.ID(), Template: &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: "hoarder"}, ExtraExtensions: []pkix.Extension{{
 			Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, Value: bytes.Repeat([]byte{'x'}, 1<<20)}}}})
-	must(t, err)
-	must(t, hoarder.Create(ctx, big))
+	must.Succeed(t, err)
+	must.Succeed(t, hoarder.Create(ctx, big))
 	names = append(names, big.Name)
 	if c := waitDenied(t, big.Name); c.Reason != string(policy.ReasonRequestTooLarge) {
 		t.Fatalf("a 1 MiB request of the add-on's signer denied %s (%s), want %s", c.Reason, c.Message, policy.ReasonRequestTooLarge)

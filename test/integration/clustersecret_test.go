@@ -30,6 +30,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -57,7 +58,7 @@ func tlsConfigOf(t *testing.T, s *corev1.Secret) (cert, key, ca []byte) {
 			CAData   []byte `json:"caData"`
 		} `json:"tlsClientConfig"`
 	}
-	must(t, json.Unmarshal(s.Data["config"], &cfg))
+	must.Succeed(t, json.Unmarshal(s.Data["config"], &cfg))
 	if c := cfg.TLSClientConfig; c.Insecure == nil || *c.Insecure {
 		t.Fatalf("tlsClientConfig.insecure = %v, want false written out, as upstream does", c.Insecure)
 	}
@@ -91,7 +92,7 @@ func clusterSecretReconciles(t *testing.T) float64 {
 	var n float64
 	for _, result := range []string{"success", "requeue", "requeue_after"} {
 		v, _, err := metrictext.Value(body, "controller_runtime_reconcile_total", map[string]string{"controller": "cluster-secret", "result": result})
-		must(t, err)
+		must.Succeed(t, err)
 		n += v
 	}
 	return n
@@ -102,11 +103,11 @@ func clusterSecretReconciles(t *testing.T) float64 {
 func secretWriteRequests(t *testing.T) float64 {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(env.Config)
-	must(t, err)
+	must.Succeed(t, err)
 	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	must(t, err)
+	must.Succeed(t, err)
 	samples, err := metrictext.Samples(string(raw), "apiserver_request_total")
-	must(t, err)
+	must.Succeed(t, err)
 	var n float64
 	for _, m := range samples {
 		if v := m.Labels["verb"]; m.Labels["resource"] == "secrets" && v != "GET" && v != "LIST" && v != "WATCH" {
@@ -122,7 +123,7 @@ func clusterSecretWrites(t *testing.T) float64 {
 	var n float64
 	for _, reason := range []string{clustersecret.ReasonIssued, clustersecret.ReasonUpdated, "Deleted"} {
 		v, _, err := metrictext.Value(body, "argocd_agent_addon_cluster_secret_writes_total", map[string]string{"reason": reason})
-		must(t, err)
+		must.Succeed(t, err)
 		n += v
 	}
 	return n
@@ -136,7 +137,7 @@ func clusterSecretWrites(t *testing.T) float64 {
 func TestClusterSecret(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "argo-live"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-a", "name": cluster, "env": "dev",
 		clustersecret.SecretTypeLabel: "repository", clustersecret.AgentNameLabel: "other"})
 
@@ -192,7 +193,7 @@ func TestClusterSecret(t *testing.T) {
 	})
 	time.Sleep(time.Second) // let any write the reconciles made reach the cache
 	after, err := clusterSecret(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	if after.ResourceVersion != s.ResourceVersion {
 		t.Errorf("the cluster secret was written in steady state: resourceVersion %s -> %s", s.ResourceVersion, after.ResourceVersion)
 	}
@@ -231,7 +232,7 @@ func TestClusterSecret(t *testing.T) {
 	waitForClusterSecret(t, cluster, "name label back", func(s *corev1.Secret) bool { return s.Labels["name"] == cluster })
 
 	// The add-on leaves the cluster: the secret goes.
-	must(t, env.Client.Delete(ctx, &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}))
+	must.Succeed(t, env.Client.Delete(ctx, &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: identity.AddonName}}))
 	waitForNoClusterSecret(t, cluster, "cluster secret deleted after the add-on left")
 }
 
@@ -243,7 +244,7 @@ func TestClusterSecret(t *testing.T) {
 func TestClusterSecretLeavesAdminLabels(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "argo-admin"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	setClusterLabels(t, cluster, map[string]string{clusterSetLabel: "set-a", "name": cluster})
 	s := waitForClusterSecret(t, cluster, "cluster secret with the cluster set label", func(s *corev1.Secret) bool {
 		return s.Labels[clusterSetLabel] == "set-a" && s.Labels["name"] == cluster
@@ -252,9 +253,9 @@ func TestClusterSecretLeavesAdminLabels(t *testing.T) {
 	// kubectl label --overwrite / kubectl annotate: a patch, field manager kubectl-label. The
 	// admin pins the cluster set label the add-on copies.
 	patch := fmt.Sprintf(`{"metadata":{"labels":{"team":"platform",%q:"pinned"},"annotations":{"example.com/note":"hands off"}}}`, clusterSetLabel)
-	must(t, env.Client.Patch(ctx, s, client.RawPatch(types.MergePatchType, []byte(patch)), client.FieldOwner("kubectl-label")))
+	must.Succeed(t, env.Client.Patch(ctx, s, client.RawPatch(types.MergePatchType, []byte(patch)), client.FieldOwner("kubectl-label")))
 	// kubectl apply --server-side: field manager kubectl.
-	must(t, env.Client.Apply(ctx, corev1ac.Secret(s.Name, s.Namespace).
+	must.Succeed(t, env.Client.Apply(ctx, corev1ac.Secret(s.Name, s.Namespace).
 		WithLabels(map[string]string{"example.com/tier": "gold"}).
 		WithAnnotations(map[string]string{"example.com/owner": "team-a"}), client.FieldOwner("kubectl")))
 	wantLabels := map[string]string{"team": "platform", clusterSetLabel: "pinned", "example.com/tier": "gold"}
@@ -272,7 +273,7 @@ func TestClusterSecretLeavesAdminLabels(t *testing.T) {
 			}
 		}
 		owned, err := corev1ac.ExtractSecret(s, clustersecret.FieldManager)
-		must(t, err)
+		must.Succeed(t, err)
 		for k := range wantLabels {
 			if _, ok := owned.Labels[k]; ok {
 				t.Errorf("%s: the add-on took over the admin's label %s", when, k)
@@ -310,14 +311,14 @@ func TestClusterSecretLeavesAdminLabels(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	after, err := clusterSecret(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	if after.ResourceVersion != s.ResourceVersion {
 		t.Errorf("the cluster secret was written with nothing changed: resourceVersion %s -> %s", s.ResourceVersion, after.ResourceVersion)
 	}
 
 	// The admin removes the pin: the cluster's label is copied again.
 	unpin := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, clusterSetLabel)
-	must(t, env.Client.Patch(ctx, after, client.RawPatch(types.MergePatchType, []byte(unpin)), client.FieldOwner("kubectl-label")))
+	must.Succeed(t, env.Client.Patch(ctx, after, client.RawPatch(types.MergePatchType, []byte(unpin)), client.FieldOwner("kubectl-label")))
 	delete(wantLabels, clusterSetLabel)
 	s = waitForClusterSecret(t, cluster, "the cluster's set label back after the admin removed the pin", func(s *corev1.Secret) bool {
 		return s.Labels[clusterSetLabel] == "set-b"
@@ -337,32 +338,32 @@ func TestClusterSecretAdoptRenewRevoke(t *testing.T) {
 	now := time.Now()
 	lifetime := 45 * time.Second
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	must(t, err)
+	must.Succeed(t, err)
 	certPEM, err := ca.Sign(&x509.CertificateRequest{Subject: pkix.Name{CommonName: cluster, Organization: []string{"DO NOT USE IN PRODUCTION"}}, PublicKey: key.Public()}, lifetime, now)
-	must(t, err)
+	must.Succeed(t, err)
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	renewAt, err := clustersecret.Check(ca, cluster, clustersecret.Credentials{CertPEM: certPEM, KeyPEM: keyPEM}, now)
-	must(t, err)
+	must.Succeed(t, err)
 	cert, err := ca.Verify(certPEM, now)
-	must(t, err)
+	must.Succeed(t, err)
 	t.Logf("agentctl certificate renewal due at +%s, expires at +%s", renewAt.Sub(now).Round(time.Second), cert.NotAfter.Sub(now).Round(time.Second))
 	config, err := json.Marshal(map[string]any{"tlsClientConfig": map[string]any{"insecure": false, "certData": certPEM, "keyData": keyPEM, "caData": ca.BundlePEM()}})
-	must(t, err)
+	must.Succeed(t, err)
 	made := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: caNamespace, Name: clustersecret.Name(cluster),
 			Labels:      map[string]string{"team": "a", clustersecret.AgentNameLabel: cluster, clustersecret.SecretTypeLabel: "cluster"},
 			Annotations: map[string]string{"argocd.argoproj.io/skip-reconcile": "true", "managed-by": "argocd-agent"}},
 		Data: map[string][]byte{"name": []byte(cluster), "server": []byte("https://argocd-agent-resource-proxy:9090?agentName=" + cluster), "config": config},
 	}
-	must(t, env.Client.Create(ctx, made, client.FieldOwner("argocd-agentctl")))
+	must.Succeed(t, env.Client.Create(ctx, made, client.FieldOwner("argocd-agentctl")))
 
 	// A secret named like the cluster secret of another cluster, but no agent's.
 	const foreignCluster = "argo-foreign"
 	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: caNamespace, Name: clustersecret.Name(foreignCluster)}, Data: map[string][]byte{"x": []byte("y")}}
-	must(t, env.Client.Create(ctx, foreign))
+	must.Succeed(t, env.Client.Create(ctx, foreign))
 
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
-	joinCluster(t, foreignCluster, newADC(foreignCluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, foreignCluster, hubfixture.NewADC(foreignCluster, "principalAddress", "principal.example.com"))
 	s := waitForClusterSecret(t, cluster, "adopted", func(s *corev1.Secret) bool { return s.Labels[clustersecret.ManagedLabel] == "true" })
 	if got, _, _ := tlsConfigOf(t, s); !bytes.Equal(got, certPEM) {
 		t.Fatalf("adoption replaced a valid certificate")
@@ -390,20 +391,20 @@ func TestClusterSecretAdoptRenewRevoke(t *testing.T) {
 
 	// The foreign secret is untouched.
 	got := &corev1.Secret{}
-	must(t, env.Client.Get(ctx, client.ObjectKeyFromObject(foreign), got))
+	must.Succeed(t, env.Client.Get(ctx, client.ObjectKeyFromObject(foreign), got))
 	if got.ResourceVersion != foreign.ResourceVersion || len(got.Labels) > 0 {
 		t.Errorf("a secret that is no agent's was changed: labels %v", got.Labels)
 	}
 
 	// revoke: the secret goes and does not come back.
 	o := &revoke.Options{RestConfig: env.Config, Reason: "test", PrincipalNamespace: caNamespace, Namespace: hubfixture.LeaderNamespace}
-	must(t, o.Revoke(ctx, cluster, &bytes.Buffer{}))
+	must.Succeed(t, o.Revoke(ctx, cluster, &bytes.Buffer{}))
 	waitForNoClusterSecret(t, cluster, "cluster secret deleted on revoke")
 	time.Sleep(2 * time.Second)
 	if s, err := clusterSecret(ctx, cluster); err != nil || s != nil {
 		t.Errorf("the cluster secret came back after revoke (%v)", err)
 	}
-	must(t, o.Unrevoke(ctx, cluster, &bytes.Buffer{}))
+	must.Succeed(t, o.Unrevoke(ctx, cluster, &bytes.Buffer{}))
 	waitForClusterSecret(t, cluster, "cluster secret back after unrevoke", func(*corev1.Secret) bool { return true })
 }
 
@@ -411,7 +412,7 @@ func setClusterLabels(t *testing.T, cluster string, labels map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	mc := &clusterv1.ManagedCluster{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Name: cluster}, mc))
 	patch := client.MergeFrom(mc.DeepCopy())
 	if mc.Labels == nil {
 		mc.Labels = map[string]string{}
@@ -419,12 +420,12 @@ func setClusterLabels(t *testing.T, cluster string, labels map[string]string) {
 	for k, v := range labels {
 		mc.Labels[k] = v
 	}
-	must(t, env.Client.Patch(ctx, mc, patch))
+	must.Succeed(t, env.Client.Patch(ctx, mc, patch))
 }
 
 // touch sets an annotation on obj that nothing reads, to make its watchers reconcile.
 func touch(t *testing.T, obj client.Object, key string) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{"test.argocd-agent-addon/%s":%q}}}`, strings.ToLower(key), time.Now().Format(time.RFC3339Nano))
-	must(t, env.Client.Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, []byte(patch))))
+	must.Succeed(t, env.Client.Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, []byte(patch))))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -33,7 +34,7 @@ const (
 // back to Manual, as the fixture has it).
 func setPlacements(t *testing.T, ctx context.Context, placements ...addonv1beta1.PlacementRef) {
 	t.Helper()
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cma := &addonv1beta1.ClusterManagementAddOn{}
 		if err := env.Client.Get(ctx, types.NamespacedName{Name: identity.AddonName}, cma); err != nil {
 			return err
@@ -57,7 +58,7 @@ func decide(t *testing.T, ctx context.Context, placement addonv1beta1.PlacementR
 	if err := env.Client.Create(ctx, d); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
 			return err
 		}
@@ -104,7 +105,7 @@ func waitSecretIn(t *testing.T, cluster, namespace, server string) {
 func TestClusterSecretGroups(t *testing.T) {
 	ctx := context.Background()
 	const cluster = "grouped"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	t.Cleanup(func() { setPlacements(t, context.Background()) })
 	defaultServer := clustersecret.ServerURL(clustersecret.DefaultResourceProxyAddress, cluster)
 	groupServer := clustersecret.ServerURL(groupResourceProxy, cluster)
@@ -112,7 +113,7 @@ func TestClusterSecretGroups(t *testing.T) {
 	// A Manual add-on, no Placement: the default namespace.
 	waitSecretIn(t, cluster, caNamespace, defaultServer)
 	first, err := clusterSecret(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	cert, _, _ := tlsConfigOf(t, first)
 
 	fleet := addonv1beta1.PlacementRef{Namespace: hubfixture.ConfigNamespace, Name: "fleet"}
@@ -123,7 +124,7 @@ func TestClusterSecretGroups(t *testing.T) {
 	decide(t, ctx, groupPlacement, cluster)
 	waitSecretIn(t, cluster, groupNamespace, groupServer)
 	moved := &corev1.Secret{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: groupNamespace, Name: clustersecret.Name(cluster)}, moved))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: groupNamespace, Name: clustersecret.Name(cluster)}, moved))
 	if movedCert, _, _ := tlsConfigOf(t, moved); string(movedCert) != string(cert) {
 		t.Error("the moved secret has a new client certificate; the CA every principal trusts signed the first")
 	}
@@ -133,7 +134,7 @@ func TestClusterSecretGroups(t *testing.T) {
 	decide(t, ctx, groupPlacement)
 	time.Sleep(3 * time.Second)
 	got, err := secretsIn(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	if len(got) != 1 || got[groupNamespace] != groupServer {
 		t.Errorf("a cluster no Placement holds: secrets %v, want it left in %s", got, groupNamespace)
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
@@ -62,9 +63,9 @@ func clientAs(t *testing.T, user string) client.Client {
 	}
 	// The groups OCM gives a cluster's agent, and system:masters for the rights to file CSRs.
 	cfg, err := env.AddUser(user, append(ocmcsr.AgentGroupsOf(user), "system:masters")...)
-	must(t, err)
+	must.Succeed(t, err)
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	must(t, err)
+	must.Succeed(t, err)
 	userClients[user] = c
 	return c
 }
@@ -76,8 +77,8 @@ func fileCSR(t *testing.T, user string, r ocmcsr.Request) string {
 		r.CAID = currentCA(t).ID()
 	}
 	csr, _, err := ocmcsr.New(r)
-	must(t, err)
-	must(t, clientAs(t, user).Create(context.Background(), csr))
+	must.Succeed(t, err)
+	must.Succeed(t, clientAs(t, user).Create(context.Background(), csr))
 	return csr.Name
 }
 
@@ -93,26 +94,17 @@ func waitDenied(t *testing.T, name string) *certificatesv1.CertificateSigningReq
 	poll.Until(t, 30*time.Second, "CSR "+name+" denied", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
 		if err == nil {
-			c = condition(csr, certificatesv1.CertificateDenied)
+			c = ocmcsr.Condition(csr, certificatesv1.CertificateDenied)
 		}
 		return c != nil, err
 	})
 	return c
 }
 
-func condition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
-	for i := range csr.Status.Conditions {
-		if csr.Status.Conditions[i].Type == t {
-			return &csr.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
 func currentCA(t *testing.T) *authority.CA {
 	t.Helper()
 	ca, err := authority.Parse(caCertPEM, caKeyPEM, time.Now())
-	must(t, err)
+	must.Succeed(t, err)
 	return ca
 }
 
@@ -127,7 +119,7 @@ func TestAgentCSRSigned(t *testing.T) {
 		csr, err = getCSR(ctx, name)
 		return err == nil && len(csr.Status.Certificate) > 0, err
 	})
-	if c := condition(csr, certificatesv1.CertificateApproved); c == nil || c.Reason != approver.ReasonApproved {
+	if c := ocmcsr.Condition(csr, certificatesv1.CertificateApproved); c == nil || c.Reason != approver.ReasonApproved {
 		t.Fatalf("approved condition %+v", c)
 	}
 	cert, err := currentCA(t).Verify(csr.Status.Certificate, time.Now())
@@ -170,26 +162,26 @@ func TestBadCSRsRefused(t *testing.T) {
 	joinCluster(t, "vic", nil) // prefix of "victim": its agent must not pass as victim's
 	notAccepted := &clusterv1.ManagedCluster{}
 	joinCluster(t, "pending", nil)
-	must(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "pending"}, notAccepted))
+	must.Succeed(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "pending"}, notAccepted))
 	notAccepted.Spec.HubAcceptsClient = false
-	must(t, env.Client.Update(context.Background(), notAccepted))
+	must.Succeed(t, env.Client.Update(context.Background(), notAccepted))
 
 	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
-	must(t, err)
+	must.Succeed(t, err)
 	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	must(t, err)
+	must.Succeed(t, err)
 	_, ed, err := ed25519.GenerateKey(rand.Reader)
-	must(t, err)
+	must.Succeed(t, err)
 	// A cluster being deleted: a finalizer keeps it in that state.
 	joinCluster(t, "leaving", nil)
 	leaving := &clusterv1.ManagedCluster{}
-	must(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "leaving"}, leaving))
+	must.Succeed(t, env.Client.Get(context.Background(), types.NamespacedName{Name: "leaving"}, leaving))
 	leaving.Finalizers = append(leaving.Finalizers, "test.argocd-agent-addon/hold")
-	must(t, env.Client.Update(context.Background(), leaving))
-	must(t, env.Client.Delete(context.Background(), leaving))
+	must.Succeed(t, env.Client.Update(context.Background(), leaving))
+	must.Succeed(t, env.Client.Delete(context.Background(), leaving))
 	// Accepted, but the add-on is not installed on it: the hub never enrolled it.
 	joinCluster(t, "unenrolled", nil)
-	must(t, env.Client.Delete(context.Background(), &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "unenrolled", Name: identity.AddonName}}))
+	must.Succeed(t, env.Client.Delete(context.Background(), &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "unenrolled", Name: identity.AddonName}}))
 	poll.Until(t, 30*time.Second, "add-on of unenrolled removed", func(ctx context.Context) (bool, error) {
 		err := env.Client.Get(ctx, types.NamespacedName{Namespace: "unenrolled", Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -200,9 +192,9 @@ func TestBadCSRsRefused(t *testing.T) {
 	caTrue, err := asn1.Marshal(struct {
 		IsCA bool `asn1:"optional"`
 	}{true})
-	must(t, err)
+	must.Succeed(t, err)
 	spiffe, err := url.Parse("spiffe://hub/ns/argocd/sa/argocd-agent-principal")
-	must(t, err)
+	must.Succeed(t, err)
 	// The OU naming the signing CA: every subject below has it unless the case is about the OU,
 	// so each is refused for the reason it tests.
 	victimOU := []string{identity.CAUnit(currentCA(t).ID())}
@@ -212,13 +204,13 @@ func TestBadCSRsRefused(t *testing.T) {
 	tenYears := int32(10 * 365 * 24 * 3600)
 	weekAndHour := int32((7*24 + 1) * 3600)
 	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)
-	must(t, err)
+	must.Succeed(t, err)
 	rsa2047, err := rsa.GenerateKey(rand.Reader, 2047)
-	must(t, err)
+	must.Succeed(t, err)
 	p521, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-	must(t, err)
+	must.Succeed(t, err)
 	serverAuthEKU, err := asn1.Marshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}})
-	must(t, err)
+	must.Succeed(t, err)
 	// OCM's gRPC server files CSRs as itself and names the agent in the csr-user annotation.
 	grpcServer := manager.DefaultGRPCServerUsername
 	victimAgent := ocmcsr.AgentUsername("victim")
@@ -332,12 +324,12 @@ func TestBadCSRsRefused(t *testing.T) {
 			poll.Until(t, 30*time.Second, "CSR denied", func(ctx context.Context) (bool, error) {
 				var err error
 				csr, err = getCSR(ctx, name)
-				return err == nil && condition(csr, certificatesv1.CertificateDenied) != nil, err
+				return err == nil && ocmcsr.Condition(csr, certificatesv1.CertificateDenied) != nil, err
 			})
-			if c := condition(csr, certificatesv1.CertificateDenied); c.Reason != string(tc.reason) || c.Message == "" {
+			if c := ocmcsr.Condition(csr, certificatesv1.CertificateDenied); c.Reason != string(tc.reason) || c.Message == "" {
 				t.Errorf("denied with %q (%s), want %q", c.Reason, c.Message, tc.reason)
 			}
-			if condition(csr, certificatesv1.CertificateApproved) != nil || len(csr.Status.Certificate) > 0 {
+			if ocmcsr.Condition(csr, certificatesv1.CertificateApproved) != nil || len(csr.Status.Certificate) > 0 {
 				t.Error("bad CSR approved or signed")
 			}
 			waitForEvent(t, name, string(tc.reason))
@@ -347,12 +339,12 @@ func TestBadCSRsRefused(t *testing.T) {
 		// Filed before the cases above were all decided: had the manager seen it, it would
 		// have been decided by now too.
 		csr, err := getCSR(context.Background(), wrongSigner)
-		must(t, err)
+		must.Succeed(t, err)
 		if len(csr.Status.Conditions) > 0 || len(csr.Status.Certificate) > 0 {
 			t.Fatalf("CSR for another signer was decided or signed: %+v", csr.Status)
 		}
 		events := &eventsv1.EventList{}
-		must(t, env.Client.List(context.Background(), events))
+		must.Succeed(t, env.Client.List(context.Background(), events))
 		for _, e := range events.Items {
 			if e.Regarding.Name == wrongSigner {
 				t.Errorf("the manager acted on a CSR for another signer: event %s %q", e.Reason, e.Note)
@@ -376,36 +368,36 @@ func TestSignerRechecksApprovedCSRs(t *testing.T) {
 	joinCluster(t, "recheck", nil)
 	ctx := context.Background()
 	// Hold signing back by removing the CA, so the CSR waits approved but unsigned.
-	must(t, env.Client.Delete(ctx, caSecret()))
-	defer func() { must(t, env.Client.Create(ctx, caSecret())) }()
+	must.Succeed(t, env.Client.Delete(ctx, caSecret()))
+	defer func() { must.Succeed(t, env.Client.Create(ctx, caSecret())) }()
 	name := fileCSR(t, ocmcsr.AgentUsername("recheck"), ocmcsr.Request{Cluster: "recheck"})
 	// Without a CA the add-on decides nothing; approve it as any holder of the approve right
 	// could, which is what the signer must not trust blindly.
 	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	csr, err := getCSR(ctx, name)
-	must(t, err)
+	must.Succeed(t, err)
 	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByAnotherApprover", LastUpdateTime: metav1.Now()})
-	must(t, env.Client.SubResource("approval").Update(ctx, csr))
+	must.Succeed(t, env.Client.SubResource("approval").Update(ctx, csr))
 	waitForEventOf(t, name, certificates.ReasonCAUnavailable, "Sign")
 	cluster := &clusterv1.ManagedCluster{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "recheck"}, cluster))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Name: "recheck"}, cluster))
 	cluster.Spec.HubAcceptsClient = false
-	must(t, env.Client.Update(ctx, cluster))
-	must(t, env.Client.Create(ctx, caSecret()))
+	must.Succeed(t, env.Client.Update(ctx, cluster))
+	must.Succeed(t, env.Client.Create(ctx, caSecret()))
 	poll.Until(t, 30*time.Second, "approved CSR marked Failed", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
-		return err == nil && condition(csr, certificatesv1.CertificateFailed) != nil, err
+		return err == nil && ocmcsr.Condition(csr, certificatesv1.CertificateFailed) != nil, err
 	})
 	csr, err = getCSR(ctx, name)
-	must(t, err)
-	if c := condition(csr, certificatesv1.CertificateFailed); c.Reason != string(policy.ReasonClusterNotAccepted) {
+	must.Succeed(t, err)
+	if c := ocmcsr.Condition(csr, certificatesv1.CertificateFailed); c.Reason != string(policy.ReasonClusterNotAccepted) {
 		t.Fatalf("failed with %q, want %q", c.Reason, policy.ReasonClusterNotAccepted)
 	}
 	if len(csr.Status.Certificate) > 0 {
 		t.Fatal("signed for a cluster the hub no longer accepts")
 	}
-	must(t, env.Client.Delete(ctx, caSecret())) // the deferred create restores it
+	must.Succeed(t, env.Client.Delete(ctx, caSecret())) // the deferred create restores it
 }
 
 // With the CA secret missing nothing is decided (the expected subject names the CA) and nothing
@@ -422,18 +414,18 @@ func TestSigningWaitsForCA(t *testing.T) {
 	}
 	// A broken CA secret (key of another CA) is not used either.
 	_, otherKey, err := testca.New("other-ca", time.Hour)
-	must(t, err)
+	must.Succeed(t, err)
 	broken := caSecret()
 	broken.Data[corev1.TLSPrivateKeyKey] = otherKey
-	must(t, env.Client.Create(ctx, broken))
+	must.Succeed(t, env.Client.Create(ctx, broken))
 	time.Sleep(2 * time.Second)
 	if csr, _ := getCSR(ctx, name); !certificates.Pending(csr) || len(csr.Status.Certificate) > 0 {
 		t.Fatal("decided or signed with a CA whose key does not match")
 	}
 	fixed := &corev1.Secret{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: caName}, fixed))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: caName}, fixed))
 	fixed.Data[corev1.TLSPrivateKeyKey] = caKeyPEM
-	must(t, env.Client.Update(ctx, fixed))
+	must.Succeed(t, env.Client.Update(ctx, fixed))
 	restored()
 	// Well before the one-minute retry: the CA secret watch resumes approval and signing.
 	poll.Until(t, 20*time.Second, "signing resumed after the CA was fixed", func(ctx context.Context) (bool, error) {
@@ -450,7 +442,7 @@ func TestSigningWaitsForCA(t *testing.T) {
 // puts it back.
 func withoutCA(t *testing.T) (restored func()) {
 	t.Helper()
-	must(t, env.Client.Delete(context.Background(), caSecret()))
+	must.Succeed(t, env.Client.Delete(context.Background(), caSecret()))
 	done := false
 	t.Cleanup(func() {
 		if !done {
@@ -486,10 +478,10 @@ func waitForEventOf(t *testing.T, csrName, reason, action string) {
 func scrapeMetrics(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
-	must(t, err)
+	must.Succeed(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	must(t, err)
+	must.Succeed(t, err)
 	return string(b)
 }
 
@@ -500,20 +492,20 @@ func TestReplayedKeyRefused(t *testing.T) {
 	joinCluster(t, "replay", nil)
 	agent := ocmcsr.AgentUsername("replay")
 	csr, _, err := ocmcsr.New(ocmcsr.Request{Cluster: "replay", CAID: currentCA(t).ID()})
-	must(t, err)
+	must.Succeed(t, err)
 	replayed := csr.DeepCopy()
-	must(t, clientAs(t, agent).Create(context.Background(), csr))
+	must.Succeed(t, clientAs(t, agent).Create(context.Background(), csr))
 	poll.Until(t, 30*time.Second, "first request signed", func(ctx context.Context) (bool, error) {
 		got, err := getCSR(ctx, csr.Name)
 		return err == nil && len(got.Status.Certificate) > 0, err
 	})
-	must(t, clientAs(t, agent).Create(context.Background(), replayed))
+	must.Succeed(t, clientAs(t, agent).Create(context.Background(), replayed))
 	poll.Until(t, 30*time.Second, "replayed request denied", func(ctx context.Context) (bool, error) {
 		got, err := getCSR(ctx, replayed.Name)
 		if err != nil {
 			return false, err
 		}
-		c := condition(got, certificatesv1.CertificateDenied)
+		c := ocmcsr.Condition(got, certificatesv1.CertificateDenied)
 		return c != nil && c.Reason == string(policy.ReasonDuplicateKey) && len(got.Status.Certificate) == 0, nil
 	})
 	// A fresh key from the same agent is still fine.
@@ -536,19 +528,19 @@ func TestRecordedCertificateReused(t *testing.T) {
 	name := fileCSR(t, ocmcsr.AgentUsername("reused"), ocmcsr.Request{Cluster: "reused"})
 	waitForEvent(t, name, certificates.ReasonCAUnavailable)
 	csr, err := getCSR(ctx, name)
-	must(t, err)
+	must.Succeed(t, err)
 	block, _ := pem.Decode(csr.Spec.Request)
 	if block == nil {
 		t.Fatal("CSR request is not PEM")
 	}
 	req, err := x509.ParseCertificateRequest(block.Bytes)
-	must(t, err)
+	must.Succeed(t, err)
 	ca := currentCA(t)
 	now := time.Now()
 	left, err := ca.Sign(req, time.Hour, now)
-	must(t, err)
+	must.Succeed(t, err)
 	leftCert, err := issued.ParseCertificate(left)
-	must(t, err)
+	must.Succeed(t, err)
 	entry := issued.Of(leftCert, ca.ID())
 	entry.CSR, entry.PEM = csr.UID, string(left)
 	// As the signer records it: with the key, which no other CSR may have certified again.
@@ -556,9 +548,9 @@ func TestRecordedCertificateReused(t *testing.T) {
 		r.Issue(entry, issued.KeyOf(req.RawSubjectPublicKeyInfo), now)
 		return nil
 	})
-	must(t, err)
+	must.Succeed(t, err)
 
-	must(t, env.Client.Create(ctx, caSecret()))
+	must.Succeed(t, env.Client.Create(ctx, caSecret()))
 	restored()
 	poll.Until(t, 20*time.Second, "CSR signed after the CA came back", func(ctx context.Context) (bool, error) {
 		csr, err = getCSR(ctx, name)
@@ -568,7 +560,7 @@ func TestRecordedCertificateReused(t *testing.T) {
 		t.Fatal("the CSR got a new certificate, not the one recorded for it: it was signed twice")
 	}
 	recorded, err := issued.Load(ctx, env.Client, hubfixture.LeaderNamespace, "reused")
-	must(t, err)
+	must.Succeed(t, err)
 	if len(recorded.Certificates) != 1 || recorded.Certificates[0].Fingerprint != entry.Fingerprint {
 		t.Fatalf("record %+v, want only the certificate on the CSR", recorded.Certificates)
 	}

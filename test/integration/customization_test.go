@@ -22,6 +22,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -29,12 +30,12 @@ import (
 func setCustomization(t *testing.T, name, spec string) *unstructured.Unstructured {
 	t.Helper()
 	u := &unstructured.Unstructured{}
-	must(t, yaml.Unmarshal([]byte(spec), &u.Object))
+	must.Succeed(t, yaml.Unmarshal([]byte(spec), &u.Object))
 	u.Object = map[string]any{"spec": u.Object}
 	u.SetGroupVersionKind(customization.GVK)
 	u.SetNamespace(configNamespace)
 	u.SetName(name)
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		have := &unstructured.Unstructured{}
 		have.SetGroupVersionKind(customization.GVK)
 		err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: configNamespace, Name: name}, have)
@@ -80,9 +81,9 @@ extraObjects:
 // fixed one is delivered again.
 func TestAgentCustomization(t *testing.T) {
 	const cluster = "custom"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	setCustomization(t, cluster, sidecarSpec)
-	must(t, hubfixture.UseConfig(context.Background(), env.Client, cluster, customization.Group, customization.Resource, configNamespace, cluster))
+	must.Succeed(t, hubfixture.UseConfig(context.Background(), env.Client, cluster, customization.Group, customization.Resource, configNamespace, cluster))
 
 	poll.Until(t, 30*time.Second, "customised ManifestWork", func(ctx context.Context) (bool, error) {
 		_, o, err := workObjects(ctx, cluster)
@@ -93,7 +94,7 @@ func TestAgentCustomization(t *testing.T) {
 		return slices.ContainsFunc(d.Spec.Template.Spec.Containers, func(c corev1.Container) bool { return c.Name == "log-shipper" }), nil
 	})
 	_, good, err := workObjects(context.Background(), cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	// The extra object carries the add-on's marker, and the customisation's name.
 	np := good["NetworkPolicy/argocd-agent-addon-egress"]
 	if np.GetLabels()[customization.ExtraObjectLabel] != "true" ||
@@ -125,12 +126,12 @@ func TestAgentCustomization(t *testing.T) {
 	dir := t.TempDir()
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(customization.GVK)
-	must(t, env.Client.Get(context.Background(), types.NamespacedName{Namespace: configNamespace, Name: cluster}, u))
+	must.Succeed(t, env.Client.Get(context.Background(), types.NamespacedName{Namespace: configNamespace, Name: cluster}, u))
 	u.SetManagedFields(nil)
 	b, err := yaml.Marshal(u.Object)
-	must(t, err)
+	must.Succeed(t, err)
 	customFile := filepath.Join(dir, "customization.yaml")
-	must(t, os.WriteFile(customFile, b, 0o600))
+	must.Succeed(t, os.WriteFile(customFile, b, 0o600))
 	assertRenderMatches(t, cluster, cluster, customFile)
 
 	// Refused: the agent's credentials may not be changed.
@@ -156,7 +157,7 @@ func TestAgentCustomization(t *testing.T) {
 	})
 	time.Sleep(3 * time.Second) // give the manager time to (wrongly) change the work
 	_, after, err := workObjects(context.Background(), cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	agent := func(objs map[string]*unstructured.Unstructured) corev1.Container {
 		spec := deploymentOf(t, objs).Spec.Template.Spec
 		i := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
@@ -191,7 +192,7 @@ extraObjects:
 // the real API server and reaches a cluster's ManifestWork.
 func TestDocumentedCustomizations(t *testing.T) {
 	const cluster = "custom-docs"
-	joinCluster(t, cluster, newADC(cluster, "principalAddress", "principal.example.com"))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster, "principalAddress", "principal.example.com"))
 	for _, tc := range []struct{ file, want string }{
 		{"agentcustomization-service-mesh.yaml", `"sidecar.istio.io/inject":"false"`},
 		{"agentcustomization-metrics.yaml", `"prometheus.io/scrape":"true"`},
@@ -202,12 +203,12 @@ func TestDocumentedCustomizations(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join("..", "..", "docs", "examples", tc.file))
-			must(t, err)
+			must.Succeed(t, err)
 			u := &unstructured.Unstructured{}
-			must(t, yaml.Unmarshal(data, &u.Object))
+			must.Succeed(t, yaml.Unmarshal(data, &u.Object))
 			u.SetNamespace(configNamespace)
-			must(t, env.Client.Create(context.Background(), u))
-			must(t, hubfixture.UseConfig(context.Background(), env.Client, cluster, customization.Group, customization.Resource, configNamespace, u.GetName()))
+			must.Succeed(t, env.Client.Create(context.Background(), u))
+			must.Succeed(t, hubfixture.UseConfig(context.Background(), env.Client, cluster, customization.Group, customization.Resource, configNamespace, u.GetName()))
 			poll.Until(t, 30*time.Second, "the example in the ManifestWork", func(ctx context.Context) (bool, error) {
 				mw, _, err := workObjects(ctx, cluster)
 				if err != nil || mw == nil {

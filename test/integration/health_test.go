@@ -13,6 +13,8 @@ import (
 	workv1 "open-cluster-management.io/api/work/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 )
 
 // The add-on's Available condition follows the agent Deployment's readiness, which the agent's
@@ -20,13 +22,13 @@ import (
 // reports the Deployment's status feedback as the OCM work agent would (test/e2e runs the real
 // one); what is proven is the add-on's prober wiring on a real API server.
 func TestAvailabilityFollowsAgentDeployment(t *testing.T) {
-	joinCluster(t, "health", newADC("health", "principalAddress", "principal.example.com"))
+	joinCluster(t, "health", hubfixture.NewADC("health", "principalAddress", "principal.example.com"))
 	poll.Until(t, 30*time.Second, "ManifestWork", func(ctx context.Context) (bool, error) {
 		mw, _, err := workObjects(ctx, "health")
 		return mw != nil, err
 	})
 	report := func(ready int64) {
-		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			mw := &workv1.ManifestWork{}
 			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: "health", Name: workName}, mw); err != nil {
 				return err

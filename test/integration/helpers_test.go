@@ -19,6 +19,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/podstart"
 )
 
@@ -31,18 +32,14 @@ const (
 func joinCluster(t *testing.T, name string, adc *addonv1beta1.AddOnDeploymentConfig) {
 	t.Helper()
 	if adc != nil {
-		must(t, env.Client.Create(context.Background(), adc))
+		must.Succeed(t, env.Client.Create(context.Background(), adc))
 	}
-	must(t, hub.JoinCluster(context.Background(), name, adc))
-}
-
-func newADC(name string, vars ...string) *addonv1beta1.AddOnDeploymentConfig {
-	return hubfixture.NewADC(name, vars...)
+	must.Succeed(t, hub.JoinCluster(context.Background(), name, adc))
 }
 
 func setVariable(t *testing.T, adcName, name, value string) {
 	t.Helper()
-	must(t, hubfixture.SetVariable(context.Background(), env.Client, types.NamespacedName{Namespace: configNamespace, Name: adcName}, name, value))
+	must.Succeed(t, hubfixture.SetVariable(context.Background(), env.Client, types.NamespacedName{Namespace: configNamespace, Name: adcName}, name, value))
 }
 
 // workObjects returns the cluster's ManifestWork (nil if absent) and its manifests by kind/name.
@@ -83,7 +80,7 @@ func deploymentOf(t *testing.T, objs map[string]*unstructured.Unstructured) *app
 	}
 	d := &appsv1.Deployment{}
 	b, _ := json.Marshal(u.Object)
-	must(t, json.Unmarshal(b, d))
+	must.Succeed(t, json.Unmarshal(b, d))
 	return d
 }
 
@@ -99,13 +96,6 @@ func addonCondition(ctx context.Context, cluster, condType string) (*metav1.Cond
 	return c, nil
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // podStartsFrom applies kubelet's start rules to the agent pod template of one delivered work
 // against the ConfigMap and CA Secret of another (see package podstart).
 func podStartsFrom(t *testing.T, pod, objects map[string]*unstructured.Unstructured) error {
@@ -116,7 +106,7 @@ func podStartsFrom(t *testing.T, pod, objects map[string]*unstructured.Unstructu
 		if !ok {
 			t.Fatalf("no %s in the ManifestWork", key)
 		}
-		must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into))
+		must.Succeed(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into))
 	}
 	return podstart.Check(deploymentOf(t, pod).Spec.Template.Spec, podstart.Objects{
 		ConfigMaps: map[string]*corev1.ConfigMap{cm.Name: cm},

@@ -23,6 +23,7 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -34,7 +35,7 @@ import (
 func TestHubPKI(t *testing.T) {
 	ctx := context.Background()
 	const ns = "pki-test"
-	must(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must.Succeed(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	principalSvc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "argocd-agent-principal"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "p"},
@@ -44,11 +45,11 @@ func TestHubPKI(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "argocd-agent-resource-proxy"},
 		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "p"}, Ports: []corev1.ServicePort{{Port: 9090}}},
 	}
-	must(t, env.Client.Create(ctx, principalSvc))
-	must(t, env.Client.Create(ctx, proxySvc))
+	must.Succeed(t, env.Client.Create(ctx, principalSvc))
+	must.Succeed(t, env.Client.Create(ctx, proxySvc))
 	setIngress := func(ip string) {
 		principalSvc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
-		must(t, env.Client.Status().Update(ctx, principalSvc))
+		must.Succeed(t, env.Client.Status().Update(ctx, principalSvc))
 	}
 	setIngress("203.0.113.7")
 	deploy := &appsv1.Deployment{
@@ -57,10 +58,10 @@ func TestHubPKI(t *testing.T) {
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "p"}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "principal", Image: "principal:test"}}}}},
 	}
-	must(t, env.Client.Create(ctx, deploy))
+	must.Succeed(t, env.Client.Create(ctx, deploy))
 
 	cs, err := kubernetes.NewForConfig(env.Config)
-	must(t, err)
+	must.Succeed(t, err)
 	caKey := types.NamespacedName{Namespace: ns, Name: "argocd-agent-ca"}
 	r := &hubpki.Reconciler{
 		Client: env.Client, APIReader: env.Client, Secrets: cs.CoreV1(), CA: authority.NewSecretSource(env.Client, caKey),
@@ -72,19 +73,19 @@ func TestHubPKI(t *testing.T) {
 	reconcile := func() ctrl.Result {
 		t.Helper()
 		res, err := r.Reconcile(ctx, ctrl.Request{})
-		must(t, err)
+		must.Succeed(t, err)
 		return res
 	}
 	get := func(name string) *corev1.Secret {
 		t.Helper()
 		s := &corev1.Secret{}
-		must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s))
+		must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s))
 		return s
 	}
 	rollDigest := func() string {
 		t.Helper()
 		d := &appsv1.Deployment{}
-		must(t, env.Client.Get(ctx, client.ObjectKeyFromObject(deploy), d))
+		must.Succeed(t, env.Client.Get(ctx, client.ObjectKeyFromObject(deploy), d))
 		return d.Spec.Template.Annotations[hubpki.RollAnnotation]
 	}
 
@@ -95,7 +96,7 @@ func TestHubPKI(t *testing.T) {
 		t.Fatalf("CA secret type %q, want kubernetes.io/tls as argocd-agentctl pki init writes it", caSecret.Type)
 	}
 	ca, err := authority.Parse(caSecret.Data[corev1.TLSCertKey], caSecret.Data[corev1.TLSPrivateKeyKey], time.Now())
-	must(t, err)
+	must.Succeed(t, err)
 	for range 3 {
 		if res := reconcile(); res.RequeueAfter <= 5*time.Second {
 			continue
@@ -155,7 +156,7 @@ func TestHubPKI(t *testing.T) {
 
 	// A short lifetime is renewed before it expires (certrotation renews at 80 %).
 	r.Lifetime = 10 * time.Second
-	must(t, env.Client.Delete(ctx, renewed))
+	must.Succeed(t, env.Client.Delete(ctx, renewed))
 	reconcile()
 	short := get(hubpki.PrincipalTLSSecret)
 	shortCert := checkServerCert(t, ca, short, nil)
@@ -171,10 +172,10 @@ func TestHubPKI(t *testing.T) {
 	r.Lifetime = 90 * 24 * time.Hour
 
 	// A certificate the user made is theirs.
-	must(t, env.Client.Delete(ctx, get(hubpki.ResourceProxyTLSSecret)))
+	must.Succeed(t, env.Client.Delete(ctx, get(hubpki.ResourceProxyTLSSecret)))
 	mine := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: hubpki.ResourceProxyTLSSecret}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{corev1.TLSCertKey: []byte("mine"), corev1.TLSPrivateKeyKey: []byte("mine")}}
-	must(t, env.Client.Create(ctx, mine))
+	must.Succeed(t, env.Client.Create(ctx, mine))
 	reconcile()
 	if got := get(hubpki.ResourceProxyTLSSecret); got.ResourceVersion != mine.ResourceVersion {
 		t.Error("a certificate the user made was overwritten")
@@ -182,7 +183,7 @@ func TestHubPKI(t *testing.T) {
 
 	// A principal installed after its certificates were written holds them already: recorded,
 	// not rolled.
-	must(t, env.Client.Delete(ctx, deploy))
+	must.Succeed(t, env.Client.Delete(ctx, deploy))
 	time.Sleep(1100 * time.Millisecond) // creation timestamps have one-second resolution
 	fresh := deploy.DeepCopy()
 	fresh.ResourceVersion, fresh.UID, fresh.Spec.Template.Annotations = "", "", nil
@@ -192,7 +193,7 @@ func TestHubPKI(t *testing.T) {
 	})
 	reconcile()
 	got := &appsv1.Deployment{}
-	must(t, env.Client.Get(ctx, client.ObjectKeyFromObject(fresh), got))
+	must.Succeed(t, env.Client.Get(ctx, client.ObjectKeyFromObject(fresh), got))
 	if got.Annotations[hubpki.RollAnnotation] == "" || got.Spec.Template.Annotations[hubpki.RollAnnotation] != "" {
 		t.Errorf("a principal that started after its certificates: annotations %v, template annotations %v; want it recorded and not rolled",
 			got.Annotations, got.Spec.Template.Annotations)
@@ -212,7 +213,7 @@ func checkServerCert(t *testing.T, ca *authority.CA, secret *corev1.Secret, want
 		t.Errorf("%s: type %q, want kubernetes.io/tls", secret.Name, secret.Type)
 	}
 	certs, err := authority.ParseCertificates(secret.Data[corev1.TLSCertKey])
-	must(t, err)
+	must.Succeed(t, err)
 	cert := certs[0]
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)

@@ -88,10 +88,11 @@ func startManager(ctx context.Context) error {
 	o.MetricsBindAddress = metricsAddr
 	o.MetricsSecure = false // the tests scrape plain HTTP; test/chartinstall proves the secure endpoint
 	o.ClusterSecretGroups = []string{groupPlacement.Namespace + "/" + groupPlacement.Name + "=" + groupNamespace + "," + groupResourceProxy}
-	if err := o.Validate(); err != nil {
+	cfg, err := o.Validate()
+	if err != nil {
 		return err
 	}
-	return o.Run(klog.NewContext(ctx, klog.Background()))
+	return cfg.Run(klog.NewContext(ctx, klog.Background()))
 }
 
 func caSecret() *corev1.Secret { return hub.CASecret() }

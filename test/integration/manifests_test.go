@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -25,15 +26,18 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/render"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/plan"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 )
 
 // A joined cluster with an add-on gets a ManifestWork with the agent's objects, its CA bundle
 // and nothing of the CA key, and its add-on is registered for the custom signer.
 func TestManifestWorkDelivered(t *testing.T) {
-	joinCluster(t, "deliver", newADC("deliver", "principalAddress", "principal.example.com", "principalPort", "8443"))
+	joinCluster(t, "deliver", hubfixture.NewADC("deliver", "principalAddress", "principal.example.com", "principalPort", "8443"))
 	var objs map[string]*unstructured.Unstructured
 	poll.Until(t, 30*time.Second, "ManifestWork with the agent", func(ctx context.Context) (bool, error) {
 		mw, o, err := workObjects(ctx, "deliver")
@@ -55,7 +59,7 @@ func TestManifestWorkDelivered(t *testing.T) {
 	data := ca.Object["data"].(map[string]any)
 	for k, v := range data {
 		hash, _ := base64.StdEncoding.DecodeString(v.(string))
-		if k != "ca.crt" && k != addon.ContentKeyPrefix+string(hash) {
+		if k != "ca.crt" && k != delivered.ContentKeyPrefix+string(hash) {
 			t.Errorf("CA secret key %q: want ca.crt and its content key only", k)
 		}
 	}
@@ -88,7 +92,7 @@ func TestManifestWorkDelivered(t *testing.T) {
 	// The condition is applied server-side, so addon-framework's concurrent status patches do
 	// not conflict with it.
 	mca := &addonv1beta1.ManagedClusterAddOn{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: "deliver", Name: identity.AddonName}, mca))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: "deliver", Name: identity.AddonName}, mca))
 	applied := false
 	for _, f := range mca.ManagedFields {
 		applied = applied || (f.Manager == addon.FieldManager && f.Operation == metav1.ManagedFieldsOperationApply && f.Subresource == "status")
@@ -101,13 +105,13 @@ func TestManifestWorkDelivered(t *testing.T) {
 // A changed AddOnDeploymentConfig reaches the ManifestWork; a bad one is reported on the
 // add-on, with an event naming the field and value, and the last good ManifestWork stays.
 func TestConfigChangeAndBadConfig(t *testing.T) {
-	joinCluster(t, "config", newADC("config", "principalAddress", "principal.example.com"))
+	joinCluster(t, "config", hubfixture.NewADC("config", "principalAddress", "principal.example.com"))
 	poll.Until(t, 30*time.Second, "first ManifestWork", func(ctx context.Context) (bool, error) {
 		mw, o, err := workObjects(ctx, "config")
 		return mw != nil && paramsOf(o)["agent.server.port"] == "443", err
 	})
 	_, first, err := workObjects(context.Background(), "config")
-	must(t, err)
+	must.Succeed(t, err)
 
 	setVariable(t, "config", "principalPort", "9443")
 	setVariable(t, "config", "agentMode", "autonomous")
@@ -119,7 +123,7 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 	_, before, _ := workObjects(context.Background(), "config")
 	// Whatever order the work agent applies them in, the new pod starts only from its own
 	// settings: kubelet's rules hold it against the first work's ConfigMap.
-	if err := podStartsFrom(t, before, first); err == nil || !strings.Contains(err.Error(), addon.ContentKeyPrefix) {
+	if err := podStartsFrom(t, before, first); err == nil || !strings.Contains(err.Error(), delivered.ContentKeyPrefix) {
 		t.Errorf("the updated pod template could start from the previous ConfigMap (%v)", err)
 	}
 	if err := podStartsFrom(t, before, before); err != nil {
@@ -149,7 +153,7 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 	// The last good manifests stay: give the manager time to (wrongly) change them.
 	time.Sleep(3 * time.Second)
 	_, after, err := workObjects(context.Background(), "config")
-	must(t, err)
+	must.Succeed(t, err)
 	if p := paramsOf(after); p["agent.server.port"] != "9443" {
 		t.Fatalf("bad config reached the ManifestWork: port %q", p["agent.server.port"])
 	}
@@ -159,13 +163,13 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 
 	// A certificate renewal while the config is invalid still reaches the agent, on the last good
 	// configuration: OCM's registration agent reports it, the Deployment rolls, nothing else moves.
-	certBefore := deploymentOf(t, after).Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
-	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	certBefore := deploymentOf(t, after).Spec.Template.Annotations[delivered.ClientCertificateAnnotation]
+	must.Succeed(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		mca := &addonv1beta1.ManagedClusterAddOn{}
 		if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: "config", Name: identity.AddonName}, mca); err != nil {
 			return err
 		}
-		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: addon.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+		meta.SetStatusCondition(&mca.Status.Conditions, metav1.Condition{Type: plan.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
 			Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from 2026-12-01 10:00:00 to 2026-12-08 10:00:00"})
 		return env.Client.Status().Update(context.Background(), mca)
 	}))
@@ -178,7 +182,7 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 			t.Fatalf("the invalid config reached the ManifestWork with the renewal: port %q", p["agent.server.port"])
 		}
 		d := deploymentOf(t, o)
-		return d.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation] != certBefore &&
+		return d.Spec.Template.Annotations[delivered.ClientCertificateAnnotation] != certBefore &&
 			d.Spec.Template.Annotations["argocd-agent-addon.open-cluster-management.io/config-hash"] == hashBefore, nil
 	})
 	if c, err := addonCondition(context.Background(), "config", addon.ConditionAgentConfigValid); err != nil || c == nil || c.Status != metav1.ConditionFalse {
@@ -200,7 +204,7 @@ func TestConfigChangeAndBadConfig(t *testing.T) {
 func assertNoCAKey(t *testing.T, cluster string) {
 	t.Helper()
 	mw, _, err := workObjects(context.Background(), cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	raw := &bytes.Buffer{}
 	for _, m := range mw.Spec.Workload.Manifests {
 		raw.Write(m.Raw)
@@ -227,39 +231,39 @@ func assertRenderMatches(t *testing.T, cluster, adcName string, moreConfigs ...s
 	t.Helper()
 	ctx := context.Background()
 	adc := &addonv1beta1.AddOnDeploymentConfig{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: configNamespace, Name: adcName}, adc))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: configNamespace, Name: adcName}, adc))
 	adc.APIVersion, adc.Kind = addonv1beta1.GroupVersion.String(), "AddOnDeploymentConfig"
 	adc.ManagedFields = nil
 	dir := t.TempDir()
 	adcYAML, err := yaml.Marshal(adc)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "adc.yaml"), adcYAML, 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "ca.crt"), caCertPEM, 0o600))
+	must.Succeed(t, err)
+	must.Succeed(t, os.WriteFile(filepath.Join(dir, "adc.yaml"), adcYAML, 0o600))
+	must.Succeed(t, os.WriteFile(filepath.Join(dir, "ca.crt"), caCertPEM, 0o600))
 	out := &bytes.Buffer{}
 	o := &render.Options{Cluster: cluster, ConfigFiles: append([]string{filepath.Join(dir, "adc.yaml")}, moreConfigs...), CAFile: filepath.Join(dir, "ca.crt"),
 		CertificateSubject: string(identity.SubjectClusterName)}
-	must(t, o.Validate())
-	must(t, o.Run(ctx, out))
+	must.Succeed(t, o.Validate())
+	must.Succeed(t, o.Run(ctx, out))
 
 	rendered := map[string]any{}
 	for _, doc := range strings.Split(out.String(), "\n---\n") {
 		j, err := yaml.YAMLToJSON([]byte(doc))
-		must(t, err)
+		must.Succeed(t, err)
 		var obj map[string]any
-		must(t, json.Unmarshal(j, &obj))
+		must.Succeed(t, json.Unmarshal(j, &obj))
 		meta := obj["metadata"].(map[string]any)
 		rendered[obj["kind"].(string)+"/"+meta["name"].(string)] = obj
 	}
 	_, delivered, err := workObjects(ctx, cluster)
-	must(t, err)
+	must.Succeed(t, err)
 	if len(rendered) != len(delivered) {
 		t.Fatalf("render printed %d objects, the ManifestWork has %d", len(rendered), len(delivered))
 	}
 	for k, u := range delivered {
 		j, err := json.Marshal(u.Object)
-		must(t, err)
+		must.Succeed(t, err)
 		var obj map[string]any
-		must(t, json.Unmarshal(j, &obj))
+		must.Succeed(t, json.Unmarshal(j, &obj))
 		if !reflect.DeepEqual(rendered[k], obj) {
 			t.Errorf("render and the manager differ on %s:\nrender:  %v\nmanager: %v", k, rendered[k], obj)
 		}

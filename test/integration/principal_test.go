@@ -13,6 +13,8 @@ import (
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
@@ -22,7 +24,7 @@ import (
 // config wins over it.
 func TestPrincipalDiscovery(t *testing.T) {
 	const cluster = "discover"
-	joinCluster(t, cluster, newADC(cluster))
+	joinCluster(t, cluster, hubfixture.NewADC(cluster))
 	principalCondition := func(ctx context.Context) (*metav1.Condition, error) {
 		return addonCondition(ctx, cluster, addon.ConditionPrincipalAddress)
 	}
@@ -45,7 +47,7 @@ func TestPrincipalDiscovery(t *testing.T) {
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app.kubernetes.io/name": "argocd-agent-principal"},
 			Ports: []corev1.ServicePort{{Name: "metrics", Port: 8000}, {Name: "https", Port: 8443, TargetPort: intstr.FromInt32(8443)}}},
 	}
-	must(t, env.Client.Create(ctx, svc))
+	must.Succeed(t, env.Client.Create(ctx, svc))
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), svc) })
 	poll.Until(t, 30*time.Second, "still no address: the Service has no load balancer address yet", func(ctx context.Context) (bool, error) {
 		c, err := principalCondition(ctx)
@@ -53,9 +55,9 @@ func TestPrincipalDiscovery(t *testing.T) {
 	})
 	setIngress := func(ing corev1.LoadBalancerIngress) {
 		t.Helper()
-		must(t, env.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc))
+		must.Succeed(t, env.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc))
 		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{ing}
-		must(t, env.Client.Status().Update(ctx, svc))
+		must.Succeed(t, env.Client.Status().Update(ctx, svc))
 	}
 	delivers := func(what, address, port, reason string) {
 		t.Helper()

@@ -24,6 +24,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -32,7 +33,7 @@ import (
 // it on the hub; unrevoke restores signing.
 func TestRevokeAndUnrevoke(t *testing.T) {
 	ctx := context.Background()
-	joinCluster(t, "compromised", newADC("compromised-cfg", "principalAddress", "principal.example.com"))
+	joinCluster(t, "compromised", hubfixture.NewADC("compromised-cfg", "principalAddress", "principal.example.com"))
 	agent := ocmcsr.AgentUsername("compromised")
 	signed := func(name string) []byte {
 		var cert []byte
@@ -46,18 +47,18 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		return cert
 	}
 	firstCSR, firstKey, err := ocmcsr.New(ocmcsr.Request{Cluster: "compromised", CAID: currentCA(t).ID()})
-	must(t, err)
-	must(t, clientAs(t, agent).Create(ctx, firstCSR))
+	must.Succeed(t, err)
+	must.Succeed(t, clientAs(t, agent).Create(ctx, firstCSR))
 	first := signed(firstCSR.Name)
 
 	o := &revoke.Options{RestConfig: env.Config, Reason: "key found in a public repository", PrincipalNamespace: caNamespace,
 		Namespace: hubfixture.LeaderNamespace}
 	out := &bytes.Buffer{}
-	must(t, o.Revoke(ctx, "compromised", out))
+	must.Succeed(t, o.Revoke(ctx, "compromised", out))
 	t.Log(strings.TrimSpace(out.String()))
 
 	mc := &clusterv1.ManagedCluster{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
 	if !strings.Contains(out.String(), "1 issued certificate(s)") {
 		t.Errorf("revoke blocklisted %q, want the 1 certificate issued", out)
 	}
@@ -65,17 +66,17 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 		t.Fatalf("the ManagedCluster is not labelled for the Placement to drop it: %v", mc.Labels)
 	}
 	r, err := issued.Records{Reader: env.Client, Namespace: hubfixture.LeaderNamespace}.Revocation(ctx, "compromised")
-	must(t, err)
+	must.Succeed(t, err)
 	if r == nil || !strings.Contains(r.Reason, "public repository") || r.RevokedAt.IsZero() {
 		t.Fatalf("revocation not recorded in the cluster's record: %+v", r)
 	}
 	block, _ := pem.Decode(first)
 	cert, err := x509.ParseCertificate(block.Bytes)
-	must(t, err)
+	must.Succeed(t, err)
 	// The blocklist key is argocd-agent's form: upper-case hex SHA-256 of the DER.
 	sum := sha256.Sum256(block.Bytes)
 	cm := &corev1.ConfigMap{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Namespace: caNamespace, Name: identity.TLSBlocklistConfigMap}, cm))
 	if note, ok := cm.Data[strings.ToUpper(hex.EncodeToString(sum[:]))]; !ok || !strings.Contains(note, "cluster=compromised") {
 		t.Fatalf("issued certificate not in the TLS blocklist: %v", cm.Data)
 	}
@@ -91,19 +92,19 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	// The label is only the Placement's input: with it gone (a hub without the chart's admission
 	// policy), the list still decides, for signing and for delivery.
 	mc = &clusterv1.ManagedCluster{}
-	must(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
+	must.Succeed(t, env.Client.Get(ctx, types.NamespacedName{Name: "compromised"}, mc))
 	delete(mc.Labels, identity.RevokedLabel)
-	must(t, env.Client.Update(ctx, mc))
+	must.Succeed(t, env.Client.Update(ctx, mc))
 	if c := waitDenied(t, fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised"})); c.Reason != string(policy.ReasonRevoked) {
 		t.Fatalf("CSR of a revoked cluster without the label denied %s (%s), want Revoked", c.Reason, c.Message)
 	}
-	must(t, hubfixture.SetVariable(ctx, env.Client, types.NamespacedName{Namespace: hubfixture.ConfigNamespace, Name: "compromised-cfg"}, "logLevel", "debug"))
+	must.Succeed(t, hubfixture.SetVariable(ctx, env.Client, types.NamespacedName{Namespace: hubfixture.ConfigNamespace, Name: "compromised-cfg"}, "logLevel", "debug"))
 	poll.Until(t, 30*time.Second, "nothing rendered for the revoked cluster", func(ctx context.Context) (bool, error) {
 		c, err := addonCondition(ctx, "compromised", "ManifestApplied")
 		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "agent revoked"), client.IgnoreNotFound(err)
 	})
 	statusOut := &bytes.Buffer{}
-	must(t, (&status.Options{RestConfig: env.Config, CASecret: caNamespace + "/" + caName}).Run(ctx, statusOut))
+	must.Succeed(t, (&status.Options{RestConfig: env.Config, CASecret: caNamespace + "/" + caName}).Run(ctx, statusOut))
 	if !strings.Contains(statusOut.String(), "yes: key found in a public repository") {
 		t.Errorf("status does not show the revocation:\n%s", statusOut)
 	}
@@ -111,22 +112,20 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	// Unrevoke deletes the CSRs denied meanwhile: OCM's registration agent files none while ten
 	// exist, and they would stay for an hour.
 	out.Reset()
-	must(t, o.Unrevoke(ctx, "compromised", out))
+	must.Succeed(t, o.Unrevoke(ctx, "compromised", out))
 	if !strings.Contains(out.String(), " CSRs denied while it was revoked deleted)") || strings.Contains(out.String(), "(0 CSRs") {
 		t.Errorf("unrevoke says %q, want the denied CSRs deleted", out.String())
 	}
 	csrs := &certificatesv1.CertificateSigningRequestList{}
-	must(t, env.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "compromised"}))
+	must.Succeed(t, env.Client.List(ctx, csrs, client.MatchingLabels{clusterv1.ClusterNameLabelKey: "compromised"}))
 	for _, csr := range csrs.Items {
-		for _, c := range csr.Status.Conditions {
-			if c.Type == certificatesv1.CertificateDenied {
-				t.Errorf("denied CSR %s left after unrevoke", csr.Name)
-			}
+		if ocmcsr.Condition(&csr, certificatesv1.CertificateDenied) != nil {
+			t.Errorf("denied CSR %s left after unrevoke", csr.Name)
 		}
 	}
 	// A key certified before the revocation is not certified again, even once its CSR is gone
 	// (kube-controller-manager deletes CSRs after an hour): the record keeps the keys.
-	must(t, client.IgnoreNotFound(env.Client.Delete(ctx, firstCSR)))
+	must.Succeed(t, client.IgnoreNotFound(env.Client.Delete(ctx, firstCSR)))
 	if c := waitDenied(t, fileCSR(t, agent, ocmcsr.Request{Cluster: "compromised", Key: firstKey})); c.Reason != string(policy.ReasonDuplicateKey) {
 		t.Fatalf("a key certified before the revocation was denied %s (%s), want DuplicateKey", c.Reason, c.Message)
 	}

@@ -10,6 +10,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/cmd/status"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/hubfixture"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
@@ -17,12 +18,12 @@ import (
 
 // `status` reads availability, certificate expiry, mode and image from a real hub.
 func TestStatusCommand(t *testing.T) {
-	joinCluster(t, "stat", newADC("stat", "principalAddress", "principal.example.com", "agentMode", "autonomous",
+	joinCluster(t, "stat", hubfixture.NewADC("stat", "principalAddress", "principal.example.com", "agentMode", "autonomous",
 		"agentImage", "registry.example.com/argocd-agent:v0.9.0"))
 	name := fileCSR(t, ocmcsr.AgentUsername("stat"), ocmcsr.Request{Cluster: "stat"})
 	poll.Until(t, 30*time.Second, "certificate issued", func(ctx context.Context) (bool, error) {
 		csr, err := getCSR(ctx, name)
-		return err == nil && condition(csr, certificatesv1.CertificateApproved) != nil && len(csr.Status.Certificate) > 0, err
+		return err == nil && ocmcsr.Condition(csr, certificatesv1.CertificateApproved) != nil && len(csr.Status.Certificate) > 0, err
 	})
 	// The expiry and CA come from the record the signer keeps on the ManagedClusterAddOn, not
 	// from the CSR, which kube-controller-manager deletes an hour after signing.

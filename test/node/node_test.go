@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -27,15 +28,15 @@ func TestPodsRun(t *testing.T) {
 
 	ns := "work"
 	cl := c.API.Client
-	mustCreate(t, cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-	mustCreate(t, cl.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds"}, Data: map[string][]byte{"tls.crt": []byte("x")}}))
+	must.Succeed(t, cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must.Succeed(t, cl.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds"}, Data: map[string][]byte{"tls.crt": []byte("x")}}))
 	// The serviceaccount controller makes the namespace's default ServiceAccount, which pod
 	// admission requires.
 	poll.Until(t, 2*time.Minute, "default ServiceAccount", func(ctx context.Context) (bool, error) {
 		return cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "default"}, &corev1.ServiceAccount{}) == nil, nil
 	})
 
-	mustCreate(t, cl.Create(ctx, restrictedPod(ns, "restricted", nil)))
+	must.Succeed(t, cl.Create(ctx, restrictedPod(ns, "restricted", nil)))
 	waitReady(t, c, ns, "restricted", 3*time.Minute)
 	p := &corev1.Pod{}
 	if err := cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "restricted"}, p); err != nil {
@@ -47,8 +48,8 @@ func TestPodsRun(t *testing.T) {
 
 	held := restrictedPod(ns, "held", []corev1.EnvVar{{Name: "MODE", ValueFrom: &corev1.EnvVarSource{
 		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "params"}, Key: "mode"}}}})
-	mustCreate(t, cl.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "params"}, Data: map[string]string{"other": "x"}}))
-	mustCreate(t, cl.Create(ctx, held))
+	must.Succeed(t, cl.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "params"}, Data: map[string]string{"other": "x"}}))
+	must.Succeed(t, cl.Create(ctx, held))
 	poll.Until(t, 3*time.Minute, "held pod in CreateContainerConfigError", func(ctx context.Context) (bool, error) {
 		p := &corev1.Pod{}
 		if err := cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: "held"}, p); err != nil {
@@ -76,7 +77,7 @@ func TestPodsRun(t *testing.T) {
 	// Pods resolve Services by name through the node's cluster DNS, as their resolv.conf says.
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
-	mustCreate(t, cl.Create(ctx, svc))
+	must.Succeed(t, cl.Create(ctx, svc))
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "udp", c.DNSAddr())
 	}}
@@ -120,11 +121,4 @@ func waitReady(t *testing.T, c *node.Cluster, ns, name string, timeout time.Dura
 		}
 		return true, nil
 	})
-}
-
-func mustCreate(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

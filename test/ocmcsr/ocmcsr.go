@@ -1,5 +1,6 @@
 // Package ocmcsr builds CertificateSigningRequests the way OCM's registration agent files them
-// for a custom-signer add-on, and variations of them for tests of what the hub must refuse.
+// for a custom-signer add-on, and variations of them for tests of what the hub must refuse, and
+// reads the hub's verdict on them (Condition).
 package ocmcsr
 
 import (
@@ -128,4 +129,15 @@ func Wrap(r Request, requestPEM []byte) *certificatesv1.CertificateSigningReques
 			ExpirationSeconds: r.ExpirationSeconds,
 		},
 	}
+}
+
+// Condition is csr's condition of type t (Approved, Denied or Failed), the first if there are
+// several; nil if it has none.
+func Condition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
+	for i := range csr.Status.Conditions {
+		if csr.Status.Conditions[i].Type == t {
+			return &csr.Status.Conditions[i]
+		}
+	}
+	return nil
 }

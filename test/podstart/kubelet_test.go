@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -28,15 +29,15 @@ func TestCheckAgreesWithKubelet(t *testing.T) {
 
 	const ns = "cases"
 	c := api.Client
-	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must.Succeed(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	objs := testObjects()
 	for name, cm := range objs.ConfigMaps {
 		cm.Namespace, cm.Name = ns, name
-		must(t, c.Create(ctx, cm))
+		must.Succeed(t, c.Create(ctx, cm))
 	}
 	for name, s := range objs.Secrets {
 		s.Namespace, s.Name = ns, name
-		must(t, c.Create(ctx, s))
+		must.Succeed(t, c.Create(ctx, s))
 	}
 	// The default ServiceAccount and the kube-root-ca.crt ConfigMap every pod's token volume
 	// projects: a pod created before the latter exists fails that mount for a while.
@@ -54,7 +55,7 @@ func TestCheckAgreesWithKubelet(t *testing.T) {
 			}
 		}
 		// An init container of the pause image never exits: its start is the verdict.
-		must(t, c.Create(ctx, pod))
+		must.Succeed(t, c.Create(ctx, pod))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -112,11 +113,4 @@ func observe(ctx context.Context, c client.Client, pod *corev1.Pod) (started boo
 		return false, "", fmt.Errorf("no verdict from the kubelet within 3 minutes (%s)", last)
 	}
 	return started, why, nil
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,6 +1,8 @@
-// Package approver approves or denies every pending CSR for the add-on's signer, after the
-// checks of pkg/certificates/policy. A denied CSR carries the reason as its condition reason,
-// and both outcomes are logged, counted and recorded as events.
+// Package approver approves or denies every pending CSR for the add-on's signer, by the checks
+// of pkg/certificates/policy (policy.Decide), through the CSR's approval subresource. A denied
+// CSR carries the reason as its condition reason; both outcomes are logged and counted, and a
+// denial is recorded as an event. It decides nothing while no usable CA says which subject to
+// expect, and never changes a decision once made.
 package approver
 
 import (
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 )
@@ -30,7 +33,7 @@ const ReasonApproved = "ArgoCDAgentAddonApproved"
 type Reconciler struct {
 	Client client.Client
 	// CA is the signing CA, whose ID the subject of a request must name.
-	CA     certificates.CASource
+	CA     authority.Source
 	Policy policy.Policy
 	// RecordNamespace is where the clusters' records live (pkg/certificates/issued).
 	RecordNamespace string
@@ -41,13 +44,13 @@ type Reconciler struct {
 }
 
 // SetupWithManager watches CSRs for the add-on's signer (the manager caches no other,
-// certificates.CacheOptions), and the CA secret.
+// certificates.CSRCache), and the CA secret.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
 		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
 	// A CSR waits undecided while no usable CA says which subject to expect.
-	return certificates.WatchCASecret(b, r.Client, r.CA, certificates.Pending).Complete(r)
+	return certificates.WatchCASecret(b, r.Client, r.CA.Key(), certificates.Pending).Complete(r)
 }
 
 // Reconcile decides one CSR.
@@ -68,7 +71,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if r.Now != nil {
 		now = r.Now()
 	}
-	_, _, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID(), r.RecordNamespace, now)
+	_, _, rej, err := r.Policy.Decide(ctx, r.Client, csr, ca.ID(), r.RecordNamespace, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -1,5 +1,6 @@
 // Package authority holds the CA that signs agent client certificates: parsing it from the hub
-// secret (as `argocd-agentctl pki init` makes it) and issuing certificates from it.
+// secret (as `argocd-agentctl pki init` makes it), reading it from there as it changes (Source,
+// SecretSource), issuing certificates from it and verifying them.
 //
 // addon-framework's utils.DefaultSignerWithExpiry is not used: it accepts only PKCS#1 RSA CA
 // keys and stamps ServerAuth on client certificates.

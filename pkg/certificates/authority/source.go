@@ -13,6 +13,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// Source is where the CA comes from: Get returns the CA to sign with now, or an error that says
+// why there is no usable one; Key is the hub secret it is read from, which controllers watch so
+// that they go on as soon as it changes. SecretSource is the manager's Source.
+type Source interface {
+	Get(ctx context.Context) (*CA, error)
+	Key() types.NamespacedName
+}
+
+var _ Source = (*SecretSource)(nil)
+
 // SecretSource reads the CA from a hub secret through a (cached) reader. It parses a secret
 // version once and serves that result until the secret changes, so a fixed secret makes signing
 // resume at once and a broken one keeps failing with the same clear error.

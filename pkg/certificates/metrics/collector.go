@@ -8,7 +8,7 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -33,7 +33,7 @@ var (
 type Collector struct {
 	// Reader is the manager's cached client: a scrape costs no API call.
 	Reader client.Reader
-	CA     certificates.CASource
+	CA     authority.Source
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -1,6 +1,8 @@
 // Package policy decides whether a CertificateSigningRequest for the add-on's signer may be
-// signed. Every CSR is read as if an attacker wrote it: the requester, the cluster, the subject,
-// the key, the usages, the SANs and the extensions must all be exactly what the OCM registration
+// signed: Check, against what the hub knows of the cluster the CSR names (Hub), which Decide
+// first reads from the hub (HubFacts). The approver and the signer both decide with Decide.
+// Every CSR is read as if an attacker wrote it: the requester, the cluster, the subject, the
+// key, the usages, the SANs and the extensions must all be exactly what the OCM registration
 // agent of that cluster asks for, and anything else is refused with a reason.
 package policy
 
@@ -23,6 +25,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 )
@@ -53,11 +56,6 @@ const (
 	ReasonWeakSignature        Reason = "WeakSignature"
 	ReasonTooManyCertificates  Reason = "TooManyCertificates"
 )
-
-// MaxRequestBytes bounds the PEM request. An OCM request is well under 1 KiB; a bound keeps a
-// hostile request from costing the hub much to parse or to keep (the manager's cache cuts
-// every request past it, TrimRequest).
-const MaxRequestBytes = 16 << 10
 
 // MinExpirationSeconds is the smallest expirationSeconds Kubernetes allows.
 const MinExpirationSeconds = 600
@@ -121,7 +119,7 @@ func (p Policy) Check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*
 }
 
 func (p Policy) check(csr *certificatesv1.CertificateSigningRequest, hub Hub) (*x509.CertificateRequest, *Rejection) {
-	if csr.Spec.SignerName != identity.SignerName {
+	if !certificates.ForOurSigner(csr) {
 		return nil, reject(ReasonWrongSigner, "signer %q is not %q", csr.Spec.SignerName, identity.SignerName)
 	}
 	if addon := csr.Labels[addonv1beta1.AddonLabelKey]; addon != identity.AddonName {
@@ -238,11 +236,11 @@ func checkUsages(usages []certificatesv1.KeyUsage) *Rejection {
 	return nil
 }
 
-// ParseRequest decodes a PEM request: exactly one CERTIFICATE REQUEST block, nothing after it,
-// with a valid self-signature.
+// ParseRequest decodes a PEM request: at most certificates.MaxRequestBytes, exactly one
+// CERTIFICATE REQUEST block, nothing after it, with a valid self-signature.
 func ParseRequest(request []byte) (*x509.CertificateRequest, *Rejection) {
-	if len(request) > MaxRequestBytes {
-		return nil, reject(ReasonRequestTooLarge, "request is over %d bytes", MaxRequestBytes)
+	if len(request) > certificates.MaxRequestBytes {
+		return nil, reject(ReasonRequestTooLarge, "request is over %d bytes", certificates.MaxRequestBytes)
 	}
 	block, rest := pem.Decode(request)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {

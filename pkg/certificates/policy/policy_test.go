@@ -24,6 +24,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
@@ -258,7 +259,7 @@ func TestCheck(t *testing.T) {
 			c.Spec.Request = corruptSignature(t, c.Spec.Request)
 		}, want: policy.ReasonMalformedRequest},
 		{name: "huge request", mutate: valid, csr: func(c *certificatesv1.CertificateSigningRequest) {
-			c.Spec.Request = append(c.Spec.Request, make([]byte, policy.MaxRequestBytes)...)
+			c.Spec.Request = append(c.Spec.Request, make([]byte, certificates.MaxRequestBytes)...)
 		}, want: policy.ReasonRequestTooLarge},
 	}
 	for _, tc := range tests {

@@ -1,7 +1,9 @@
 // Package signer issues agent client certificates for approved CSRs of the add-on's signer,
-// from the CA in the hub secret. It checks each CSR again before signing, because approval may
-// come from anyone allowed to approve for the signer; a CSR that fails is marked Failed with
-// the reason, as Kubernetes' own signers do.
+// from the CA in the hub secret (pkg/certificates/authority). It checks each CSR again before
+// signing (policy.Decide), because approval may come from anyone allowed to approve for the
+// signer; a CSR that fails is marked Failed with the reason, as Kubernetes' own signers do. Each
+// CSR gets exactly one certificate, written into the cluster's record (pkg/certificates/issued)
+// before it is put on the CSR.
 package signer
 
 import (
@@ -21,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/metrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
@@ -35,7 +38,7 @@ const (
 // Reconciler signs approved CSRs.
 type Reconciler struct {
 	Client   client.Client
-	CA       certificates.CASource
+	CA       authority.Source
 	Policy   policy.Policy
 	Lifetime time.Duration
 	// RecordNamespace is where the record of issued certificates lives (pkg/certificates/issued).
@@ -95,7 +98,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
 		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
-	return certificates.WatchCASecret(b, r.Client, r.CA, waiting).Complete(r)
+	return certificates.WatchCASecret(b, r.Client, r.CA.Key(), waiting).Complete(r)
 }
 
 // waiting: approved, not failed, no certificate yet.
@@ -123,7 +126,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if r.Now != nil {
 		now = r.Now()
 	}
-	x509req, hub, rej, err := certificates.Decide(ctx, r.Client, r.Policy, csr, ca.ID(), r.RecordNamespace, now)
+	x509req, hub, rej, err := r.Policy.Decide(ctx, r.Client, csr, ca.ID(), r.RecordNamespace, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

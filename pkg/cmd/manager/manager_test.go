@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 func TestOptions(t *testing.T) {
@@ -17,7 +20,7 @@ func TestOptions(t *testing.T) {
 	if o.Namespace != "argocd-agent-addon" {
 		t.Fatalf("namespace %q, want $POD_NAMESPACE", o.Namespace)
 	}
-	if err := o.Validate(); err != nil {
+	if _, err := o.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	fs := pflag.NewFlagSet("manager", pflag.ContinueOnError)
@@ -25,7 +28,7 @@ func TestOptions(t *testing.T) {
 	if err := fs.Parse([]string{"--ca-secret=gitops/ca", "--cert-lifetime=24h", "--certificate-subject=ocm", "--leader-elect=false", "--kube-api-qps=20", "--kube-api-burst=40"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Validate(); err != nil || o.CASecret != "gitops/ca" || o.CertLifetime != 24*time.Hour || o.LeaderElect || o.KubeAPIQPS != 20 || o.KubeAPIBurst != 40 {
+	if _, err := o.Validate(); err != nil || o.CASecret != "gitops/ca" || o.CertLifetime != 24*time.Hour || o.LeaderElect || o.KubeAPIQPS != 20 || o.KubeAPIBurst != 40 {
 		t.Fatalf("flags not applied: %+v (%v)", o, err)
 	}
 
@@ -57,7 +60,7 @@ func TestOptions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			o := NewOptions()
 			tc.mutate(o)
-			if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want an error naming %s, got %v", tc.want, err)
 			}
 		})
@@ -69,7 +72,7 @@ func TestMetricsOptions(t *testing.T) {
 	if !o.MetricsSecure || o.MetricsCertDir != "" {
 		t.Fatalf("metrics default to secure=%v cert-dir=%q, want secure with a self-signed certificate", o.MetricsSecure, o.MetricsCertDir)
 	}
-	secure := o.metricsServerOptions()
+	secure := (&Config{Options: o}).metricsServerOptions()
 	if !secure.SecureServing || secure.FilterProvider == nil || secure.BindAddress != ":8080" || secure.CertDir != "" {
 		t.Fatalf("default metrics server options %+v, want HTTPS on :8080 behind the authentication and authorization filter", secure)
 	}
@@ -79,10 +82,10 @@ func TestMetricsOptions(t *testing.T) {
 	if err := fs.Parse([]string{"--metrics-secure=false", "--metrics-bind-address=127.0.0.1:9090"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := metricsErr(o.Validate()); err != nil {
+	if err := metricsErr(validate(o)); err != nil {
 		t.Fatal(err)
 	}
-	plain := o.metricsServerOptions()
+	plain := (&Config{Options: o}).metricsServerOptions()
 	if plain.SecureServing || plain.FilterProvider != nil || plain.BindAddress != "127.0.0.1:9090" {
 		t.Fatalf("--metrics-secure=false gives %+v, want plain HTTP without a filter", plain)
 	}
@@ -96,7 +99,7 @@ func TestMetricsOptions(t *testing.T) {
 	if err := fs.Parse([]string{"--metrics-cert-dir=" + dir}); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir") {
+	if _, err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir") {
 		t.Fatalf("an empty --metrics-cert-dir validates: %v", err)
 	}
 	for _, name := range []string{"tls.crt", "tls.key"} {
@@ -104,14 +107,14 @@ func TestMetricsOptions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := metricsErr(o.Validate()); err != nil {
+	if err := metricsErr(validate(o)); err != nil {
 		t.Fatal(err)
 	}
-	if got := o.metricsServerOptions().CertDir; got != dir {
+	if got := (&Config{Options: o}).metricsServerOptions().CertDir; got != dir {
 		t.Fatalf("cert dir %q, want %q", got, dir)
 	}
 	o.MetricsSecure = false
-	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir needs --metrics-secure") {
+	if _, err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-cert-dir needs --metrics-secure") {
 		t.Fatalf("--metrics-cert-dir without --metrics-secure validates: %v", err)
 	}
 }
@@ -122,4 +125,36 @@ func metricsErr(err error) error {
 		return err
 	}
 	return nil
+}
+
+// validate is Validate's error alone.
+func validate(o *Options) error {
+	_, err := o.Validate()
+	return err
+}
+
+// Controllers that cache the same type must agree on what of it; the ones listed do.
+func TestControllerCachesAgree(t *testing.T) {
+	o := NewOptions()
+	o.Namespace = "addon"
+	o.ClusterSecrets, o.CreateCA, o.PrincipalPKI = true, true, true
+	cfg, err := o.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byObject, err := cfg.cacheOptions(controllers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(byObject) != 7 {
+		t.Errorf("%d cached types, want 7 (records, CA secret, CSRs, principal Service and Deployment, the add-on's MCAs and CMA)", len(byObject))
+	}
+	// Two that disagree are refused.
+	clash := append([]controller{}, controllers...)
+	clash = append(clash, controller{name: "clash", caches: func(c *Config) map[client.Object]cache.ByObject {
+		return map[client.Object]cache.ByObject{&corev1.Secret{}: {}}
+	}})
+	if _, err := cfg.cacheOptions(clash); err == nil || !strings.Contains(err.Error(), "clash") {
+		t.Errorf("a second, different cache of Secrets: %v, want an error naming the controller", err)
+	}
 }

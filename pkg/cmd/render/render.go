@@ -95,7 +95,7 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ref := addonv1beta1.ConfigReference{DesiredConfig: &addonv1beta1.ConfigSpecHash{SpecHash: "rendered-from-file"}}
+		ref := addonv1beta1.ConfigReference{DesiredConfig: &addonv1beta1.ConfigSpecHash{SpecHash: fromFileHash}}
 		switch {
 		case adc != nil && getter.adc == nil:
 			getter.adc = adc
@@ -104,6 +104,8 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		case c != nil && custom == nil:
 			custom = c
 			ref.ConfigGroupResource = addonv1beta1.ConfigGroupResource{Group: customization.Group, Resource: customization.Resource}
+			// fileCustomization serves it whatever its name; the reference needs one.
+			ref.DesiredConfig.ConfigReferent = addonv1beta1.ConfigReferent{Name: "from-file"}
 		default:
 			return fmt.Errorf("--config %s: a second config of its kind; a cluster has one of each", path)
 		}
@@ -193,13 +195,13 @@ func readConfig(path string) (*addonv1beta1.AddOnDeploymentConfig, *customizatio
 // fileCustomization serves the AgentCustomization read from --config, if any.
 type fileCustomization struct{ c *customization.Customization }
 
-func (f fileCustomization) Desired(context.Context, *addonv1beta1.ManagedClusterAddOn) (*customization.Customization, error) {
-	return f.c, nil
+func (f fileCustomization) GetWithSpecHash(context.Context, string, string) (*customization.Customization, string, error) {
+	return f.c, fromFileHash, nil
 }
 
-func (f fileCustomization) GetWithSpecHash(context.Context, string, string) (*customization.Customization, string, error) {
-	return f.c, "rendered-from-file", nil
-}
+// fromFileHash is the spec hash of a config read from a file, which the add-on's status names as
+// desired: a render from files is never held by a rollout.
+const fromFileHash = "rendered-from-file"
 
 // readCABundle returns the certificates of path re-encoded, and refuses a file with a key in it.
 func readCABundle(path string) ([]byte, error) {
@@ -232,9 +234,9 @@ type fileConfigGetter struct {
 	adc *addonv1beta1.AddOnDeploymentConfig
 }
 
-func (g *fileConfigGetter) Get(_ context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, error) {
+func (g *fileConfigGetter) GetWithSpecHash(_ context.Context, namespace, name string) (*addonv1beta1.AddOnDeploymentConfig, string, error) {
 	if g.adc == nil || g.adc.Namespace != namespace || g.adc.Name != name {
-		return nil, fmt.Errorf("AddOnDeploymentConfig %s/%s not given", namespace, name)
+		return nil, "", fmt.Errorf("AddOnDeploymentConfig %s/%s not given", namespace, name)
 	}
-	return g.adc, nil
+	return g.adc, fromFileHash, nil
 }

@@ -50,7 +50,7 @@ type Options struct {
 func NewCommands() []*cobra.Command {
 	o := &Options{PrincipalNamespace: "argocd", Namespace: DefaultNamespace}
 	revoke := &cobra.Command{
-		Use:   "revoke CLUSTER [--reason TEXT]",
+		Use:   "revoke CLUSTER --reason TEXT",
 		Short: "Revoke a cluster's agent: no more certificates, add-on removed, issued certificates blocklisted",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -7,7 +7,6 @@ package status
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -20,25 +19,22 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
-	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/plan"
 )
 
 // Options are the status settings.
@@ -165,7 +161,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		if cond := meta.FindStatusCondition(a.Status.Conditions, addonv1beta1.ManagedClusterAddOnConditionAvailable); cond != nil {
 			row.Available = string(cond.Status)
 		}
-		ws, err := delivered(ctx, c, a.Namespace)
+		ws, err := deliveredState(ctx, c, a.Namespace)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -348,63 +344,47 @@ type workState struct {
 	mode, image string
 	// principal is the address (host:port) of the agent's ConfigMap.
 	principal string
-	// certificate is the pod template's ClientCertificateAnnotation; bundle the CA Secret's ca.crt.
+	// certificate is the pod template's delivered.ClientCertificateAnnotation; bundle the CA Secret's trust bundle.
 	certificate string
 	bundle      []byte
 	// applied: the work agent reports this generation of the work applied.
 	applied bool
 }
 
-// delivered reads what the cluster's ManifestWork delivers.
-func delivered(ctx context.Context, c client.Client, cluster string) (workState, error) {
+// deliveredState reads what the cluster's deploy ManifestWorks deliver.
+func deliveredState(ctx context.Context, c client.Client, cluster string) (workState, error) {
 	var ws workState
-	mw := &workv1.ManifestWork{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: cluster, Name: "addon-" + identity.AddonName + "-deploy-0"}, mw); err != nil {
-		if apierrors.IsNotFound(err) {
-			return ws, nil
-		}
+	works, err := delivered.ReadWorks(ctx, c, cluster)
+	if err != nil || len(works) == 0 {
 		return ws, err
 	}
-	cond := meta.FindStatusCondition(mw.Status.Conditions, workv1.WorkApplied)
-	ws.applied = cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == mw.Generation
-	for _, m := range mw.Spec.Workload.Manifests {
-		var kind struct{ Kind string }
-		if json.Unmarshal(m.Raw, &kind) != nil {
-			continue
-		}
-		switch kind.Kind {
-		case "ConfigMap":
-			cm := &corev1.ConfigMap{}
-			if json.Unmarshal(m.Raw, cm) == nil && cm.Name == identity.ParamsConfigMapName {
-				ws.mode = cm.Data["agent.mode"]
-				if host := cm.Data["agent.server.address"]; host != "" {
-					ws.principal = net.JoinHostPort(host, cm.Data["agent.server.port"])
-				}
-			}
-		case "Secret":
-			sec := &corev1.Secret{}
-			if json.Unmarshal(m.Raw, sec) == nil && sec.Name == identity.CASecretName {
-				ws.bundle = sec.Data["ca.crt"]
-			}
-		case "Deployment":
-			d := &appsv1.Deployment{}
-			if json.Unmarshal(m.Raw, d) == nil && d.Name == identity.AgentName && len(d.Spec.Template.Spec.Containers) > 0 {
-				ws.image = d.Spec.Template.Spec.Containers[0].Image
-				ws.certificate = d.Spec.Template.Annotations[agentconfig.ClientCertificateAnnotation]
-			}
+	ws.applied = works.Applied()
+	objects, err := works.Objects()
+	if err != nil {
+		return ws, err
+	}
+	agent := delivered.Find(objects)
+	if agent.Params != nil {
+		ws.mode = agent.Params.Data[delivered.ParamsMode]
+		if host := agent.Params.Data[delivered.ParamsServerAddress]; host != "" {
+			ws.principal = net.JoinHostPort(host, agent.Params.Data[delivered.ParamsServerPort])
 		}
 	}
+	if agent.CASecret != nil {
+		ws.bundle = agent.CASecret.Data[delivered.CABundleKey]
+	}
+	ws.image, ws.certificate = agent.Image(), agent.Certificate()
 	return ws, nil
 }
 
 // running works out the certificate the agent pod runs (see Running).
 func running(a *addonv1beta1.ManagedClusterAddOn, ws workState, recorded []issued.Certificate, available bool) Running {
-	onSpoke := addon.CertificateOnSpoke(a)
+	onSpoke := plan.CertificateOnSpoke(a)
 	if onSpoke == "" {
 		return Running{}
 	}
 	notAfter := spokeNotAfter(onSpoke)
-	r := Running{RenewalPending: ws.certificate != agentconfig.CertificateDigest(onSpoke)}
+	r := Running{RenewalPending: ws.certificate != delivered.CertificateDigest(onSpoke)}
 	if !r.RenewalPending && ws.applied && available {
 		return Running{NotAfter: notAfter, Known: true}
 	}

@@ -9,8 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 
-	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 )
 
 func TestPrint(t *testing.T) {
@@ -76,7 +77,7 @@ func TestRunning(t *testing.T) {
 	a := &addonv1beta1.ManagedClusterAddOn{Status: addonv1beta1.ManagedClusterAddOnStatus{Conditions: []metav1.Condition{{
 		Type: "ClusterCertificateRotated", Status: metav1.ConditionTrue, Reason: "ClientCertificateUpdated", Message: msg}}}}
 	recorded := []issued.Certificate{{NotAfter: previous}, {NotAfter: onSpoke}}
-	delivered := workState{certificate: agentconfig.CertificateDigest(msg), applied: true}
+	delivered := workState{certificate: delivered.CertificateDigest(msg), applied: true}
 	if r := running(a, delivered, recorded, true); !r.Known || !r.NotAfter.Equal(onSpoke) {
 		t.Errorf("rolled out and Available: %+v, want the spoke's certificate", r)
 	}
@@ -88,16 +89,9 @@ func TestRunning(t *testing.T) {
 	}
 	out := &bytes.Buffer{}
 	now := previous.Add(-10 * time.Minute)
-	must(t, Print(out, []Row{{Cluster: "c1", Running: running(a, workState{applied: true}, recorded, true)}}, now))
+	must.Succeed(t, Print(out, []Row{{Cluster: "c1", Running: running(a, workState{applied: true}, recorded, true)}}, now))
 	if !strings.Contains(out.String(), "RENEWAL NOT DELIVERED, running one expires 2026-12-02T12:00:00Z") {
 		t.Errorf("a running certificate about to expire before its renewal is not flagged:\n%s", out)
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

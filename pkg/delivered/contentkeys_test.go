@@ -1,4 +1,4 @@
-package addon
+package delivered
 
 import (
 	"strings"
@@ -27,7 +27,7 @@ func agentObjects(params map[string]string, ca map[string][]byte) []runtime.Obje
 
 func TestRequireOwnContent(t *testing.T) {
 	objs := agentObjects(map[string]string{"agent.mode": "managed", "agent.log.level": "info"}, map[string][]byte{"ca.crt": []byte("pem")})
-	if err := requireOwnContent(objs); err != nil {
+	if err := RequireOwnContent(objs); err != nil {
 		t.Fatal(err)
 	}
 	pod := objs[0].(*appsv1.Deployment).Spec.Template.Spec
@@ -49,7 +49,7 @@ func TestRequireOwnContent(t *testing.T) {
 
 	// Applying it again changes nothing.
 	before := objs[0].(*appsv1.Deployment).DeepCopy()
-	if err := requireOwnContent(objs); err != nil || !equality.Semantic.DeepEqual(before, objs[0]) {
+	if err := RequireOwnContent(objs); err != nil || !equality.Semantic.DeepEqual(before, objs[0]) {
 		t.Errorf("a second pass changed the Deployment (%v)", err)
 	}
 
@@ -57,7 +57,7 @@ func TestRequireOwnContent(t *testing.T) {
 	same := agentObjects(map[string]string{"agent.log.level": "info", "agent.mode": "managed"}, nil)
 	other := agentObjects(map[string]string{"agent.log.level": "debug", "agent.mode": "managed"}, nil)
 	for _, o := range [][]runtime.Object{same, other} {
-		if err := requireOwnContent(o); err != nil {
+		if err := RequireOwnContent(o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +83,7 @@ func TestRequireOwnContentNeedsTheAgentObjects(t *testing.T) {
 		"CA Secret not mounted": {unmounted, objs[1],
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: identity.CASecretName}, Data: map[string][]byte{"ca.crt": nil}}},
 	} {
-		if err := requireOwnContent(o); err == nil {
+		if err := RequireOwnContent(o); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}

@@ -1,4 +1,4 @@
-package addon
+package delivered
 
 import (
 	"crypto/sha256"
@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -24,7 +23,7 @@ const (
 	ParamsContentEnv = "ARGOCD_AGENT_ADDON_PARAMS_HASH"
 )
 
-// requireOwnContent makes the agent's pod start only from the ConfigMap and CA Secret rendered
+// RequireOwnContent makes the agent's pod start only from the ConfigMap and CA Secret rendered
 // with it. The agent reads both once, at start-up, and OCM's work agent applies a ManifestWork's
 // manifests in the work's order, which addon-framework's work builder sets by size: the
 // Deployment comes first. Its new pod could start on the previous settings or CA and keep them
@@ -33,14 +32,15 @@ const (
 // is missing, nor mount a Secret volume whose listed item is missing, and retries both. The
 // digest is over the rendered content, so a manager whose templates render the same objects
 // rolls no pod.
-func requireOwnContent(objects []runtime.Object) error {
-	deployment, params, ca := findAgentObjects(objects)
-	if deployment == nil || params == nil {
+func RequireOwnContent(objects []runtime.Object) error {
+	a := Find(objects)
+	params, ca := a.Params, a.CASecret
+	if a.Deployment == nil || params == nil {
 		return fmt.Errorf("the rendered manifests lack Deployment %s or ConfigMap %s", identity.AgentName, identity.ParamsConfigMapName)
 	}
-	spec := &deployment.Spec.Template.Spec
-	agent := slices.IndexFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == identity.AgentName })
-	if agent < 0 {
+	spec := &a.Deployment.Spec.Template.Spec
+	c := a.Container()
+	if c == nil {
 		return fmt.Errorf("the Deployment %s has no container %s", identity.AgentName, identity.AgentName)
 	}
 
@@ -55,7 +55,6 @@ func requireOwnContent(objects []runtime.Object) error {
 		ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: params.Name}, Key: ContentKeyPrefix + paramsDigest}},
 	}
-	c := &spec.Containers[agent]
 	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == ParamsContentEnv }); i >= 0 {
 		c.Env[i] = env
 	} else {
@@ -93,28 +92,6 @@ func requireOwnContent(objects []runtime.Object) error {
 	maps.DeleteFunc(ca.Data, func(k string, _ []byte) bool { return strings.HasPrefix(k, ContentKeyPrefix) })
 	ca.Data[ContentKeyPrefix+caDigest] = []byte(caDigest)
 	return nil
-}
-
-// findAgentObjects finds, among objects, the agent's Deployment, its argocd-agent-params ConfigMap
-// and its CA Secret; nil where one is missing.
-func findAgentObjects(objects []runtime.Object) (deployment *appsv1.Deployment, params *corev1.ConfigMap, ca *corev1.Secret) {
-	for _, o := range objects {
-		switch v := o.(type) {
-		case *appsv1.Deployment:
-			if v.Name == identity.AgentName {
-				deployment = v
-			}
-		case *corev1.ConfigMap:
-			if v.Name == identity.ParamsConfigMapName {
-				params = v
-			}
-		case *corev1.Secret:
-			if v.Name == identity.CASecretName {
-				ca = v
-			}
-		}
-	}
-	return deployment, params, ca
 }
 
 // contentDigest is the first 16 hex digits of the SHA-256 over data's keys and values in key
