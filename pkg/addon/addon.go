@@ -184,7 +184,8 @@ func (a *agentAddon) Manifests(ctx context.Context, cluster *clusterv1.ManagedCl
 	}()
 	p, err := a.resolver.Resolve(ctx, cluster, addon)
 	switch {
-	case errors.Is(err, plan.ErrRevoked):
+	case errors.Is(err, plan.ErrRevoked), errors.Is(err, plan.ErrRevocationUnknown):
+		// Nothing at all, not even a renewal: the hub alone decides, from a record it can read.
 		return nil, err
 	case errors.Is(err, plan.ErrNotConfigured):
 		// OCM's addon-manager first resolves the add-on's configs into the ManagedClusterAddOn's

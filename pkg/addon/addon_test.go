@@ -604,6 +604,34 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 	if _, err := a.Manifests(context.Background(), cluster, mcaFor(adc)); err == nil {
 		t.Fatal("rendered with an unreadable record")
 	}
+	// Nor does it get a renewal on its last ManifestWork, whatever OCM reports of the spoke.
+	shipped, err := render(t, identity.SubjectClusterName, adc, caPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: delivered.DeployWorkPrefix + "0",
+		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
+	for _, o := range shipped {
+		raw, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
+	}
+	if err := hub.Create(context.Background(), work); err != nil {
+		t.Fatal(err)
+	}
+	withWorks, err := addon.New(addon.Options{ConfigGetter: getter{adc}, CA: testCA{bundle: caPEM + caPEM}, Subject: identity.SubjectClusterName,
+		Records: &issued.Records{Reader: hub, Namespace: "addon-ns"}, Works: hub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mca := mcaFor(adc)
+	mca.Status.Conditions = append(mca.Status.Conditions, metav1.Condition{Type: plan.ConditionClusterCertificateRotated, Status: metav1.ConditionTrue,
+		Reason: "ClientCertificateUpdated", Message: "client certificate rotated starting from x to 2026-12-09"})
+	if objs, err := withWorks.Manifests(context.Background(), cluster, mca); !errors.Is(err, plan.ErrRevocationUnknown) || objs != nil {
+		t.Fatalf("unreadable record, renewal due: %d objects, %v; want none and ErrRevocationUnknown", len(objs), err)
+	}
 }
 
 // While a cluster's render is held back (here: an invalid config value), a renewed client

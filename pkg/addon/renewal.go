@@ -75,6 +75,9 @@ func (a *agentAddon) renewal(ctx context.Context, cluster *clusterv1.ManagedClus
 	}
 	// A CA that cannot be read now leaves the bundle as delivered.
 	if bundle, err := a.ca.Bundle(ctx); err == nil && len(bundle) > 0 && agent.CASecret != nil && !bytes.Equal(agent.CASecret.Data[delivered.CABundleKey], bundle) {
+		if agent.CASecret.Data == nil {
+			agent.CASecret.Data = map[string][]byte{}
+		}
 		agent.CASecret.Data[delivered.CABundleKey] = bundle
 		changed = true
 	}

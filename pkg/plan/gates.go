@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 
@@ -16,58 +17,108 @@ import (
 )
 
 // configType is a config type a render reads from the ManagedClusterAddOn's status.
-type configType struct {
-	group, resource string
-	// hashRequired: a reference with no desired spec hash is an error, as addon-framework's
-	// GetDesiredAddOnDeploymentConfig has it; for the others it names nothing yet.
-	hashRequired bool
-}
+type configType = schema.GroupResource
 
 var (
-	deploymentConfigType = configType{group: utils.AddOnDeploymentConfigGVR.Group, resource: utils.AddOnDeploymentConfigGVR.Resource, hashRequired: true}
-	agentVersionType     = configType{group: agentversion.Group, resource: agentversion.Resource}
-	customizationType    = configType{group: customization.Group, resource: customization.Resource}
+	deploymentConfigType = utils.AddOnDeploymentConfigGVR.GroupResource()
+	agentVersionType     = schema.GroupResource{Group: agentversion.Group, Resource: agentversion.Resource}
+	customizationType    = schema.GroupResource{Group: customization.Group, Resource: customization.Resource}
 )
 
 // ErrRolloutPending says a cluster's config has changed but OCM's rollout has not reached the
 // cluster yet.
 var ErrRolloutPending = errors.New("rollout pending")
 
-// desired reads the config of type t that the add-on's status names as desired, once, and checks
-// that it is, as it is now, the one OCM wants on this cluster; found is false when the status
-// names none. A config object holds only its newest spec, and addon-framework re-renders a
-// cluster for many reasons (its status changes, a resync every 10 minutes), each time reading
-// the newest spec. While a rollout has not reached the cluster, its desired spec hash still
-// names the older spec; rendering the newest would skip the ClusterManagementAddOn's rollout
-// strategy. ErrRolloutPending makes addon-framework keep the cluster's ManifestWork as it is
-// until OCM moves the cluster on (and retry, which also covers a cache that has not seen the
-// config change yet). A *agentconfig.FieldError from src comes back with the object's hash
-// checked: the caller reports the field.
-func desired[T any](ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn, t configType, src ConfigSource[T]) (obj T, found bool, err error) {
-	ok, ref := utils.GetAddOnConfigRef(addon.Status.ConfigReferences, t.group, t.resource)
-	if !ok {
-		return obj, false, nil
+// configRead reads one config object of a type, as any, and its spec hash.
+type configRead func(ctx context.Context, namespace, name string) (any, string, error)
+
+func reader[T any](src ConfigSource[T]) configRead {
+	return func(ctx context.Context, namespace, name string) (any, string, error) {
+		return src.GetWithSpecHash(ctx, namespace, name)
 	}
-	d := ref.DesiredConfig
-	if d == nil || d.SpecHash == "" {
-		if t.hashRequired {
-			return obj, false, fmt.Errorf("add-on %s/%s: the desired spec hash of its %s is empty", addon.Namespace, addon.Name, t.resource)
+}
+
+// configs are the configs a render uses, each read once: per type, the object of the first
+// reference of that type in the add-on's status (addon-framework's rule).
+type configs struct {
+	objects map[configType]any
+	// customizationErr is the AgentCustomization's *agentconfig.FieldError, reported after the
+	// AddOnDeploymentConfig's fields; later is an error of the first references that is no
+	// gate's, reported after them (as addon-framework's lookup did).
+	customizationErr, later error
+}
+
+// readConfigs reads every config the add-on's status names, of the types the resolver reads,
+// once, and checks each against its rollout gate: a config object holds only its newest spec,
+// and addon-framework re-renders a cluster for many reasons (its status changes, a resync every
+// 10 minutes), each time reading the newest spec. While a rollout has not reached the cluster,
+// its desired spec hash still names the older spec; rendering the newest would skip the
+// ClusterManagementAddOn's rollout strategy. ErrRolloutPending makes addon-framework keep the
+// cluster's ManifestWork as it is until OCM moves the cluster on (and retry, which also covers
+// a cache that has not seen the config change yet).
+//
+// A reference with no desired spec hash is not gated: an AddOnDeploymentConfig's is an error,
+// as addon-framework's GetDesiredAddOnDeploymentConfig has it; an AgentVersion or
+// AgentCustomization it names is read as it is (addon-framework leaves the hash unset while the
+// object is missing, which the read then says).
+func (r *Resolver) readConfigs(ctx context.Context, addon *addonv1beta1.ManagedClusterAddOn) (configs, error) {
+	reads := map[configType]configRead{deploymentConfigType: reader(r.DeploymentConfigs)}
+	if r.AgentVersions != nil {
+		reads[agentVersionType] = reader(r.AgentVersions)
+	}
+	if r.Customizations != nil {
+		reads[customizationType] = reader(r.Customizations)
+	}
+	out := configs{objects: map[configType]any{}}
+	seen := map[configType]bool{}
+	for _, ref := range addon.Status.ConfigReferences {
+		t := configType{Group: ref.Group, Resource: ref.Resource}
+		read, ok := reads[t]
+		if !ok {
+			continue
 		}
-		return obj, false, nil
+		first := !seen[t]
+		seen[t] = true
+		d := ref.DesiredConfig
+		gated := d != nil && d.SpecHash != ""
+		switch {
+		case gated:
+		case !first || d == nil && t != deploymentConfigType:
+			continue
+		case t == deploymentConfigType:
+			if out.later == nil {
+				out.later = fmt.Errorf("add-on %s/%s: the desired spec hash of its %s is empty", addon.Namespace, addon.Name, t.Resource)
+			}
+			continue
+		case d.Name == "":
+			continue
+		}
+		obj, hash, err := read(ctx, d.Namespace, d.Name)
+		fieldErr := isFieldError(err) && hash != ""
+		if err != nil && !fieldErr {
+			err = fmt.Errorf("reading %s %s/%s: %w", t.Resource, d.Namespace, d.Name, err)
+			if gated {
+				return configs{}, err
+			}
+			if out.later == nil {
+				out.later = err
+			}
+			continue
+		}
+		if gated && hash != d.SpecHash {
+			return configs{}, fmt.Errorf("%w: %s %s/%s is now at spec hash %.12s, and OCM's rollout has cluster %s on %.12s; its ManifestWork stays as it is until the rollout reaches it",
+				ErrRolloutPending, t.Resource, d.Namespace, d.Name, hash, addon.Namespace, d.SpecHash)
+		}
+		if !first {
+			continue
+		}
+		if fieldErr {
+			out.customizationErr = err
+			continue
+		}
+		out.objects[t] = obj
 	}
-	if d.Name == "" {
-		return obj, false, nil
-	}
-	obj, hash, err := src.GetWithSpecHash(ctx, d.Namespace, d.Name)
-	if err != nil && !(isFieldError(err) && hash != "") {
-		return obj, false, fmt.Errorf("reading %s %s/%s: %w", t.resource, d.Namespace, d.Name, err)
-	}
-	if hash != d.SpecHash {
-		var zero T
-		return zero, false, fmt.Errorf("%w: %s %s/%s is now at spec hash %.12s, and OCM's rollout has cluster %s on %.12s; its ManifestWork stays as it is until the rollout reaches it",
-			ErrRolloutPending, t.resource, d.Namespace, d.Name, hash, addon.Namespace, d.SpecHash)
-	}
-	return obj, true, err
+	return out, nil
 }
 
 // configResolved: OCM has set Configured=True, or set the condition at all while the status

@@ -98,10 +98,14 @@ type Resolver struct {
 	PrincipalImages func(ctx context.Context) (image, from string, err error)
 }
 
-// Errors that stop a render before anything is resolved.
+// Errors that stop a render before anything is resolved; nothing at all is delivered for them,
+// not even a renewal.
 var (
 	// ErrRevoked says the cluster's agent is revoked: nothing is delivered to it.
 	ErrRevoked = errors.New("agent revoked")
+	// ErrRevocationUnknown says the cluster's record cannot be read: nothing may be decided
+	// without it.
+	ErrRevocationUnknown = errors.New("the cluster's revocation cannot be read")
 	// ErrNotConfigured says OCM's addon-manager has not resolved the add-on's configs yet.
 	ErrNotConfigured = errors.New("the add-on's configuration is not resolved by OCM yet")
 )
@@ -115,7 +119,7 @@ func (r *Resolver) Resolve(ctx context.Context, cluster *clusterv1.ManagedCluste
 		// able to change (docs/design.md#trust-model): the record decides.
 		rev, err := r.Records.Revocation(ctx, cluster.Name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrRevocationUnknown, err)
 		}
 		if rev != nil {
 			return nil, fmt.Errorf("%w: cluster %s (%s); nothing is delivered to it until `argocd-agent-addon unrevoke %s`", ErrRevoked, cluster.Name, rev.Reason, cluster.Name)
@@ -130,43 +134,30 @@ func (r *Resolver) Resolve(ctx context.Context, cluster *clusterv1.ManagedCluste
 			return nil, err
 		}
 	}
-	adc, _, err := desired(ctx, addon, deploymentConfigType, r.DeploymentConfigs)
+	configs, err := r.readConfigs(ctx, addon)
 	if err != nil {
 		return nil, err
 	}
-	var av *agentversion.Config
-	if r.AgentVersions != nil {
-		v, found, err := desired(ctx, addon, agentVersionType, r.AgentVersions)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			av = &v
-		}
-	}
-	var cust *customization.Customization
-	var custErr error
-	if r.Customizations != nil {
-		// A customisation that does not decode is reported after the AddOnDeploymentConfig's
-		// fields; its hash, and so the rollout gate, still held.
-		cust, _, custErr = desired(ctx, addon, customizationType, r.Customizations)
-		if custErr != nil && !isFieldError(custErr) {
-			return nil, custErr
-		}
-	}
+	adc, _ := configs.objects[deploymentConfigType].(*addonv1beta1.AddOnDeploymentConfig)
+	av, _ := configs.objects[agentVersionType].(agentversion.Config)
+	cust, _ := configs.objects[customizationType].(*customization.Customization)
 
 	p := &Plan{Cluster: cluster, Certificate: CertificateOnSpoke(addon)}
 	if p.Config, err = agentconfig.FromDeploymentConfig(adc); err != nil {
 		return nil, err
 	}
+	if configs.later != nil {
+		return nil, configs.later
+	}
 	if r.PrincipalImages != nil {
 		image, from, err := r.PrincipalImages(ctx)
 		p.PrincipalImage = &PrincipalImage{Image: image, From: from, Err: err}
 	}
-	if p.Image, err = p.image(av); err != nil {
-		return nil, err
+	var version *agentversion.Config
+	if _, ok := configs.objects[agentVersionType]; ok {
+		version = &av
 	}
-	if p.PullImage, err = p.Config.MirroredImage(cluster, p.Image); err != nil {
+	if p.Image, err = p.image(version); err != nil {
 		return nil, err
 	}
 	if p.Principal, err = p.Config.Principal(ctx, r.Principal); err != nil {
@@ -175,8 +166,11 @@ func (r *Resolver) Resolve(ctx context.Context, cluster *clusterv1.ManagedCluste
 	if p.CABundle, err = r.CA.Bundle(ctx); err != nil {
 		return nil, err
 	}
-	if custErr != nil {
-		return nil, custErr
+	if p.PullImage, err = p.Config.MirroredImage(cluster, p.Image); err != nil {
+		return nil, err
+	}
+	if configs.customizationErr != nil {
+		return nil, configs.customizationErr
 	}
 	p.Customization = cust
 	return p, nil
