@@ -42,6 +42,8 @@ type Options struct {
 	Kubeconfig string
 	// CASecret is the hub CA secret, NAMESPACE/NAME.
 	CASecret string
+	// Output is OutputTable (default), OutputJSON or OutputYAML.
+	Output string
 	// RestConfig, if set, is used instead of Kubeconfig (tests).
 	RestConfig *rest.Config
 }
@@ -54,6 +56,9 @@ func NewCommand() *cobra.Command {
 		Short: "Show, per cluster, the add-on's availability, certificate expiry and CA, agent mode and image; and per CA, its valid certificates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
 			return o.Run(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
@@ -61,10 +66,21 @@ func NewCommand() *cobra.Command {
 	return cmd
 }
 
+// Validate checks the options.
+func (o *Options) Validate() error {
+	switch o.Output {
+	case "", OutputTable, OutputJSON, OutputYAML:
+		return nil
+	}
+	return fmt.Errorf("-o %q: want %s, %s or %s", o.Output, OutputTable, OutputJSON, OutputYAML)
+}
+
 // AddFlags binds the options to fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	hubclient.AddKubeconfigFlag(fs, &o.Kubeconfig)
 	fs.StringVar(&o.CASecret, "ca-secret", o.CASecret, "Hub CA secret (NAMESPACE/NAME), to tell the signing CA from those kept for trust.")
+	fs.StringVarP(&o.Output, "output", "o", OutputTable,
+		"Output format: table, or json or yaml for scripts (a "+ReportKind+" of apiVersion "+ReportAPIVersion+", see docs/operations.md#status).")
 }
 
 // Row is one cluster's status.
@@ -125,6 +141,10 @@ func (o *Options) Run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	cas := issued.ByCA(signing, trusted, certs, now)
+	switch o.Output {
+	case OutputJSON, OutputYAML:
+		return PrintReport(out, o.Output, NewReport(rows, cas, now))
+	}
 	if err := Print(out, rows, now); err != nil {
 		return err
 	}
@@ -319,24 +339,29 @@ func PrintCAs(out io.Writer, cas []issued.CAUsage, bundlePending []string) error
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CA\tROLE\tVALID CERTIFICATES\tLAST EXPIRES\tNOTE")
 	for _, r := range cas {
-		last, note := "-", ""
+		last := "-"
 		if !r.LastExpiry.IsZero() {
 			last = r.LastExpiry.UTC().Format(time.RFC3339)
 		}
-		switch {
-		case r.Role == issued.RoleTrusted && r.Valid == 0 && len(bundlePending) > 0:
-			note = fmt.Sprintf("signs no valid certificate, but keep in %s: %d cluster(s) have not applied a trust bundle with the signing CA (%s)",
-				authority.TrustKey, len(bundlePending), strings.Join(bundlePending[:min(5, len(bundlePending))], ", "))
-		case r.Role == issued.RoleTrusted && r.Valid == 0:
-			note = "signs no valid certificate: may leave " + authority.TrustKey
-		case r.Role == issued.RoleTrusted:
-			note = "keep in " + authority.TrustKey + " until " + last
-		case r.Role == "" && r.Valid > 0:
-			note = "NOT TRUSTED any more, yet signed valid certificates: agents using them cannot connect"
-		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Role), r.Valid, last, note)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", r.ID, orDash(r.Role), r.Valid, last, caNote(r, bundlePending))
 	}
 	return w.Flush()
+}
+
+// caNote says what an operator rolling a CA over may do with r next.
+func caNote(r issued.CAUsage, bundlePending []string) string {
+	switch {
+	case r.Role == issued.RoleTrusted && r.Valid == 0 && len(bundlePending) > 0:
+		return fmt.Sprintf("signs no valid certificate, but keep in %s: %d cluster(s) have not applied a trust bundle with the signing CA (%s)",
+			authority.TrustKey, len(bundlePending), strings.Join(bundlePending[:min(5, len(bundlePending))], ", "))
+	case r.Role == issued.RoleTrusted && r.Valid == 0:
+		return "signs no valid certificate: may leave " + authority.TrustKey
+	case r.Role == issued.RoleTrusted:
+		return "keep in " + authority.TrustKey + " until " + r.LastExpiry.UTC().Format(time.RFC3339)
+	case r.Role == "" && r.Valid > 0:
+		return "NOT TRUSTED any more, yet signed valid certificates: agents using them cannot connect"
+	}
+	return ""
 }
 
 // workState is what the cluster's ManifestWork delivers, and whether the spoke applied it.

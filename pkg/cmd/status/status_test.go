@@ -8,6 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/delivered"
@@ -145,5 +146,48 @@ func TestPrincipalState(t *testing.T) {
 		if got := principalState(a, tc.delivered); got != tc.want {
 			t.Errorf("principalState(%v, %q) = %q, want %q", tc.conds, tc.delivered, got, tc.want)
 		}
+	}
+}
+
+// The report carries what the tables do, in its stable schema; JSON and YAML say the same.
+func TestReport(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	rows := []Row{
+		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), CA: "ca1", Mode: "managed", Image: "quay.io/a:v1",
+			Running: Running{Known: true, NotAfter: now.Add(36 * time.Hour)}, BundleApplied: true},
+		{Cluster: "c2", Available: "-", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked (revoked 2026-11-24T11:00:00Z)"},
+		{Cluster: "c3", Available: "Unknown"},
+	}
+	cas := []issued.CAUsage{{ID: "ca1", Role: issued.RoleSigning, Valid: 1, LastExpiry: now.Add(36 * time.Hour)}, {ID: "ca0", Role: issued.RoleTrusted}}
+	r := NewReport(rows, cas, now)
+	for _, format := range []string{OutputJSON, OutputYAML} {
+		out := &bytes.Buffer{}
+		must.Succeed(t, PrintReport(out, format, r))
+		var got Report
+		must.Succeed(t, yaml.Unmarshal(out.Bytes(), &got))
+		if got.APIVersion != ReportAPIVersion || got.Kind != ReportKind || !got.Time.Equal(now) || len(got.Clusters) != 3 || len(got.CAs) != 2 {
+			t.Fatalf("-o %s: %s", format, out)
+		}
+		c1, c2, c3 := got.Clusters[0], got.Clusters[1], got.Clusters[2]
+		if c1.Name != "c1" || c1.Available != "True" || c1.Certificate == nil || c1.Certificate.CA != "ca1" || c1.Certificate.Expired ||
+			!c1.Certificate.NotAfter.Equal(now.Add(36*time.Hour)) || !c1.Running.Known || c1.Running.NotAfter == nil || !c1.BundleApplied || c1.Mode != "managed" {
+			t.Errorf("-o %s: c1 %+v", format, c1)
+		}
+		if c2.Available != "Removed" || c2.Certificate == nil || !c2.Certificate.Expired || !strings.HasPrefix(c2.Revoked, "key leaked") {
+			t.Errorf("-o %s: c2 %+v", format, c2)
+		}
+		if c3.Certificate != nil || c3.Running.NotAfter != nil || c3.Revoked != "" {
+			t.Errorf("-o %s: c3 %+v", format, c3)
+		}
+		// c3 has the add-on and no bundle applied; c2's add-on is gone.
+		if len(got.BundlePending) != 1 || got.BundlePending[0] != "c3" {
+			t.Errorf("-o %s: bundle pending %v", format, got.BundlePending)
+		}
+		if got.CAs[1].ID != "ca0" || !strings.Contains(got.CAs[1].Note, "keep in ca.crt") || got.CAs[1].LastExpiry != nil {
+			t.Errorf("-o %s: trusted CA %+v", format, got.CAs[1])
+		}
+	}
+	if err := (&Options{Output: "xml"}).Validate(); err == nil || !strings.Contains(err.Error(), "-o \"xml\"") {
+		t.Errorf("-o xml: %v", err)
 	}
 }
