@@ -609,15 +609,7 @@ func TestRevokedClusterGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: delivered.DeployWorkPrefix + "0",
-		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
-	for _, o := range shipped {
-		raw, err := json.Marshal(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
-	}
+	work := deployWork(t, "c1", shipped)
 	if err := hub.Create(context.Background(), work); err != nil {
 		t.Fatal(err)
 	}
@@ -654,15 +646,7 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: "addon-argocd-agent-deploy-0",
-		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
-	for _, o := range shipped {
-		raw, err := json.Marshal(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
-	}
+	work := deployWork(t, "c1", shipped)
 	// An AgentCustomization's extra object of a kind no built-in API has.
 	work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{
 		Raw: []byte(`{"apiVersion":"monitoring.coreos.com/v1","kind":"PodMonitor","metadata":{"name":"agent","namespace":"argocd"},"spec":{}}`)}})
@@ -740,4 +724,19 @@ func TestRenewalReachesTheAgentWhileTheConfigIsHeld(t *testing.T) {
 	if objs, err := empty.Manifests(ctx, cluster, rotated(mcaFor(bad), "2026-12-09")); err == nil || objs != nil {
 		t.Fatalf("no work yet: %d objects, %v", len(objs), err)
 	}
+}
+
+// deployWork is cluster's first deploy ManifestWork, as addon-framework makes it, delivering objs.
+func deployWork(t *testing.T, cluster string, objs []runtime.Object) *workv1.ManifestWork {
+	t.Helper()
+	work := &workv1.ManifestWork{ObjectMeta: metav1.ObjectMeta{Namespace: cluster, Name: delivered.DeployWorkPrefix + "0",
+		Labels: map[string]string{addonv1beta1.AddonLabelKey: identity.AddonName}}}
+	for _, o := range objs {
+		raw, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		work.Spec.Workload.Manifests = append(work.Spec.Workload.Manifests, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
+	}
+	return work
 }

@@ -2,17 +2,15 @@ package agentversion
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 )
 
 // PrincipalCache is what the manager caches of Deployments: the principal's, whose image agents
 // follow (and which pkg/hubpki rolls), no other.
 func PrincipalCache(key types.NamespacedName) (client.Object, cache.ByObject) {
-	return &appsv1.Deployment{}, cache.ByObject{
-		Namespaces: map[string]cache.Config{key.Namespace: {}},
-		Field:      fields.OneTermEqualSelector("metadata.name", key.Name),
-	}
+	return &appsv1.Deployment{}, hubclient.OnlyObject(key)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -18,6 +19,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	workv1 "open-cluster-management.io/api/work/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -78,4 +80,13 @@ func New(kubeconfig string, cfg *rest.Config) (client.Client, error) {
 		return nil, err
 	}
 	return client.New(cfg, client.Options{Scheme: scheme})
+}
+
+// OnlyObject is a cache that holds one object of its type, key, and no other: what the manager
+// caches of the CA secret, the principal's Service and its Deployment.
+func OnlyObject(key types.NamespacedName) cache.ByObject {
+	return cache.ByObject{
+		Namespaces: map[string]cache.Config{key.Namespace: {}},
+		Field:      fields.OneTermEqualSelector("metadata.name", key.Name),
+	}
 }
