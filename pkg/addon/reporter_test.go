@@ -10,7 +10,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clienttesting "k8s.io/client-go/testing"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonfake "open-cluster-management.io/api/client/addon/clientset/versioned/fake"
@@ -131,4 +133,39 @@ func TestDelayedReportWritesOnce(t *testing.T) {
 	r.Invalid(ctx, newer, &agentconfig.FieldError{Field: "customizedVariables[logLevel]", Value: "x", Reason: "bad"})
 	r.Valid(ctx, shows, p, metav1.Condition{})
 	waitApplies(2)
+}
+
+// What the reporter holds of an add-on lives as long as the add-on: deleted (or seen deleted
+// through a tombstone), it is forgotten, and a Held for a cluster that comes back under the
+// same name applies nothing before a render of its own.
+func TestDeletedAddOnIsForgotten(t *testing.T) {
+	//lint:ignore SA1019 as above: no NewClientset in OCM's api module.
+	client := addonfake.NewSimpleClientset()
+	client.PrependReactor("patch", "managedclusteraddons", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		return true, &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: a.GetNamespace(), Name: "argocd-agent", ResourceVersion: "5"}}, nil
+	})
+	r := NewStatusReporter(client, events.NewFakeRecorder(10), 0)
+	ctx := context.Background()
+	valid := metav1.Condition{Type: ConditionAgentVersion, Status: metav1.ConditionTrue, Reason: ReasonVersionMatches, Message: "ok"}
+	for i, deleted := range []func(*addonv1beta1.ManagedClusterAddOn) any{
+		func(m *addonv1beta1.ManagedClusterAddOn) any { return m },
+		func(m *addonv1beta1.ManagedClusterAddOn) any {
+			return toolscache.DeletedFinalStateUnknown{Key: m.Namespace + "/" + m.Name, Obj: m}
+		},
+	} {
+		mca := &addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "c" + string(rune('1'+i)), Name: "argocd-agent"}}
+		key := types.NamespacedName{Namespace: mca.Namespace, Name: mca.Name}
+		r.Valid(ctx, mca, principal.Endpoint{Host: "p.example.com", Port: 443, Source: principal.SourceConfig}, valid)
+		if !r.rendered(key) {
+			t.Fatalf("%s: not held after a render", key)
+		}
+		r.forgetDeleted(deleted(mca))
+		r.mu.Lock()
+		_, owned := r.owned[key]
+		_, pending := r.pending[key]
+		r.mu.Unlock()
+		if owned || pending || r.rendered(key) {
+			t.Errorf("%s: still held after its deletion (owned %v, pending %v)", key, owned, pending)
+		}
+	}
 }
