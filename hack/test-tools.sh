@@ -8,8 +8,8 @@
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
 #   argocd-agent   build argocd-agent (principal and agent in one binary) only
-#   node           build kube-controller-manager, kube-scheduler, kubelet, argocd-agent and the test
-#                  images; install containerd, runc, CNI plugins
+#   node           build kube-controller-manager, kube-scheduler, kubelet, argocd-agent, Argo CD and
+#                  the test images; install containerd, runc, CNI plugins
 #   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM and ARGOCD_AGENT_BIN
 #
 # Versions are pinned here, in one place. The wrapper modules under hack/tools/ carry their go.sum.
@@ -20,6 +20,9 @@ ETCD_VERSION=v3.6.5
 HELM_VERSION=v3.22.0
 # Also pinned by hack/tools/argocd-agent/go.mod; change both together.
 ARGOCD_AGENT_VERSION=v0.9.0
+# Argo CD's components for the end-to-end tests (the version argocd-agent requires); also pinned
+# by hack/tools/argocd-agent/go.mod.
+ARGOCD_VERSION=v3.4.3
 # OCM's controllers for the end-to-end tests, from test/ocm (its own module, pinned there).
 OCM_VERSION=v1.2.1
 
@@ -144,6 +147,29 @@ build_argocd_agent_upgrade() {
 	go_build_argocd_agent "$version" "$ARGOCD_AGENT_DIR/argocd-agent-upgrade"
 }
 
+# Argo CD's application-controller, repo-server and applicationset-controller, one static binary
+# (hack/tools/argocd-agent/argocd) stamped as argo-cd's Makefile stamps its version. Built in
+# argocd-agent's wrapper module, which carries argo-cd's replace set; most of it is argocd-agent's
+# build already. Keyed by the version and the command's source.
+argocd_dir() {
+	local sum
+	sum=$(cd "$ROOT/hack/tools/argocd-agent" && cat go.mod argocd/*.go | sha256sum | cut -c1-12)
+	echo "$CACHE/argocd-$ARGOCD_VERSION-$sum"
+}
+
+build_argocd() {
+	local dir
+	dir=$(argocd_dir)
+	if [[ -x $dir/argocd ]]; then return; fi
+	log "building Argo CD $ARGOCD_VERSION components (cold: 5-10 min on 2 cores, after argocd-agent)"
+	mkdir -p "$dir"
+	(cd "$ROOT/hack/tools/argocd-agent" &&
+		GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/stackrox/go-grpc-http1 CGO_ENABLED=0 \
+			go build -trimpath -o "$dir/argocd.tmp" \
+			-ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=${ARGOCD_VERSION#v}" ./argocd)
+	mv "$dir/argocd.tmp" "$dir/argocd"
+}
+
 # Upstream's install manifests (install/kubernetes) of the same version, from its module: the
 # end-to-end tests install the principal from them as a user does.
 ARGOCD_AGENT_INSTALL_DIR=$ARGOCD_AGENT_DIR/install
@@ -194,15 +220,15 @@ build_ocm_local() {
 # static binary above. Keyed by hack/image's sources, which define them.
 images_dir() {
 	local sum
-	sum=$(cd "$ROOT" && cat $(find hack/image -name '*.go' ! -name '*_test.go' | sort) | sha256sum | cut -c1-12)
+	sum=$( (cd "$ROOT" && cat $(find hack/image -name '*.go' ! -name '*_test.go' | sort); argocd_dir) | sha256sum | cut -c1-12)
 	echo "$CACHE/images-$ARGOCD_AGENT_VERSION-$sum"
 }
 
 build_test_images() {
 	local dir arch
 	dir=$(images_dir)
-	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar && -f $dir/argocd-agent-upgrade.tar ]]; then return; fi
-	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION)"
+	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar && -f $dir/argocd-agent-upgrade.tar && -f $dir/argocd.tar ]]; then return; fi
+	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION, Argo CD $ARGOCD_VERSION)"
 	mkdir -p "$dir"
 	arch=$(go env GOARCH)
 	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$dir/image" ./hack/image &&
@@ -212,6 +238,9 @@ build_test_images() {
 		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_VERSION" --version "$ARGOCD_AGENT_VERSION" --archive "$dir/argocd-agent.tar.tmp"
 	"$dir/image" build --kind argocd-agent --binary "linux/$arch=$ARGOCD_AGENT_DIR/argocd-agent-upgrade" \
 		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_UPGRADE_VERSION" --version "$ARGOCD_AGENT_UPGRADE_VERSION" --archive "$dir/argocd-agent-upgrade.tar.tmp"
+	"$dir/image" build --kind argocd --binary "linux/$arch=$(argocd_dir)/argocd" \
+		--tag "quay.io/argoproj/argocd:$ARGOCD_VERSION" --version "$ARGOCD_VERSION" --archive "$dir/argocd.tar.tmp"
+	mv "$dir/argocd.tar.tmp" "$dir/argocd.tar"
 	mv "$dir/pause.tar.tmp" "$dir/pause.tar"
 	mv "$dir/argocd-agent-upgrade.tar.tmp" "$dir/argocd-agent-upgrade.tar"
 	mv "$dir/argocd-agent.tar.tmp" "$dir/argocd-agent.tar"
@@ -235,6 +264,7 @@ print_env() {
 	echo "export PAUSE_IMAGE_ARCHIVE=$(images_dir)/pause.tar"
 	echo "export ARGOCD_AGENT_IMAGE_ARCHIVE=$(images_dir)/argocd-agent.tar"
 	echo "export ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE=$(images_dir)/argocd-agent-upgrade.tar"
+	echo "export ARGOCD_IMAGE_ARCHIVE=$(images_dir)/argocd.tar"
 }
 
 # in_parallel FN...: runs each function in the background and fails if any failed. The builds
@@ -275,6 +305,7 @@ rest_all() {
 	ensure_redis
 	build_argocd_agent
 	build_argocd_agent_upgrade
+	build_argocd
 	copy_argocd_agent_install
 	build_test_images
 	build_ocm_local
@@ -302,6 +333,7 @@ node)
 	ensure_node_packages
 	build_argocd_agent
 	build_argocd_agent_upgrade
+	build_argocd
 	copy_argocd_agent_install
 	build_test_images
 	;;

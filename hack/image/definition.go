@@ -24,6 +24,9 @@ type definition struct {
 	// user is numeric so that Kubernetes' runAsNonRoot can check it without a passwd file.
 	user string
 	cmd  []string
+	// links are symbolic links to the binary, for a binary that chooses what to run by the name
+	// it is run as.
+	links []string
 }
 
 var definitions = map[string]definition{
@@ -33,6 +36,12 @@ var definitions = map[string]definition{
 	// USER 999, that entrypoint), so the Deployment we deliver runs it unchanged. Upstream's base
 	// is Alpine; the agent needs none of it.
 	"argocd-agent": {binaryPath: "/bin/argocd-agent", user: "999"},
+	// Argo CD's components for the test fleet (hack/tools/argocd-agent/argocd), as upstream's
+	// image lays them out: one binary, a link per component at /usr/local/bin, USER 999.
+	"argocd": {binaryPath: "/usr/local/bin/argocd", user: "999", links: []string{
+		"/usr/local/bin/argocd-application-controller", "/usr/local/bin/argocd-repo-server",
+		"/usr/local/bin/argocd-applicationset-controller",
+	}},
 	// The test nodes' sandbox image.
 	"pause": {binaryPath: "/pause", user: "65535:65535"},
 }
@@ -43,7 +52,7 @@ func (d definition) image(platform v1.Platform, binary string, labels map[string
 	if err != nil {
 		return nil, err
 	}
-	layer, err := binaryLayer(d.binaryPath, data, created)
+	layer, err := binaryLayer(d.binaryPath, d.links, data, created)
 	if err != nil {
 		return nil, err
 	}
@@ -68,9 +77,10 @@ func (d definition) image(platform v1.Platform, binary string, labels map[string
 }
 
 // binaryLayer is a one-file layer: the binary at p with its parent directories, mode 0755,
-// owned by root so that the non-root user can run but not replace it. (crane.Layer writes mode
-// 0, not executable.) Fixed times and order make the layer, and the image digest, reproducible.
-func binaryLayer(p string, data []byte, modTime time.Time) (v1.Layer, error) {
+// owned by root so that the non-root user can run but not replace it, and links to it (in p's
+// directory). (crane.Layer writes mode 0, not executable.) Fixed times and order make the
+// layer, and the image digest, reproducible.
+func binaryLayer(p string, links []string, data []byte, modTime time.Time) (v1.Layer, error) {
 	var dirs []string
 	for dir := path.Dir(p); dir != "/"; dir = path.Dir(dir) {
 		dirs = append([]string{dir[1:] + "/"}, dirs...)
@@ -87,6 +97,14 @@ func binaryLayer(p string, data []byte, modTime time.Time) (v1.Layer, error) {
 	}
 	if _, err := w.Write(data); err != nil {
 		return nil, err
+	}
+	for _, link := range links {
+		if path.Dir(link) != path.Dir(p) {
+			return nil, fmt.Errorf("link %s: not in %s", link, path.Dir(p))
+		}
+		if err := w.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: link[1:], Linkname: path.Base(p), Mode: 0o777, ModTime: modTime, Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("layer of %s: %w", p, err)

@@ -44,6 +44,11 @@ func TestImageDefinitions(t *testing.T) {
 			if hdr.Mode != 0o755 || hdr.Uid != 0 {
 				t.Errorf("%s: mode %o uid %d, want 755 owned by root", def.binaryPath, hdr.Mode, hdr.Uid)
 			}
+			for _, link := range def.links {
+				if hdr := fileIn(t, img, link[1:]); hdr.Typeflag != tar.TypeSymlink || hdr.Linkname != filepath.Base(def.binaryPath) {
+					t.Errorf("%s: type %c to %q, want a link to %s", link, hdr.Typeflag, hdr.Linkname, filepath.Base(def.binaryPath))
+				}
+			}
 			again, err := def.image(platform, bin, map[string]string{"k": "v"}, time.Unix(0, 0))
 			if err != nil {
 				t.Fatal(err)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 )
 
 // AgentOptions configures StartAgent.

@@ -75,12 +75,12 @@ func TestPrincipalAgentMTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	hubRedis, stopHubRedis, err := StartRedis(ctx, dir, "")
+	hubRedis, stopHubRedis, err := StartRedis(ctx, dir, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(stopHubRedis)
-	spokeRedis, stopSpokeRedis, err := StartRedis(ctx, dir, "")
+	spokeRedis, stopSpokeRedis, err := StartRedis(ctx, dir, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 )
 
 // RedisServerEnv may name the redis-server binary; by default it is looked up on PATH
@@ -18,9 +19,10 @@ import (
 const RedisServerEnv = "REDIS_SERVER_BIN"
 
 // StartRedis starts a redis-server on a free port of host (127.0.0.1 if empty), without
-// persistence and without a password, with dir as its working directory. It returns the address
-// (host:port) and a stop function (also called when ctx ends).
-func StartRedis(ctx context.Context, dir, host string) (addr string, stop func(), err error) {
+// persistence, requiring password if it is not empty (as upstream's Argo CD runs it:
+// --requirepass), with dir as its working directory. It returns the address (host:port) and a
+// stop function (also called when ctx ends).
+func StartRedis(ctx context.Context, dir, host, password string) (addr string, stop func(), err error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
@@ -35,14 +37,17 @@ func StartRedis(ctx context.Context, dir, host string) (addr string, stop func()
 			return "", nil, err
 		}
 		addr = net.JoinHostPort(host, strconv.Itoa(ports[0]))
-		p, err := proc.Start(ctx, "redis-"+strconv.Itoa(ports[0]), dir, bin,
-			"--bind", host, "--port", strconv.Itoa(ports[0]),
+		args := []string{"--bind", host, "--port", strconv.Itoa(ports[0]),
 			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning")
+			"--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"}
+		if password != "" {
+			args = append(args, "--requirepass", password)
+		}
+		p, err := proc.Start(ctx, "redis-"+strconv.Itoa(ports[0]), dir, bin, args...)
 		if err != nil {
 			return "", nil, err
 		}
-		err = p.WaitFor(ctx, 15*time.Second, "answering PING", func() error { return redisPing(addr) })
+		err = p.WaitFor(ctx, 15*time.Second, "answering PING", func() error { return redisPing(addr, password) })
 		if err == nil {
 			return addr, p.Stop, nil
 		}
@@ -66,18 +71,32 @@ func redisBinary() (string, error) {
 	return bin, nil
 }
 
-// redisPing sends an inline PING and expects +PONG.
-func redisPing(addr string) error {
+// redisPing sends an inline PING (after AUTH, with a password) and expects +PONG.
+func redisPing(addr, password string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(c)
+	if password != "" {
+		// RESP array form: the password may hold any byte.
+		if _, err := fmt.Fprintf(c, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(line) != "+OK" {
+			return fmt.Errorf("unexpected AUTH reply %q", line)
+		}
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}

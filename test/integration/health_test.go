@@ -2,9 +2,10 @@ package integration
 
 import (
 	"context"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"testing"
 	"time"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"

@@ -1,13 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -17,8 +20,11 @@ const clusterDomain = "cluster.local."
 
 // clusterDNS stands in for CoreDNS, which is not built here: it answers A queries for
 // <service>.<namespace>.svc.cluster.local with the Service's ClusterIP, read from the API
-// server, and NXDOMAIN for anything else. What it hides: headless Services, SRV and PTR
-// records, names outside the cluster, TCP. The kubelet points every pod's resolv.conf at it, so
+// server, or for a headless Service (clusterIP None) its first ready endpoint's address (in a
+// stable order; CoreDNS answers with all of them), and NXDOMAIN for anything else. What it
+// hides: SRV and PTR records, per-pod names, names outside the cluster, TCP. Pods reach a
+// headless Service's pod directly; a ClusterIP is routed only when the harness routes it
+// (RouteService: no kube-proxy). The kubelet points every pod's resolv.conf at it, so
 // a pod resolves `argocd-redis` through its search path as on a real cluster.
 type clusterDNS struct {
 	conn *net.UDPConn
@@ -94,7 +100,8 @@ func (d *clusterDNS) answer(ctx context.Context, query []byte) ([]byte, error) {
 	return b.Finish()
 }
 
-// lookup resolves <service>.<namespace>.svc.cluster.local. to the Service's ClusterIP.
+// lookup resolves <service>.<namespace>.svc.cluster.local. to the Service's ClusterIP, or a
+// ready endpoint of a headless Service.
 func (d *clusterDNS) lookup(ctx context.Context, name string) (net.IP, bool) {
 	rest, ok := strings.CutSuffix(strings.ToLower(name), ".svc."+clusterDomain)
 	if !ok {
@@ -108,9 +115,42 @@ func (d *clusterDNS) lookup(ctx context.Context, name string) (net.IP, bool) {
 	if err := d.api.Get(ctx, types.NamespacedName{Namespace: ns, Name: svc}, s); err != nil {
 		return nil, false
 	}
+	if s.Spec.ClusterIP == corev1.ClusterIPNone {
+		return d.readyEndpoint(ctx, ns, svc)
+	}
 	ip := net.ParseIP(s.Spec.ClusterIP)
 	if ip == nil || ip.To4() == nil {
 		return nil, false
 	}
 	return ip, true
+}
+
+// readyEndpoint is the first ready IPv4 address, in a stable order, of the Service's
+// EndpointSlices (kept by kube-controller-manager's endpointslice controller).
+func (d *clusterDNS) readyEndpoint(ctx context.Context, namespace, service string) (net.IP, bool) {
+	list := &discoveryv1.EndpointSliceList{}
+	if err := d.api.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+		return nil, false
+	}
+	var found []net.IP
+	for _, es := range list.Items {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				if ip := net.ParseIP(a); ip != nil && ip.To4() != nil {
+					found = append(found, ip)
+				}
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil, false
+	}
+	slices.SortFunc(found, func(a, b net.IP) int { return bytes.Compare(a.To4(), b.To4()) })
+	return found[0], true
 }

@@ -40,13 +40,13 @@ import (
 )
 
 // Controllers of kube-controller-manager that pods need (../shared/reference/real-pods.md):
-// Deployments and their ReplicaSets, garbage collection, service accounts and their tokens,
+// Deployments and their ReplicaSets, StatefulSets (Argo CD's application-controller), garbage collection, service accounts and their tokens,
 // kube-root-ca.crt in every namespace, the node lifecycle (it lifts the not-ready taint new
 // nodes get), namespace deletion and pod garbage collection, EndpointSlices (the load-balancer
 // stand-in of loadbalancer.go follows them). The CSR signer and cleaner sign
 // and remove kube-apiserver-client and kubelet CSRs, as they do on a real control plane.
 var controllers = []string{
-	"deployment-controller", "replicaset-controller", "garbage-collector-controller",
+	"deployment-controller", "replicaset-controller", "statefulset-controller", "garbage-collector-controller",
 	"serviceaccount-controller", "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
 	"node-lifecycle-controller", "namespace-controller", "pod-garbage-collector-controller",
 	"certificatesigningrequest-signing-controller", "certificatesigningrequest-cleaner-controller",

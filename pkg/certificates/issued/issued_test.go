@@ -2,10 +2,11 @@ package issued_test
 
 import (
 	"crypto/x509"
-	"k8s.io/apimachinery/pkg/types"
 	"regexp"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 

@@ -5,8 +5,9 @@ import (
 	"crypto/x509"
 	"fmt"
 
-	"k8s.io/apimachinery/pkg/types"
 	"slices"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"

@@ -30,6 +30,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
 )
 
 // controller is one part of the manager: its name, when it runs (nil: always), what it needs in
@@ -65,6 +66,9 @@ var controllers = []controller{
 	}},
 	{name: "cluster-secrets", enabled: func(c *Config) bool { return c.ClusterSecrets }, caches: certificateCaches, setup: setupClusterSecrets},
 	{name: "hub-pki", enabled: func(c *Config) bool { return c.CreateCA || c.PrincipalPKI }, caches: principalCaches, setup: setupHubPKI},
+	{name: "spoke-readiness", caches: spokeReadinessCaches, setup: func(_ context.Context, s *shared) error {
+		return (&spokeready.Reconciler{Client: s.mgr.GetClient()}).SetupWithManager(s.mgr)
+	}},
 }
 
 // addonCaches: the add-on's own API objects, and what its render reads (pkg/plan): the records,
@@ -77,6 +81,14 @@ func addonCaches(c *Config) map[client.Object]cache.ByObject {
 	for obj, by := range principalCaches(c) {
 		out[obj] = by
 	}
+	return out
+}
+
+// spokeReadinessCaches: the add-on's own API objects and the readiness works.
+func spokeReadinessCaches(*Config) map[client.Object]cache.ByObject {
+	out := addon.Caches()
+	work, workBy := spokeready.WorkCache()
+	out[work] = workBy
 	return out
 }
 

@@ -146,8 +146,8 @@ func TestControllerCachesAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(byObject) != 7 {
-		t.Errorf("%d cached types, want 7 (records, CA secret, CSRs, principal Service and Deployment, the add-on's MCAs and CMA)", len(byObject))
+	if len(byObject) != 8 {
+		t.Errorf("%d cached types, want 8 (records, CA secret, CSRs, principal Service and Deployment, the add-on's MCAs and CMA, readiness works)", len(byObject))
 	}
 	// Two that disagree are refused.
 	clash := append([]controller{}, controllers...)

@@ -55,6 +55,9 @@ type ClusterReport struct {
 	Image     string `json:"image,omitempty"`
 	Version   string `json:"version,omitempty"`
 	Config    string `json:"config,omitempty"`
+	// ArgoCD says whether the cluster's Argo CD can deploy, from the add-on's ArgoCDReady
+	// condition: "ready", "NOT READY: " and what is missing, "unknown"; absent before any report.
+	ArgoCD string `json:"argoCD,omitempty"`
 	// Revoked is the revocation, with its reason and time; absent if not revoked.
 	Revoked string `json:"revoked,omitempty"`
 	// BundleApplied says the spoke applied a trust bundle that holds the signing CA.
@@ -97,7 +100,7 @@ func NewReport(rows []Row, cas []issued.CAUsage, now time.Time) Report {
 	}
 	for _, row := range rows {
 		c := ClusterReport{Name: row.Cluster, Available: row.Available, Principal: row.Principal, Mode: row.Mode, Image: row.Image,
-			Version: row.Version, Config: row.Config, Revoked: row.Revoked, BundleApplied: row.BundleApplied,
+			Version: row.Version, Config: row.Config, ArgoCD: row.ArgoCD, Revoked: row.Revoked, BundleApplied: row.BundleApplied,
 			Running: RunningReport{Known: row.Running.Known, RenewalPending: row.Running.RenewalPending, NotAfter: timeOrNil(row.Running.NotAfter)}}
 		if c.Available == "-" {
 			c.Available = "Removed"

@@ -35,6 +35,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubclient"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/plan"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
 )
 
 // Options are the status settings.
@@ -101,6 +102,9 @@ type Row struct {
 	Version string
 	// Config is where the cluster is in the rollout of its AddOnDeploymentConfig.
 	Config string
+	// ArgoCD says whether the cluster's Argo CD can deploy (the add-on's ArgoCDReady condition):
+	// "ready", "NOT READY: " and what is missing, "unknown", or empty before any report.
+	ArgoCD string
 	// Revoked is the revocation reason, empty if not revoked.
 	Revoked string
 	// Running is what the hub can tell of the certificate the agent pod runs.
@@ -188,6 +192,7 @@ func Collect(ctx context.Context, c client.Client, now time.Time, cas []*x509.Ce
 		row.Mode, row.Image, row.Config = ws.mode, ws.image, configState(&a)
 		row.Principal = principalState(&a, ws.principal)
 		row.Version = versionState(&a, ws.image)
+		row.ArgoCD = argoCDState(&a)
 		row.Running = running(&a, ws, recorded, row.Available == string(metav1.ConditionTrue))
 		if len(cas) > 0 {
 			row.BundleApplied = ws.applied && bundleHolds(ws.bundle, cas[0])
@@ -253,6 +258,21 @@ func versionState(a *addonv1beta1.ManagedClusterAddOn, image string) string {
 		return v + " MISMATCH: principal refuses it (" + why + ")"
 	}
 	return v + " (principal's unknown)"
+}
+
+// argoCDState is the ArgoCDReady condition in a word, and what is missing when it is False. The
+// cluster reports it about itself (pkg/spokeready).
+func argoCDState(a *addonv1beta1.ManagedClusterAddOn) string {
+	c := meta.FindStatusCondition(a.Status.Conditions, spokeready.ConditionArgoCDReady)
+	switch {
+	case c == nil:
+		return ""
+	case c.Status == metav1.ConditionTrue:
+		return "ready"
+	case c.Status == metav1.ConditionFalse:
+		return "NOT READY: " + c.Message
+	}
+	return "unknown"
 }
 
 // principalState is the delivered address with the source the add-on reports, or the reason
@@ -453,7 +473,7 @@ func bundleHolds(bundle []byte, ca *x509.Certificate) bool {
 // Print writes rows as a table; expiry is shown relative to now.
 func Print(out io.Writer, rows []Row, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tPRINCIPAL\tMODE\tIMAGE\tVERSION\tCONFIG\tREVOKED")
+	fmt.Fprintln(w, "CLUSTER\tAVAILABLE\tARGO CD\tCERTIFICATE EXPIRES\tRUNNING CERTIFICATE\tCA\tPRINCIPAL\tMODE\tIMAGE\tVERSION\tCONFIG\tREVOKED")
 	for _, r := range rows {
 		expires := expiry(r.CertNotAfter, now)
 		runs := "-"
@@ -471,7 +491,7 @@ func Print(out io.Writer, rows []Row, now time.Time) error {
 		if r.Revoked != "" {
 			revoked = "yes: " + r.Revoked
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, expires, runs, orDash(r.CA), orDash(r.Principal), orDash(r.Mode), orDash(r.Image), orDash(r.Version), orDash(r.Config), revoked)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Cluster, r.Available, orDash(r.ArgoCD), expires, runs, orDash(r.CA), orDash(r.Principal), orDash(r.Mode), orDash(r.Image), orDash(r.Version), orDash(r.Config), revoked)
 	}
 	return w.Flush()
 }

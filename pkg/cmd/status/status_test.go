@@ -19,8 +19,8 @@ func TestPrint(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	out := &bytes.Buffer{}
 	if err := Print(out, []Row{
-		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), CA: "0123456789abcdef", Mode: "managed", Image: "quay.io/a:v1", Config: "1a2b3c4d (Completed)"},
-		{Cluster: "c2", Available: "False", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
+		{Cluster: "c1", Available: "True", ArgoCD: "ready", CertNotAfter: now.Add(36 * time.Hour), CA: "0123456789abcdef", Mode: "managed", Image: "quay.io/a:v1", Config: "1a2b3c4d (Completed)"},
+		{Cluster: "c2", Available: "False", ArgoCD: "NOT READY: not on the cluster: the repo-server", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
 		{Cluster: "c3", Available: "Unknown"},
 	}, now); err != nil {
 		t.Fatal(err)
@@ -30,8 +30,8 @@ func TestPrint(t *testing.T) {
 		t.Fatalf("want a header and 3 rows:\n%s", out)
 	}
 	for i, want := range [][]string{
-		{"c1", "True", "2026-11-26T00:00:00Z (in 36h0m0s)", "0123456789abcdef", "managed", "quay.io/a:v1", "1a2b3c4d (Completed)", "no"},
-		{"c2", "False", "(EXPIRED)", "yes: key leaked"},
+		{"c1", "True", "ready", "2026-11-26T00:00:00Z (in 36h0m0s)", "0123456789abcdef", "managed", "quay.io/a:v1", "1a2b3c4d (Completed)", "no"},
+		{"c2", "False", "NOT READY: not on the cluster: the repo-server", "(EXPIRED)", "yes: key leaked"},
 		{"c3", "Unknown", "-"},
 	} {
 		for _, w := range want {
@@ -153,7 +153,7 @@ func TestPrincipalState(t *testing.T) {
 func TestReport(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	rows := []Row{
-		{Cluster: "c1", Available: "True", CertNotAfter: now.Add(36 * time.Hour), CA: "ca1", Mode: "managed", Image: "quay.io/a:v1",
+		{Cluster: "c1", Available: "True", ArgoCD: "ready", CertNotAfter: now.Add(36 * time.Hour), CA: "ca1", Mode: "managed", Image: "quay.io/a:v1",
 			Running: Running{Known: true, NotAfter: now.Add(36 * time.Hour)}, BundleApplied: true},
 		{Cluster: "c2", Available: "-", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked (revoked 2026-11-24T11:00:00Z)"},
 		{Cluster: "c3", Available: "Unknown"},
@@ -170,7 +170,7 @@ func TestReport(t *testing.T) {
 		}
 		c1, c2, c3 := got.Clusters[0], got.Clusters[1], got.Clusters[2]
 		if c1.Name != "c1" || c1.Available != "True" || c1.Certificate == nil || c1.Certificate.CA != "ca1" || c1.Certificate.Expired ||
-			!c1.Certificate.NotAfter.Equal(now.Add(36*time.Hour)) || !c1.Running.Known || c1.Running.NotAfter == nil || !c1.BundleApplied || c1.Mode != "managed" {
+			!c1.Certificate.NotAfter.Equal(now.Add(36*time.Hour)) || !c1.Running.Known || c1.Running.NotAfter == nil || !c1.BundleApplied || c1.Mode != "managed" || c1.ArgoCD != "ready" {
 			t.Errorf("-o %s: c1 %+v", format, c1)
 		}
 		if c2.Available != "Removed" || c2.Certificate == nil || !c2.Certificate.Expired || !strings.HasPrefix(c2.Revoked, "key leaked") {

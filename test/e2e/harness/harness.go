@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -79,6 +80,11 @@ type Options struct {
 	// SecondPrincipal installs another principal, in SecondArgoCDNamespace, for a fleet split
 	// between two (Env.SecondPrincipal).
 	SecondPrincipal bool
+	// ArgoCD runs Argo CD on every managed cluster (argocd.ManagedSpoke: application-controller
+	// and repo-server, as pods), serves sources from a registry (Env.Sources), and gives the hub
+	// the AppProject "default" that reaches every agent. Without it a spoke's Argo CD is only
+	// its settings ConfigMap, which is all an agent needs to connect.
+	ArgoCD bool
 }
 
 // SecondArgoCDNamespace is where Options.SecondPrincipal installs the second principal.
@@ -111,6 +117,8 @@ type Env struct {
 	SecondPrincipal *argocd.PrincipalPod
 	CACertPEM       []byte
 	CAKeyPEM        []byte
+	// Sources serves Argo CD sources (Options.ArgoCD), nil without.
+	Sources *argocd.SourceRegistry
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
 	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -140,6 +148,8 @@ type Spoke struct {
 	Node       *node.Cluster
 	Kubeconfig string
 	OCM        *proc.Process
+	// ArgoCD is the cluster's Argo CD (Options.ArgoCD), nil without.
+	ArgoCD *argocd.Components
 }
 
 func (o Options) progress(format string, args ...any) {
@@ -197,6 +207,18 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 		agentImages = append(agentImages, upgrade)
 	}
+	spokeImages := agentImages
+	if o.ArgoCD {
+		argoImage, err := binaryFromEnv(argocd.ImageEnv)
+		if err != nil {
+			return nil, err
+		}
+		spokeImages = append(slices.Clone(agentImages), argoImage)
+		if e.Sources, err = argocd.StartSourceRegistry(ctx, e.hostIP.String()); err != nil {
+			return nil, err
+		}
+		e.onStop(e.Sources.Stop)
+	}
 
 	// Hub, with a real node for the manager's and the principal's pods.
 	hubCRDs, err := HubCRDs(ctx)
@@ -245,7 +267,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	for i, name := range o.Clusters {
 		go func() {
 			defer wg.Done()
-			spokes[i], errs[i+2] = e.startSpoke(ctx, name, spokeCRDs, agentImages, ocmLocal)
+			spokes[i], errs[i+2] = e.startSpoke(ctx, name, spokeCRDs, spokeImages, ocmLocal)
 		}()
 	}
 	wg.Wait()
@@ -286,6 +308,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if o.HarnessPKI {
 		if err := e.installAddon(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if o.ArgoCD {
+		if err := c.Create(ctx, argocd.DefaultProject(ArgoCDNamespace)); err != nil {
+			return nil, fmt.Errorf("the hub's default AppProject: %w", err)
 		}
 	}
 	if o.SecondPrincipal {
@@ -469,7 +496,7 @@ func (e *Env) startOCMHub(ctx context.Context, ocmLocal string) error {
 
 // startSpoke starts one managed cluster: its API server, a real node, Argo CD's redis and the
 // OCM klusterlet agents, which join the hub.
-func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensionsv1.CustomResourceDefinition, agentImages []string, ocmLocal string) (*Spoke, error) {
+func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensionsv1.CustomResourceDefinition, images []string, ocmLocal string) (*Spoke, error) {
 	s := &Spoke{Name: name}
 	var err error
 	// Clusters may share a service range: each node routes only its own pods' ClusterIPs.
@@ -483,7 +510,7 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 		return nil, err
 	}
 	if s.Node, err = node.Start(ctx, node.Options{Name: name, Dir: filepath.Join(e.opts.Dir, name), API: s.API,
-		Images: agentImages, Logf: e.opts.progress}); err != nil {
+		Images: images, Logf: e.opts.progress}); err != nil {
 		return nil, fmt.Errorf("node of %s: %w", name, err)
 	}
 	e.onStop(s.Node.Stop)
@@ -497,6 +524,20 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 		Labels: map[string]string{"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"}}}); err != nil {
 		return nil, err
 	}
+	if e.opts.ArgoCD {
+		cs, err := kubernetes.NewForConfig(s.API.Config)
+		if err != nil {
+			return nil, err
+		}
+		if s.ArgoCD, err = argocd.InstallComponents(ctx, argocd.ComponentsOptions{Client: s.API.Client, Clientset: cs,
+			Namespace: identity.DefaultInstallNamespace, Dir: filepath.Join(e.opts.Dir, name), Components: argocd.ManagedSpoke}); err != nil {
+			return nil, fmt.Errorf("installing Argo CD on %s: %w", name, err)
+		}
+		if err := s.ArgoCD.WaitReady(ctx, 3*time.Minute); err != nil {
+			return nil, err
+		}
+		e.opts.progress("Argo CD on %s: %v Ready", name, argocd.ManagedSpoke)
+	}
 	if s.OCM, err = proc.Start(ctx, "ocm-"+name, e.opts.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
 		"--spoke-kubeconfig", s.Kubeconfig, "--cluster-name", name, "--work-dir", filepath.Join(e.opts.Dir, name, "ocm"), "-v", "2"); err != nil {
 		return nil, err
@@ -507,11 +548,13 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 
 // startRedis gives a cluster's Argo CD its redis, as `argocd-redis` in Argo CD's namespace where
 // the agent's and the principal's default address (argocd-redis:6379) finds it: a Service whose
-// ClusterIP the node routes to a redis-server on the host, and the `argocd-redis` secret that
-// upstream's principal Deployment requires (key auth; empty: this redis has no password). A
-// user's Argo CD runs redis as a pod; the agent and principal only need the Service to answer.
+// ClusterIP the node routes to a redis-server on the host, requiring the password of the
+// `argocd-redis` secret (key auth), which upstream's principal Deployment, our agent's and Argo
+// CD's components read. A user's Argo CD runs redis as a pod; its clients only need the Service
+// to answer.
 func (e *Env) startRedis(ctx context.Context, api *testenv.Env, n *node.Cluster, namespace, dir string) error {
-	addr, stop, err := argocd.StartRedis(ctx, dir, e.hostIP.String())
+	password := rand.Text()
+	addr, stop, err := argocd.StartRedis(ctx, dir, e.hostIP.String(), password)
 	if err != nil {
 		return err
 	}
@@ -523,14 +566,14 @@ func (e *Env) startRedis(ctx context.Context, api *testenv.Env, n *node.Cluster,
 		return err
 	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "argocd-redis",
-			Labels: map[string]string{"app.kubernetes.io/name": "argocd-redis", "app.kubernetes.io/part-of": "argocd"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: argocd.RedisService,
+			Labels: map[string]string{"app.kubernetes.io/name": argocd.RedisService, "app.kubernetes.io/part-of": "argocd"}},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp-redis", Port: 6379}}},
 	}
 	if err := c.Create(ctx, svc); err != nil {
 		return err
 	}
-	if err := argocd.ApplySecret(ctx, c, namespace, "argocd-redis", corev1.SecretTypeOpaque, map[string][]byte{"auth": {}}); err != nil {
+	if err := argocd.ApplySecret(ctx, c, namespace, argocd.RedisSecret, corev1.SecretTypeOpaque, map[string][]byte{argocd.RedisPasswordKey: []byte(password)}); err != nil {
 		return err
 	}
 	return n.RouteService(svc.Spec.ClusterIP, 6379, addr)

@@ -1,0 +1,267 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
+)
+
+// guestbook is the app the tests deploy: a ConfigMap saying which revision it is and a
+// Deployment of the nodes' pause image, whose health Argo CD reads from its rollout on the
+// spoke's node.
+func guestbook(revision string) map[string]string {
+	return map[string]string{
+		"configmap.yaml": fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: guestbook
+data:
+  revision: %q
+`, revision),
+		"deployment.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: guestbook
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: guestbook}
+  template:
+    metadata:
+      labels: {app: guestbook}
+    spec:
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: guestbook
+        image: %s
+        imagePullPolicy: Never
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, node.PauseImage),
+	}
+}
+
+const guestbookRepo = "apps/guestbook"
+
+// hubApplication is an Application for the managed agent of cluster, in the cluster's namespace
+// on the hub (argocd-agent's namespace-based mapping), synced automatically, deleting what it
+// deployed when it is deleted.
+func hubApplication(cluster, name, repoURL, revision string) *unstructured.Unstructured {
+	app := &unstructured.Unstructured{Object: map[string]any{
+		"metadata": map[string]any{"namespace": cluster, "name": name,
+			"finalizers": []any{"resources-finalizer.argocd.argoproj.io"}},
+		"spec": map[string]any{
+			"project": "default",
+			"source":  map[string]any{"repoURL": repoURL, "targetRevision": revision, "path": "."},
+			"destination": map[string]any{
+				"server": "https://kubernetes.default.svc", "namespace": "guestbook",
+			},
+			"syncPolicy": map[string]any{
+				"automated":   map[string]any{"prune": true, "selfHeal": true},
+				"syncOptions": []any{"CreateNamespace=true"},
+			},
+		},
+	}}
+	app.SetGroupVersionKind(argocd.ApplicationGVK)
+	return app
+}
+
+// appStatus is what the hub shows of an Application.
+type appStatus struct {
+	Sync, Health, Revision string
+	Conditions             []string
+}
+
+func (s appStatus) String() string {
+	return fmt.Sprintf("sync %q health %q revision %q conditions %v", s.Sync, s.Health, s.Revision, s.Conditions)
+}
+
+func readAppStatus(ctx context.Context, c client.Client, namespace, name string) (appStatus, error) {
+	app := &unstructured.Unstructured{}
+	app.SetGroupVersionKind(argocd.ApplicationGVK)
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, app); err != nil {
+		return appStatus{}, err
+	}
+	var s appStatus
+	s.Sync, _, _ = unstructured.NestedString(app.Object, "status", "sync", "status")
+	s.Revision, _, _ = unstructured.NestedString(app.Object, "status", "sync", "revision")
+	s.Health, _, _ = unstructured.NestedString(app.Object, "status", "health", "status")
+	conds, _, _ := unstructured.NestedSlice(app.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok {
+			s.Conditions = append(s.Conditions, fmt.Sprintf("%v: %v", m["type"], m["message"]))
+		}
+	}
+	return s, nil
+}
+
+// waitSyncedHealthy waits until the hub's Application is Synced and Healthy and the spoke holds
+// the revision's ConfigMap and a ready Deployment.
+func waitSyncedHealthy(t *testing.T, e *harness.Env, cluster, app, revision string) {
+	t.Helper()
+	var last appStatus
+	poll.Until(t, 4*time.Minute, fmt.Sprintf("%s/%s Synced and Healthy on the hub at %s", cluster, app, revision), func(ctx context.Context) (bool, error) {
+		s, err := readAppStatus(ctx, e.Hub.Client, cluster, app)
+		if err != nil {
+			return false, err
+		}
+		if s.String() != last.String() {
+			t.Logf("hub %s/%s: %s", cluster, app, s)
+			last = s
+		}
+		if s.Sync != "Synced" || s.Health != "Healthy" {
+			return false, nil
+		}
+		spoke := e.Spokes[cluster].API.Client
+		cm := &corev1.ConfigMap{}
+		if err := spoke.Get(ctx, types.NamespacedName{Namespace: "guestbook", Name: "guestbook"}, cm); err != nil {
+			return false, err
+		}
+		d := &appsv1.Deployment{}
+		if err := spoke.Get(ctx, types.NamespacedName{Namespace: "guestbook", Name: "guestbook"}, d); err != nil {
+			return false, err
+		}
+		return cm.Data["revision"] == revision && d.Status.AvailableReplicas == 1, nil
+	})
+}
+
+// setTargetRevision points the hub's Application at another revision of its source, as a user
+// promotes a release.
+func setTargetRevision(ctx context.Context, c client.Client, namespace, name, revision string) error {
+	app := &unstructured.Unstructured{}
+	app.SetGroupVersionKind(argocd.ApplicationGVK)
+	app.SetNamespace(namespace)
+	app.SetName(name)
+	patch := fmt.Sprintf(`{"spec":{"source":{"targetRevision":%q}}}`, revision)
+	return c.Patch(ctx, app, client.RawPatch(types.MergePatchType, []byte(patch)))
+}
+
+// What users install the agent for: an Application created on the hub for a managed cluster
+// deploys its objects there, from a real repo-server and application-controller on the spoke,
+// and its sync and health come back to the hub; a new revision rolls out, also after the
+// agent's certificate was renewed; a source that does not exist shows its error on the hub; and
+// deleting the Application removes what it deployed.
+func TestApplicationsReachTheFleet(t *testing.T) {
+	const cluster = "apps1"
+	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, ArgoCD: true, CertLifetime: 3 * time.Minute})
+	for _, rev := range []string{"v1", "v2", "v3"} {
+		must.Succeed(t, e.Sources.Push(ctx, guestbookRepo, rev, guestbook(rev)))
+	}
+	// The repository, on the hub, for the project: the principal hands it to the agents the
+	// project reaches. The Application waits on the hub for the cluster's agent.
+	must.Succeed(t, e.Hub.Client.Create(ctx, e.Sources.RepositorySecret(harness.ArgoCDNamespace, "guestbook-repo", guestbookRepo, "default")))
+	must.Succeed(t, e.Hub.Client.Create(ctx, hubApplication(cluster, "guestbook", e.Sources.RepoURL(guestbookRepo), "v1")))
+
+	labelled := time.Now()
+	must.Succeed(t, e.SetEnabled(ctx, cluster, true))
+	a, err := e.StartAgent(ctx, cluster)
+	must.Succeed(t, err)
+
+	t.Run("an Application created on the hub is deployed on the cluster and reports Synced and Healthy", func(t *testing.T) {
+		waitSyncedHealthy(t, e, cluster, "guestbook", "v1")
+		t.Logf("from the cluster's label to its first Application Synced and Healthy on the hub: %.1fs", time.Since(labelled).Seconds())
+		waitAvailable(t, e, cluster, metav1.ConditionTrue)
+		waitArgoCDReady(t, e, cluster, metav1.ConditionTrue, "")
+		// The repository reached the spoke from the hub: repo-server could not have pulled over
+		// plain HTTP without its insecureOCIForceHttp.
+		repo := &corev1.Secret{}
+		must.Succeed(t, e.Spokes[cluster].API.Client.Get(ctx, types.NamespacedName{Namespace: "argocd", Name: "guestbook-repo"}, repo))
+		if string(repo.Data["url"]) != e.Sources.RepoURL(guestbookRepo) {
+			t.Errorf("the spoke's repository secret says url %q, want %s", repo.Data["url"], e.Sources.RepoURL(guestbookRepo))
+		}
+	})
+
+	t.Run("a new revision rolls out", func(t *testing.T) {
+		must.Succeed(t, setTargetRevision(ctx, e.Hub.Client, cluster, "guestbook", "v2"))
+		waitSyncedHealthy(t, e, cluster, "guestbook", "v2")
+	})
+
+	t.Run("after the agent rolls onto a renewed certificate, a new revision still arrives", func(t *testing.T) {
+		rolls := a.Restarts()
+		poll.Until(t, 4*time.Minute, "the agent rolled onto a renewed certificate", func(context.Context) (bool, error) {
+			return a.Restarts() > rolls, nil
+		})
+		must.Succeed(t, setTargetRevision(ctx, e.Hub.Client, cluster, "guestbook", "v3"))
+		waitSyncedHealthy(t, e, cluster, "guestbook", "v3")
+	})
+
+	t.Run("a source that does not exist shows its error on the hub", func(t *testing.T) {
+		must.Succeed(t, e.Hub.Client.Create(ctx, hubApplication(cluster, "missing", e.Sources.RepoURL(guestbookRepo), "no-such-tag")))
+		poll.Until(t, 3*time.Minute, "the hub Application names the missing revision", func(ctx context.Context) (bool, error) {
+			s, err := readAppStatus(ctx, e.Hub.Client, cluster, "missing")
+			if err != nil {
+				return false, err
+			}
+			for _, c := range s.Conditions {
+				if strings.Contains(c, "no-such-tag") {
+					t.Logf("hub shows: %s", c)
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	})
+
+	t.Run("deleting the Application on the hub removes what it deployed", func(t *testing.T) {
+		app := &unstructured.Unstructured{}
+		app.SetGroupVersionKind(argocd.ApplicationGVK)
+		app.SetNamespace(cluster)
+		app.SetName("guestbook")
+		must.Succeed(t, e.Hub.Client.Delete(ctx, app))
+		spoke := e.Spokes[cluster].API.Client
+		poll.Until(t, 3*time.Minute, "the guestbook objects gone from the cluster", func(ctx context.Context) (bool, error) {
+			cmErr := spoke.Get(ctx, types.NamespacedName{Namespace: "guestbook", Name: "guestbook"}, &corev1.ConfigMap{})
+			dErr := spoke.Get(ctx, types.NamespacedName{Namespace: "guestbook", Name: "guestbook"}, &appsv1.Deployment{})
+			return apierrors.IsNotFound(cmErr) && apierrors.IsNotFound(dErr), nil
+		})
+	})
+
+	t.Run("the hub names what the cluster's Argo CD lacks", func(t *testing.T) {
+		spoke := e.Spokes[cluster].API.Client
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: string(argocd.ApplicationController)}}
+		must.Succeed(t, spoke.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationBackground)))
+		waitArgoCDReady(t, e, cluster, metav1.ConditionFalse, "the application-controller (StatefulSet argocd/argocd-application-controller)")
+		// The agent itself is still connected: Available says so, ArgoCDReady says it deploys nothing.
+		waitAvailable(t, e, cluster, metav1.ConditionTrue)
+	})
+}
+
+// waitArgoCDReady waits for the add-on's ArgoCDReady condition, which the cluster's work agent
+// feeds from its read-only report on the cluster's Argo CD.
+func waitArgoCDReady(t *testing.T, e *harness.Env, cluster string, status metav1.ConditionStatus, says string) {
+	t.Helper()
+	poll.Until(t, 2*time.Minute, fmt.Sprintf("%s ArgoCDReady=%s", cluster, status), func(ctx context.Context) (bool, error) {
+		mca := &addonv1beta1.ManagedClusterAddOn{}
+		if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, mca); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(mca.Status.Conditions, spokeready.ConditionArgoCDReady)
+		if c == nil {
+			return false, nil
+		}
+		if c.Status == status && strings.Contains(c.Message, says) {
+			t.Logf("%s: ArgoCDReady %s %s: %s", cluster, c.Status, c.Reason, c.Message)
+			return true, nil
+		}
+		return false, fmt.Errorf("ArgoCDReady %s %s: %s", c.Status, c.Reason, c.Message)
+	})
+}
