@@ -204,6 +204,10 @@ func TestManifestsForEveryVariant(t *testing.T) {
 					t.Errorf("CA secret key %q = %q: want ca.crt or the content key", k, v)
 				}
 			}
+			// Off by default, and then absent: turning it into a key would roll every agent.
+			if _, ok := r.params.Data["agent.destination-based-mapping"]; ok {
+				t.Errorf("destination-based mapping in the default params: %v", r.params.Data)
+			}
 			if !r.namespaces["argocd"] || len(r.namespaces) != 1 {
 				t.Errorf("namespaces %v, want argocd only", r.namespaces)
 			}
@@ -224,6 +228,22 @@ func TestManifestsForEveryVariant(t *testing.T) {
 				}
 				if img := r.deployment.Spec.Template.Spec.Containers[0].Image; img != "registry.local/argocd-agent:v0.9.1" {
 					t.Errorf("image %s", img)
+				}
+			}},
+		{name: "destination-based mapping", adc: newADC(map[string]string{"principalAddress": "principal.example.com", "destinationBasedMapping": "true"}, nil), bundle: caPEM,
+			check: func(t *testing.T, r rendered) {
+				d := r.params.Data
+				if d["agent.destination-based-mapping"] != "true" || d["agent.create-namespace"] != "true" {
+					t.Errorf("params %v", d)
+				}
+				env := map[string]string{}
+				for _, e := range r.deployment.Spec.Template.Spec.Containers[0].Env {
+					if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+						env[e.Name] = e.ValueFrom.ConfigMapKeyRef.Key
+					}
+				}
+				if env["ARGOCD_AGENT_DESTINATION_BASED_MAPPING"] != "agent.destination-based-mapping" || env["ARGOCD_AGENT_CREATE_NAMESPACE"] != "agent.create-namespace" {
+					t.Errorf("env from params %v", env)
 				}
 			}},
 		{name: "install namespace", adc: newADC(principal, func(s *addonv1beta1.AddOnDeploymentConfigSpec) { s.AgentInstallNamespace = "gitops" }), bundle: caPEM,

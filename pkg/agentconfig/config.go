@@ -34,10 +34,15 @@ const (
 	VarAgentMode        = "agentMode"
 	VarAgentImage       = "agentImage"
 	VarLogLevel         = "logLevel"
+	// VarDestinationBasedMapping ("true" or "false", default false) has a managed agent take
+	// Applications by their destination name rather than their namespace on the hub
+	// (argocd-agent's destination-based mapping, which the principal must use too): what
+	// ApplicationSets need, which put every Application in their own namespace.
+	VarDestinationBasedMapping = "destinationBasedMapping"
 )
 
 // Variables lists every customized variable the add-on accepts.
-var Variables = []string{VarPrincipalAddress, VarPrincipalPort, VarAgentMode, VarAgentImage, VarLogLevel}
+var Variables = []string{VarPrincipalAddress, VarPrincipalPort, VarAgentMode, VarAgentImage, VarLogLevel, VarDestinationBasedMapping}
 
 // Agent modes, as argocd-agent names them.
 const (
@@ -72,14 +77,16 @@ type Config struct {
 	Mode             string
 	// Image is the default image, or the one the AddOnDeploymentConfig pins (agentImage);
 	// ImageSet says which. Unpinned, the manager gives the principal's (pkg/plan).
-	Image        string
-	ImageSet     bool
-	LogLevel     string
-	NodeSelector map[string]string
-	Tolerations  []corev1.Toleration
-	Registries   []addonv1beta1.ImageMirror
-	Proxy        addonv1beta1.ProxyConfig
-	Resources    corev1.ResourceRequirements
+	Image    string
+	ImageSet bool
+	LogLevel string
+	// DestinationBasedMapping is VarDestinationBasedMapping.
+	DestinationBasedMapping bool
+	NodeSelector            map[string]string
+	Tolerations             []corev1.Toleration
+	Registries              []addonv1beta1.ImageMirror
+	Proxy                   addonv1beta1.ProxyConfig
+	Resources               corev1.ResourceRequirements
 }
 
 // Default returns the configuration used where no AddOnDeploymentConfig applies. The principal
@@ -161,6 +168,13 @@ func (c *Config) apply(spec *addonv1beta1.AddOnDeploymentConfigSpec) error {
 			c.Image, c.ImageSet = v.Value, true
 		case VarLogLevel:
 			c.LogLevel = v.Value
+		case VarDestinationBasedMapping:
+			switch v.Value {
+			case "true", "false":
+				c.DestinationBasedMapping = v.Value == "true"
+			default:
+				return fieldErr(field, v.Value, `want "true" or "false"`)
+			}
 		default:
 			return fieldErr("customizedVariables", v.Name, "unknown variable (known: %s)", strings.Join(Variables, ", "))
 		}
@@ -229,6 +243,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode != ModeManaged && c.Mode != ModeAutonomous {
 		return fieldErr("customizedVariables["+VarAgentMode+"]", c.Mode, "unknown agent mode (want %q or %q)", ModeManaged, ModeAutonomous)
+	}
+	if c.DestinationBasedMapping && c.Mode != ModeManaged {
+		return fieldErr("customizedVariables["+VarDestinationBasedMapping+"]", "true",
+			"destination-based mapping is for managed agents; an autonomous agent owns its Applications")
 	}
 	if err := validateImage("customizedVariables["+VarAgentImage+"]", c.Image); err != nil {
 		return err

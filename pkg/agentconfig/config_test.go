@@ -20,7 +20,7 @@ import (
 
 func adc(vars map[string]string, mutate ...func(*addonv1beta1.AddOnDeploymentConfigSpec)) *addonv1beta1.AddOnDeploymentConfig {
 	a := &addonv1beta1.AddOnDeploymentConfig{}
-	for _, name := range []string{"principalAddress", "principalPort", "agentMode", "agentImage", "logLevel", "bogus"} {
+	for _, name := range []string{"principalAddress", "principalPort", "agentMode", "agentImage", "logLevel", "destinationBasedMapping", "bogus"} {
 		if v, ok := vars[name]; ok {
 			a.Spec.CustomizedVariables = append(a.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: name, Value: v})
 		}
@@ -67,8 +67,14 @@ func TestFromDeploymentConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.PrincipalPort != 443 || def.Mode != "managed" || def.Namespace != "argocd" || def.Image != agentconfig.DefaultImage {
+	if def.PrincipalPort != 443 || def.Mode != "managed" || def.Namespace != "argocd" || def.Image != agentconfig.DefaultImage || def.DestinationBasedMapping {
 		t.Fatalf("defaults not applied: %+v", def)
+	}
+	for value, want := range map[string]bool{"true": true, "false": false} {
+		cfg, err := agentconfig.FromDeploymentConfig(adc(withPrincipal(map[string]string{"destinationBasedMapping": value})))
+		if err != nil || cfg.DestinationBasedMapping != want {
+			t.Errorf("destinationBasedMapping %q: %v %v, want %v", value, cfg.DestinationBasedMapping, err, want)
+		}
 	}
 }
 
@@ -91,6 +97,9 @@ func TestFromDeploymentConfigRejects(t *testing.T) {
 		{"image with bad digest", adc(withPrincipal(map[string]string{"agentImage": "quay.io/a/b@sha256:xyz"})), "customizedVariables[agentImage]", "quay.io/a/b@sha256:xyz"},
 		{"unknown log level", adc(withPrincipal(map[string]string{"logLevel": "verbose"})), "customizedVariables[logLevel]", "verbose"},
 		{"unknown variable", adc(withPrincipal(map[string]string{"bogus": "1"})), "customizedVariables", "bogus"},
+		{"destination-based mapping not a bool", adc(withPrincipal(map[string]string{"destinationBasedMapping": "yes"})), "customizedVariables[destinationBasedMapping]", "yes"},
+		{"destination-based mapping on an autonomous agent", adc(withPrincipal(map[string]string{"destinationBasedMapping": "true", "agentMode": "autonomous"})),
+			"customizedVariables[destinationBasedMapping]", "true"},
 		{"duplicate variable", func() *addonv1beta1.AddOnDeploymentConfig {
 			a := adc(withPrincipal(nil))
 			a.Spec.CustomizedVariables = append(a.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: "principalAddress", Value: "b"})

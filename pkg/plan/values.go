@@ -42,13 +42,16 @@ func (p *Plan) Values() map[string]any {
 		"PrincipalPort":    mustJSON(port),
 		"Mode":             mustJSON(c.Mode),
 		"LogLevel":         mustJSON(c.LogLevel),
-		"Image":            mustJSON(p.PullImage),
-		"NodeSelector":     mustJSON(nodeSelector),
-		"Tolerations":      mustJSON(tolerations),
-		"Resources":        mustJSON(c.Resources),
-		"ProxyEnv":         proxyEnv,
-		"ClientCertSecret": mustJSON(identity.ClientCertSecretName),
-		"CABundle":         "",
+		// A bool for the templates' if: its keys and env exist only when it is on, so an
+		// upgrade of the add-on rolls no agent that does not use it.
+		"DestinationBasedMapping": c.DestinationBasedMapping,
+		"Image":                   mustJSON(p.PullImage),
+		"NodeSelector":            mustJSON(nodeSelector),
+		"Tolerations":             mustJSON(tolerations),
+		"Resources":               mustJSON(c.Resources),
+		"ProxyEnv":                proxyEnv,
+		"ClientCertSecret":        mustJSON(identity.ClientCertSecretName),
+		"CABundle":                "",
 	}
 	if len(p.CABundle) > 0 {
 		values["CABundle"] = base64.StdEncoding.EncodeToString(p.CABundle)

@@ -66,11 +66,9 @@ const (
 	paramsMap        = "argocd-cmd-params-cm"
 	settingsSecret   = "argocd-secret"
 	repoServerPort   = 8081
-	// Ports of /healthz (with the metrics): application-controller, repo-server, ApplicationSet
-	// controller.
+	// Ports of /healthz (with the metrics): application-controller, repo-server.
 	controllerMetricsPort = 8082
 	repoServerMetricsPort = 8084
-	appSetProbePort       = 8081
 )
 
 // ComponentsOptions configure InstallComponents.
@@ -216,8 +214,8 @@ func workload(o ComponentsOptions, comp Component) []client.Object {
 				Ports: []corev1.ServicePort{{Name: "server", Port: repoServerPort, TargetPort: intstr.FromInt(repoServerPort)}}},
 		})
 	case ApplicationSetController:
+		// No probe, as upstream: its probe endpoint registers no check and answers 404.
 		container.Args = append([]string{"--loglevel", "info"}, o.ApplicationSetArgs...)
-		container.ReadinessProbe = probe(appSetProbePort)
 	}
 	pod := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},

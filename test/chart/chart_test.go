@@ -135,6 +135,10 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"API burst below QPS", map[string]string{"kubeAPI.qps": "50", "kubeAPI.burst": "10"}, "kubeAPI.burst 10"},
 		{"the old key of the principal's Deployment", map[string]string{"pki.principal.deployment": "my-principal"}, "pki.principal.deployment has moved to principal.deployment"},
 		{"resource proxy without a port", map[string]string{"clusterSecrets.resourceProxyAddress": "argocd-agent-resource-proxy"}, `clusterSecrets.resourceProxyAddress "argocd-agent-resource-proxy"`},
+		{"placement generator without cluster secrets", map[string]string{"applicationSets.placementGenerator": "true", "clusterSecrets.enabled": "false"},
+			"applicationSets.placementGenerator needs clusterSecrets.enabled"},
+		{"destination-based mapping on autonomous agents", map[string]string{"agent.destinationBasedMapping": "true", "agent.mode": "autonomous"},
+			"agent.destinationBasedMapping is for managed agents"},
 		{"cluster secret group without a namespace", map[string]string{"clusterSecrets.groups[0].placement": "eu",
 			"clusterSecrets.groups[0].resourceProxyAddress": "rp:9090"}, "clusterSecrets.groups[0]: placement and namespace are required"},
 		{"cluster secret group without a resource proxy port", map[string]string{"clusterSecrets.groups[0].placement": "eu",
@@ -215,6 +219,55 @@ func TestClusterSecretGroups(t *testing.T) {
 	}
 	slices.Sort(namespaces)
 	expectEqual(t, "namespaces of the cluster-secret Roles", namespaces, []string{"argocd", "argocd-eu"})
+	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
+}
+
+// TestApplicationSetWiring: the opt-in wiring for ApplicationSets over OCM Placements: the
+// generator's ConfigMap and read access to PlacementDecisions for upstream's ApplicationSet
+// controller, in Argo CD's namespace, and destination-based mapping for the agents. Off, none
+// of it exists and the fleet's config does not change (a changed ADC would roll every agent).
+func TestApplicationSetWiring(t *testing.T) {
+	helm := helmBinary(t)
+	off, err := chart.Render(helm, releaseNamespace, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range index(t, off) {
+		if strings.Contains(string(k), "placement-generator") {
+			t.Errorf("%s rendered by default", k)
+		}
+	}
+	offADC := convert[addonv1alpha1.AddOnDeploymentConfig](t, index(t, off).get(t, "AddOnDeploymentConfig", releaseNamespace, addonName))
+	for _, v := range offADC.Spec.CustomizedVariables {
+		if v.Name == "destinationBasedMapping" {
+			t.Errorf("default AddOnDeploymentConfig sets %s=%s", v.Name, v.Value)
+		}
+	}
+
+	objs, err := chart.Render(helm, releaseNamespace, map[string]string{
+		"applicationSets.placementGenerator": "true", "agent.destinationBasedMapping": "true",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := index(t, objs)
+	cm := convert[corev1.ConfigMap](t, rendered.get(t, "ConfigMap", "argocd", "ocm-placement-generator"))
+	expectEqual(t, "generator ConfigMap", cm.Data, map[string]string{
+		"apiVersion": "cluster.open-cluster-management.io/v1beta1", "kind": "placementdecisions",
+		"statusListKey": "decisions", "matchKey": "clusterName",
+	})
+	role := convert[rbacv1.Role](t, rendered.get(t, "Role", "argocd", managerName+"-placement-generator"))
+	expectEqual(t, "generator Role rules", role.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{"cluster.open-cluster-management.io"}, Resources: []string{"placementdecisions"}, Verbs: []string{"get", "list", "watch"}},
+	})
+	binding := convert[rbacv1.RoleBinding](t, rendered.get(t, "RoleBinding", "argocd", managerName+"-placement-generator"))
+	expectEqual(t, "generator RoleBinding subjects", binding.Subjects, []rbacv1.Subject{
+		{Kind: "ServiceAccount", Name: "argocd-applicationset-controller", Namespace: "argocd"},
+	})
+	adc := convert[addonv1alpha1.AddOnDeploymentConfig](t, rendered.get(t, "AddOnDeploymentConfig", releaseNamespace, addonName))
+	if !slices.Contains(adc.Spec.CustomizedVariables, addonv1alpha1.CustomizedVariable{Name: "destinationBasedMapping", Value: "true"}) {
+		t.Errorf("AddOnDeploymentConfig variables %v lack destinationBasedMapping=true", adc.Spec.CustomizedVariables)
+	}
 	checkRBACIsLeastPrivilege(t, rendered, "argocd-agent-ca")
 }
 

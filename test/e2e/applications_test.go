@@ -22,110 +22,21 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
-	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
 
-// guestbook is the app the tests deploy: a ConfigMap saying which revision it is and a
-// Deployment of the nodes' pause image, whose health Argo CD reads from its rollout on the
-// spoke's node.
-func guestbook(revision string) map[string]string {
-	return map[string]string{
-		"configmap.yaml": fmt.Sprintf(`apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: guestbook
-data:
-  revision: %q
-`, revision),
-		"deployment.yaml": fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: guestbook
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: guestbook}
-  template:
-    metadata:
-      labels: {app: guestbook}
-    spec:
-      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: guestbook
-        image: %s
-        imagePullPolicy: Never
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-`, node.PauseImage),
-	}
-}
-
-const guestbookRepo = "apps/guestbook"
-
-// hubApplication is an Application for the managed agent of cluster, in the cluster's namespace
-// on the hub (argocd-agent's namespace-based mapping), synced automatically, deleting what it
-// deployed when it is deleted.
-func hubApplication(cluster, name, repoURL, revision string) *unstructured.Unstructured {
-	app := &unstructured.Unstructured{Object: map[string]any{
-		"metadata": map[string]any{"namespace": cluster, "name": name,
-			"finalizers": []any{"resources-finalizer.argocd.argoproj.io"}},
-		"spec": map[string]any{
-			"project": "default",
-			"source":  map[string]any{"repoURL": repoURL, "targetRevision": revision, "path": "."},
-			"destination": map[string]any{
-				"server": "https://kubernetes.default.svc", "namespace": "guestbook",
-			},
-			"syncPolicy": map[string]any{
-				"automated":   map[string]any{"prune": true, "selfHeal": true},
-				"syncOptions": []any{"CreateNamespace=true"},
-			},
-		},
-	}}
-	app.SetGroupVersionKind(argocd.ApplicationGVK)
-	return app
-}
-
-// appStatus is what the hub shows of an Application.
-type appStatus struct {
-	Sync, Health, Revision string
-	Conditions             []string
-}
-
-func (s appStatus) String() string {
-	return fmt.Sprintf("sync %q health %q revision %q conditions %v", s.Sync, s.Health, s.Revision, s.Conditions)
-}
-
-func readAppStatus(ctx context.Context, c client.Client, namespace, name string) (appStatus, error) {
-	app := &unstructured.Unstructured{}
-	app.SetGroupVersionKind(argocd.ApplicationGVK)
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, app); err != nil {
-		return appStatus{}, err
-	}
-	var s appStatus
-	s.Sync, _, _ = unstructured.NestedString(app.Object, "status", "sync", "status")
-	s.Revision, _, _ = unstructured.NestedString(app.Object, "status", "sync", "revision")
-	s.Health, _, _ = unstructured.NestedString(app.Object, "status", "health", "status")
-	conds, _, _ := unstructured.NestedSlice(app.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, ok := c.(map[string]any); ok {
-			s.Conditions = append(s.Conditions, fmt.Sprintf("%v: %v", m["type"], m["message"]))
-		}
-	}
-	return s, nil
-}
-
-// waitSyncedHealthy waits until the hub's Application is Synced and Healthy and the spoke holds
-// the revision's ConfigMap and a ready Deployment.
-func waitSyncedHealthy(t *testing.T, e *harness.Env, cluster, app, revision string) {
+// waitSyncedHealthy waits until the hub's Application namespace/app is Synced and Healthy and
+// cluster holds the revision's ConfigMap and a ready Deployment.
+func waitSyncedHealthy(t *testing.T, e *harness.Env, namespace, app, cluster, revision string) {
 	t.Helper()
-	var last appStatus
-	poll.Until(t, 4*time.Minute, fmt.Sprintf("%s/%s Synced and Healthy on the hub at %s", cluster, app, revision), func(ctx context.Context) (bool, error) {
-		s, err := readAppStatus(ctx, e.Hub.Client, cluster, app)
+	var last argocd.AppStatus
+	poll.Until(t, 4*time.Minute, fmt.Sprintf("%s/%s Synced and Healthy on the hub at %s", namespace, app, revision), func(ctx context.Context) (bool, error) {
+		s, err := argocd.ReadAppStatus(ctx, e.Hub.Client, namespace, app)
 		if err != nil {
 			return false, err
 		}
 		if s.String() != last.String() {
-			t.Logf("hub %s/%s: %s", cluster, app, s)
+			t.Logf("hub %s/%s: %s", namespace, app, s)
 			last = s
 		}
 		if s.Sync != "Synced" || s.Health != "Healthy" {
@@ -164,12 +75,12 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 	const cluster = "apps1"
 	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, ArgoCD: true, CertLifetime: 3 * time.Minute})
 	for _, rev := range []string{"v1", "v2", "v3"} {
-		must.Succeed(t, e.Sources.Push(ctx, guestbookRepo, rev, guestbook(rev)))
+		must.Succeed(t, e.Sources.Push(ctx, argocd.GuestbookRepo, rev, argocd.Guestbook(rev)))
 	}
 	// The repository, on the hub, for the project: the principal hands it to the agents the
 	// project reaches. The Application waits on the hub for the cluster's agent.
-	must.Succeed(t, e.Hub.Client.Create(ctx, e.Sources.RepositorySecret(harness.ArgoCDNamespace, "guestbook-repo", guestbookRepo, "default")))
-	must.Succeed(t, e.Hub.Client.Create(ctx, hubApplication(cluster, "guestbook", e.Sources.RepoURL(guestbookRepo), "v1")))
+	must.Succeed(t, e.Hub.Client.Create(ctx, e.Sources.RepositorySecret(harness.ArgoCDNamespace, "guestbook-repo", argocd.GuestbookRepo, "default")))
+	must.Succeed(t, e.Hub.Client.Create(ctx, argocd.HubApplication(cluster, "guestbook", e.Sources.RepoURL(argocd.GuestbookRepo), "v1")))
 
 	labelled := time.Now()
 	must.Succeed(t, e.SetEnabled(ctx, cluster, true))
@@ -177,7 +88,7 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 	must.Succeed(t, err)
 
 	t.Run("an Application created on the hub is deployed on the cluster and reports Synced and Healthy", func(t *testing.T) {
-		waitSyncedHealthy(t, e, cluster, "guestbook", "v1")
+		waitSyncedHealthy(t, e, cluster, "guestbook", cluster, "v1")
 		t.Logf("from the cluster's label to its first Application Synced and Healthy on the hub: %.1fs", time.Since(labelled).Seconds())
 		waitAvailable(t, e, cluster, metav1.ConditionTrue)
 		waitArgoCDReady(t, e, cluster, metav1.ConditionTrue, "")
@@ -185,14 +96,14 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 		// plain HTTP without its insecureOCIForceHttp.
 		repo := &corev1.Secret{}
 		must.Succeed(t, e.Spokes[cluster].API.Client.Get(ctx, types.NamespacedName{Namespace: "argocd", Name: "guestbook-repo"}, repo))
-		if string(repo.Data["url"]) != e.Sources.RepoURL(guestbookRepo) {
-			t.Errorf("the spoke's repository secret says url %q, want %s", repo.Data["url"], e.Sources.RepoURL(guestbookRepo))
+		if string(repo.Data["url"]) != e.Sources.RepoURL(argocd.GuestbookRepo) {
+			t.Errorf("the spoke's repository secret says url %q, want %s", repo.Data["url"], e.Sources.RepoURL(argocd.GuestbookRepo))
 		}
 	})
 
 	t.Run("a new revision rolls out", func(t *testing.T) {
 		must.Succeed(t, setTargetRevision(ctx, e.Hub.Client, cluster, "guestbook", "v2"))
-		waitSyncedHealthy(t, e, cluster, "guestbook", "v2")
+		waitSyncedHealthy(t, e, cluster, "guestbook", cluster, "v2")
 	})
 
 	t.Run("after the agent rolls onto a renewed certificate, a new revision still arrives", func(t *testing.T) {
@@ -201,13 +112,13 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 			return a.Restarts() > rolls, nil
 		})
 		must.Succeed(t, setTargetRevision(ctx, e.Hub.Client, cluster, "guestbook", "v3"))
-		waitSyncedHealthy(t, e, cluster, "guestbook", "v3")
+		waitSyncedHealthy(t, e, cluster, "guestbook", cluster, "v3")
 	})
 
 	t.Run("a source that does not exist shows its error on the hub", func(t *testing.T) {
-		must.Succeed(t, e.Hub.Client.Create(ctx, hubApplication(cluster, "missing", e.Sources.RepoURL(guestbookRepo), "no-such-tag")))
+		must.Succeed(t, e.Hub.Client.Create(ctx, argocd.HubApplication(cluster, "missing", e.Sources.RepoURL(argocd.GuestbookRepo), "no-such-tag")))
 		poll.Until(t, 3*time.Minute, "the hub Application names the missing revision", func(ctx context.Context) (bool, error) {
-			s, err := readAppStatus(ctx, e.Hub.Client, cluster, "missing")
+			s, err := argocd.ReadAppStatus(ctx, e.Hub.Client, cluster, "missing")
 			if err != nil {
 				return false, err
 			}

@@ -108,6 +108,12 @@ the value to fix. Included once, by the Deployment: one failure stops the whole 
 {{- if and .Values.clusterSecrets.enabled (not (regexMatch "^[^:/]+:[0-9]+$" (toString .Values.clusterSecrets.resourceProxyAddress))) }}
 {{- fail (printf "clusterSecrets.resourceProxyAddress %q: want HOST:PORT of the principal's resource proxy" (toString .Values.clusterSecrets.resourceProxyAddress)) }}
 {{- end }}
+{{- if and .Values.applicationSets.placementGenerator (not .Values.clusterSecrets.enabled) }}
+{{- fail "applicationSets.placementGenerator needs clusterSecrets.enabled: the generator matches each PlacementDecision's clusters against the cluster secrets the manager keeps" }}
+{{- end }}
+{{- if and .Values.agent.destinationBasedMapping (ne .Values.agent.mode "managed") }}
+{{- fail "agent.destinationBasedMapping is for managed agents (agent.mode managed): an autonomous agent owns its Applications" }}
+{{- end }}
 {{- range $i, $g := .Values.clusterSecrets.groups }}
 {{- if not (and $g.placement $g.namespace) }}
 {{- fail (printf "clusterSecrets.groups[%d]: placement and namespace are required" $i) }}

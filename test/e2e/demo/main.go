@@ -1,7 +1,8 @@
-// Command demo boots a local OCM hub with simulated managed clusters, the Argo CD agent
-// principal, and the add-on installed from its chart, then runs each cluster's Argo CD agent
-// as soon as the add-on has delivered it. `make demo` builds the tools it needs and runs it.
-// Ctrl-C stops everything it started.
+// Command demo boots a local OCM hub with simulated managed clusters, each running Argo CD's
+// application-controller and repo-server, the Argo CD agent principal, and the add-on installed
+// from its chart; it labels the first cluster, which gets the agent, and ends with an Argo CD
+// Application created on the hub deployed there, Synced and Healthy on the hub. `make demo`
+// builds the tools it needs and runs it. Ctrl-C stops everything it started.
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
 )
 
@@ -61,7 +63,7 @@ func run(n int, dir string) error {
 		clusters = append(clusters, fmt.Sprintf("cluster%d", i))
 	}
 	say("starting: hub, %d managed clusters, principal and add-on (files and logs in %s)", n, dir)
-	e, err := harness.Start(ctx, harness.Options{Dir: dir, Clusters: clusters, Progress: say})
+	e, err := harness.Start(ctx, harness.Options{Dir: dir, Clusters: clusters, Progress: say, ArgoCD: true})
 	defer harness.RemoveManagerImage()
 	if err != nil {
 		return err
@@ -72,6 +74,23 @@ func run(n int, dir string) error {
 		say("stopped; files and logs are in %s", dir)
 	}()
 
+	// An app for cluster1, waiting on the hub before the cluster has an agent: revisions v1 and
+	// v2 of a source served from a registry on this machine, and its repository for the
+	// project, which the principal hands to the agents.
+	for _, rev := range []string{"v1", "v2"} {
+		if err := e.Sources.Push(ctx, argocd.GuestbookRepo, rev, argocd.Guestbook(rev)); err != nil {
+			return err
+		}
+	}
+	repoURL := e.Sources.RepoURL(argocd.GuestbookRepo)
+	if err := e.Hub.Client.Create(ctx, e.Sources.RepositorySecret(harness.ArgoCDNamespace, "guestbook-repo", argocd.GuestbookRepo, "default")); err != nil {
+		return err
+	}
+	if err := e.Hub.Client.Create(ctx, argocd.HubApplication(clusters[0], "guestbook", repoURL, "v1")); err != nil {
+		return err
+	}
+	say("Application %s/guestbook created on the hub (source %s, revision v1)", clusters[0], repoURL)
+	labelled := time.Now()
 	if err := e.SetEnabled(ctx, clusters[0], true); err != nil {
 		return err
 	}
@@ -92,6 +111,19 @@ func run(n int, dir string) error {
 		return fmt.Errorf("the agent of %s did not connect: see the logs in %s", clusters[0], dir)
 	}
 	say("%s: agent connected to the principal over mTLS; the add-on is Available", clusters[0])
+	var last argocd.AppStatus
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		st, err := argocd.ReadAppStatus(ctx, e.Hub.Client, clusters[0], "guestbook")
+		if err != nil {
+			return false, nil
+		}
+		last = st
+		return st.Sync == "Synced" && st.Health == "Healthy", nil
+	}); err != nil {
+		return fmt.Errorf("the Application %s/guestbook is not Synced and Healthy on the hub (last: %s): see the logs in %s", clusters[0], last, dir)
+	}
+	say("%s: Application guestbook deployed by the cluster's Argo CD, Synced and Healthy on the hub, %.0fs after the label",
+		clusters[0], time.Since(labelled).Seconds())
 
 	adc := &addonv1beta1.AddOnDeploymentConfig{}
 	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: "argocd-agent"}, adc); err != nil {
@@ -116,9 +148,20 @@ The hub is up. Try:
   kubectl get managedclusters
   kubectl get managedclusteraddons -A
   kubectl get csr
-`, e.HubKubeconfig)
+  kubectl get applications -A -w                    # watch sync and health come back
+  kubectl -n %s patch application guestbook --type merge -p '{"spec":{"source":{"targetRevision":"v2"}}}'
+`, e.HubKubeconfig, clusters[0])
 	if n > 1 {
-		fmt.Printf("  kubectl label managedcluster %s %s=enabled     # its agent starts and connects\n", clusters[1], harness.EnableLabel)
+		appFile := filepath.Join(dir, "guestbook-"+clusters[1]+".yaml")
+		app, err := yaml.Marshal(argocd.HubApplication(clusters[1], "guestbook", repoURL, "v1").Object)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(appFile, app, 0o600); err != nil {
+			return err
+		}
+		fmt.Printf("  kubectl apply -f %s   # another app, for %s\n", appFile, clusters[1])
+		fmt.Printf("  kubectl label managedcluster %s %s=enabled     # its agent starts, connects and deploys it\n", clusters[1], harness.EnableLabel)
 	}
 	fmt.Printf(`  kubectl label managedcluster %s %s-                # the add-on and its objects go away
   go run ./cmd/argocd-agent-addon render --cluster %s --config %s --ca %s

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -81,10 +82,14 @@ type Options struct {
 	// between two (Env.SecondPrincipal).
 	SecondPrincipal bool
 	// ArgoCD runs Argo CD on every managed cluster (argocd.ManagedSpoke: application-controller
-	// and repo-server, as pods), serves sources from a registry (Env.Sources), and gives the hub
-	// the AppProject "default" that reaches every agent. Without it a spoke's Argo CD is only
-	// its settings ConfigMap, which is all an agent needs to connect.
+	// and repo-server, as pods) and the ApplicationSet controller on the hub (argocd.Hub), serves
+	// sources from a registry (Env.Sources), and gives the hub the AppProject "default" that
+	// reaches every agent. Without it a spoke's Argo CD is only its settings ConfigMap, which is
+	// all an agent needs to connect.
 	ArgoCD bool
+	// PrincipalParams are more keys of the principal's argocd-agent-params ConfigMap, over the
+	// harness's own (destination-based mapping, allowed namespaces).
+	PrincipalParams map[string]string
 }
 
 // SecondArgoCDNamespace is where Options.SecondPrincipal installs the second principal.
@@ -117,6 +122,8 @@ type Env struct {
 	SecondPrincipal *argocd.PrincipalPod
 	CACertPEM       []byte
 	CAKeyPEM        []byte
+	// HubArgoCD is the hub's ApplicationSet controller (Options.ArgoCD), nil without.
+	HubArgoCD *argocd.Components
 	// Sources serves Argo CD sources (Options.ArgoCD), nil without.
 	Sources *argocd.SourceRegistry
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
@@ -250,7 +257,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs,
 		// as on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
 		n, err := node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
-			Images: append([]string{managerImage}, agentImages...), Logf: o.progress})
+			Images: append([]string{managerImage}, spokeImages...), Logf: o.progress})
 		if err != nil {
 			errs[0] = fmt.Errorf("hub node: %w", err)
 			return
@@ -311,8 +318,8 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 	}
 	if o.ArgoCD {
-		if err := c.Create(ctx, argocd.DefaultProject(ArgoCDNamespace)); err != nil {
-			return nil, fmt.Errorf("the hub's default AppProject: %w", err)
+		if err := e.startHubArgoCD(ctx); err != nil {
+			return nil, err
 		}
 	}
 	if o.SecondPrincipal {
@@ -322,6 +329,34 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		o.progress("second principal pod up, Service %s/%s on %s", SecondArgoCDNamespace, argocd.PrincipalName, e.SecondPrincipal.Addr())
 	}
 	return e, nil
+}
+
+// startHubArgoCD gives the hub what of Argo CD the agent model runs there besides the principal:
+// the AppProject "default" and the ApplicationSet controller, under its own ServiceAccount, its
+// read access to PlacementDecisions being the chart's (applicationSets.placementGenerator).
+func (e *Env) startHubArgoCD(ctx context.Context) error {
+	if err := e.Hub.Client.Create(ctx, argocd.DefaultProject(ArgoCDNamespace)); err != nil {
+		return fmt.Errorf("the hub's default AppProject: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(e.Hub.Config)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(e.opts.Dir, "hub-argocd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	hub, err := argocd.InstallComponents(ctx, argocd.ComponentsOptions{Client: e.Hub.Client, Clientset: cs,
+		Namespace: ArgoCDNamespace, Dir: dir, Components: argocd.Hub})
+	if err != nil {
+		return fmt.Errorf("installing Argo CD on the hub: %w", err)
+	}
+	if err := hub.WaitReady(ctx, 3*time.Minute); err != nil {
+		return err
+	}
+	e.HubArgoCD = hub
+	e.opts.progress("Argo CD on the hub: %v Ready", argocd.Hub)
+	return nil
 }
 
 // installSecondPrincipal installs another principal from upstream's manifests, in
@@ -604,14 +639,14 @@ func (e *Env) installPrincipal(ctx context.Context) error {
 	}
 	p, err := argocd.InstallPrincipal(ctx, argocd.PrincipalInstallOptions{
 		Client: e.Hub.Client, Clientset: cs, Namespace: ArgoCDNamespace, Dir: dir,
-		Params: map[string]string{
+		Params: withParams(map[string]string{
 			// Agents reach it through its Service: every interface (upstream's note on mTLS).
 			"principal.listen.host":                   "",
 			"principal.auth":                          "mtls:subject:" + auth,
 			"principal.tls.client-cert.match-subject": strconv.FormatBool(e.opts.CertificateSubject == string(identity.SubjectClusterName)),
 			"principal.allowed-namespaces":            strings.Join(e.opts.Clusters, ","),
 			"principal.resource-proxy.enable":         "true",
-		},
+		}, e.opts.PrincipalParams),
 		BeforeDeployment: func(ctx context.Context) error {
 			ip, err := e.HubNode.ExposeLoadBalancer(ctx, ArgoCDNamespace, argocd.PrincipalName)
 			if err != nil {
@@ -803,6 +838,12 @@ func (e *Env) Stop() {
 	for i := len(e.stops) - 1; i >= 0; i-- {
 		e.stops[i]()
 	}
+}
+
+// withParams is params with more's keys over them.
+func withParams(params, more map[string]string) map[string]string {
+	maps.Copy(params, more)
+	return params
 }
 
 func binaryFromEnv(name string) (string, error) {
