@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
@@ -72,8 +74,9 @@ func setTargetRevision(ctx context.Context, c client.Client, namespace, name, re
 // agent's certificate was renewed; a source that does not exist shows its error on the hub; and
 // deleting the Application removes what it deployed.
 func TestApplicationsReachTheFleet(t *testing.T) {
-	const cluster = "apps1"
-	ctx, e := start(t, harness.Options{Clusters: []string{cluster}, ArgoCD: true, CertLifetime: 3 * time.Minute})
+	const cluster, autonomous = "apps1", "auto1"
+	ctx, e := start(t, harness.Options{Clusters: []string{cluster, autonomous}, ArgoCD: true, Autonomous: []string{autonomous},
+		CertLifetime: 3 * time.Minute})
 	for _, rev := range []string{"v1", "v2", "v3"} {
 		must.Succeed(t, e.Sources.Push(ctx, argocd.GuestbookRepo, rev, argocd.Guestbook(rev)))
 	}
@@ -146,6 +149,20 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 		})
 	})
 
+	t.Run("an Application created on an autonomous cluster appears on the hub with its status", func(t *testing.T) {
+		startAutonomous(t, ctx, e, autonomous)
+		spoke := e.Spokes[autonomous].API.Client
+		// What the cluster's own GitOps would create there: the project, the repository and
+		// the Application, all on the cluster.
+		must.Succeed(t, spoke.Create(ctx, argocd.DefaultProject("argocd")))
+		must.Succeed(t, spoke.Create(ctx, e.Sources.RepositorySecret("argocd", "guestbook-repo", argocd.GuestbookRepo, "")))
+		app := argocd.HubApplication("argocd", "auto-guestbook", e.Sources.RepoURL(argocd.GuestbookRepo), "v2")
+		must.Succeed(t, spoke.Create(ctx, app))
+		// The principal keeps it in the agent's namespace on the hub, with the status the
+		// cluster's application-controller gives it.
+		waitSyncedHealthy(t, e, autonomous, "auto-guestbook", autonomous, "v2")
+	})
+
 	t.Run("the hub names what the cluster's Argo CD lacks", func(t *testing.T) {
 		spoke := e.Spokes[cluster].API.Client
 		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "argocd", Name: string(argocd.ApplicationController)}}
@@ -154,6 +171,33 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 		// The agent itself is still connected: Available says so, ArgoCDReady says it deploys nothing.
 		waitAvailable(t, e, cluster, metav1.ConditionTrue)
 	})
+}
+
+// startAutonomous enrols cluster with an AddOnDeploymentConfig of its own, the fleet's with
+// agentMode autonomous, and waits until its agent runs in that mode, connected.
+func startAutonomous(t *testing.T, ctx context.Context, e *harness.Env, cluster string) {
+	t.Helper()
+	fleet := &addonv1beta1.AddOnDeploymentConfig{}
+	must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: harness.FleetConfigName}, fleet))
+	adc := &addonv1beta1.AddOnDeploymentConfig{ObjectMeta: metav1.ObjectMeta{Namespace: harness.AddonNamespace, Name: cluster}, Spec: *fleet.Spec.DeepCopy()}
+	adc.Spec.CustomizedVariables = slices.DeleteFunc(adc.Spec.CustomizedVariables, func(v addonv1beta1.CustomizedVariable) bool {
+		return v.Name == agentconfig.VarAgentMode
+	})
+	adc.Spec.CustomizedVariables = append(adc.Spec.CustomizedVariables, addonv1beta1.CustomizedVariable{Name: agentconfig.VarAgentMode, Value: agentconfig.ModeAutonomous})
+	must.Succeed(t, e.Hub.Client.Create(ctx, adc))
+	must.Succeed(t, e.SetEnabled(ctx, cluster, true))
+	poll.Until(t, 2*time.Minute, cluster+"'s ManagedClusterAddOn", func(ctx context.Context) (bool, error) {
+		err := e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: cluster, Name: identity.AddonName}, &addonv1beta1.ManagedClusterAddOn{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	setClusterConfig(t, ctx, e, cluster, adc)
+	a, err := e.StartAgent(ctx, cluster)
+	must.Succeed(t, err)
+	poll.Until(t, 3*time.Minute, cluster+"'s agent in autonomous mode", func(context.Context) (bool, error) {
+		d := a.Delivered()
+		return d != nil && d.Mode == agentconfig.ModeAutonomous, nil
+	})
+	waitAvailable(t, e, cluster, metav1.ConditionTrue)
 }
 
 // waitArgoCDReady waits for the add-on's ArgoCDReady condition, which the cluster's work agent

@@ -87,6 +87,10 @@ type Options struct {
 	// reaches every agent. Without it a spoke's Argo CD is only its settings ConfigMap, which is
 	// all an agent needs to connect.
 	ArgoCD bool
+	// Autonomous are the clusters whose Argo CD is an autonomous agent's (argocd.AutonomousSpoke,
+	// with ArgoCD): the ApplicationSet controller too. The test gives their add-on the
+	// autonomous mode.
+	Autonomous []string
 	// PrincipalParams are more keys of the principal's argocd-agent-params ConfigMap, over the
 	// harness's own (destination-based mapping, allowed namespaces).
 	PrincipalParams map[string]string
@@ -564,14 +568,18 @@ func (e *Env) startSpoke(ctx context.Context, name string, crds []*apiextensions
 		if err != nil {
 			return nil, err
 		}
+		components := argocd.ManagedSpoke
+		if slices.Contains(e.opts.Autonomous, name) {
+			components = argocd.AutonomousSpoke
+		}
 		if s.ArgoCD, err = argocd.InstallComponents(ctx, argocd.ComponentsOptions{Client: s.API.Client, Clientset: cs,
-			Namespace: identity.DefaultInstallNamespace, Dir: filepath.Join(e.opts.Dir, name), Components: argocd.ManagedSpoke}); err != nil {
+			Namespace: identity.DefaultInstallNamespace, Dir: filepath.Join(e.opts.Dir, name), Components: components}); err != nil {
 			return nil, fmt.Errorf("installing Argo CD on %s: %w", name, err)
 		}
 		if err := s.ArgoCD.WaitReady(ctx, 3*time.Minute); err != nil {
 			return nil, err
 		}
-		e.opts.progress("Argo CD on %s: %v Ready", name, argocd.ManagedSpoke)
+		e.opts.progress("Argo CD on %s: %v Ready", name, components)
 	}
 	if s.OCM, err = proc.Start(ctx, "ocm-"+name, e.opts.Dir, ocmLocal, "spoke", "--hub-kubeconfig", e.HubKubeconfig,
 		"--spoke-kubeconfig", s.Kubeconfig, "--cluster-name", name, "--work-dir", filepath.Join(e.opts.Dir, name, "ocm"), "-v", "2"); err != nil {
