@@ -23,6 +23,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/argocd"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/metrictext"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/must"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 )
@@ -170,6 +171,28 @@ func TestApplicationsReachTheFleet(t *testing.T) {
 		waitArgoCDReady(t, e, cluster, metav1.ConditionFalse, "the application-controller (StatefulSet argocd/argocd-application-controller)")
 		// The agent itself is still connected: Available says so, ArgoCDReady says it deploys nothing.
 		waitAvailable(t, e, cluster, metav1.ConditionTrue)
+		// And so say the manager's fleet gauges, scraped from its pod as Prometheus would.
+		poll.Until(t, time.Minute, "fleet gauges: 2 agents, both connected, 1 Argo CD not ready", func(ctx context.Context) (bool, error) {
+			body, err := e.Metrics(ctx)
+			if err != nil {
+				return false, err
+			}
+			for _, want := range []struct {
+				labels map[string]string
+				value  float64
+			}{
+				{map[string]string{"condition": "Available", "status": "True"}, 2},
+				{map[string]string{"condition": "ArgoCDReady", "status": "True"}, 1},
+				{map[string]string{"condition": "ArgoCDReady", "status": "False"}, 1},
+			} {
+				v, ok, err := metrictext.Value(body, "argocd_agent_addon_agents_condition", want.labels)
+				if err != nil || !ok || v != want.value {
+					return false, fmt.Errorf("argocd_agent_addon_agents_condition%v = %v (found %v, %v), want %v", want.labels, v, ok, err, want.value)
+				}
+			}
+			v, ok, err := metrictext.Value(body, "argocd_agent_addon_agents", nil)
+			return err == nil && ok && v == 2, err
+		})
 	})
 }
 

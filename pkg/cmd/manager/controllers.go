@@ -28,6 +28,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/signer"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/clustersecret"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/customization"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/fleetmetrics"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/hubpki"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/principal"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
@@ -50,6 +51,7 @@ var controllers = []controller{
 	{name: "csr-approver", caches: certificateCaches, setup: setupApprover},
 	{name: "csr-signer", caches: certificateCaches, setup: setupSigner},
 	{name: "certificate-metrics", caches: certificateCaches, setup: setupCertificateMetrics},
+	{name: "fleet-metrics", caches: fleetMetricsCaches, setup: setupFleetMetrics},
 	{name: "ca-trigger", caches: certificateCaches, setup: func(_ context.Context, s *shared) error {
 		return (&addon.CATrigger{Client: s.mgr.GetClient(), CA: s.ca, Trigger: s.addonManager.Trigger}).SetupWithManager(s.mgr)
 	}},
@@ -175,6 +177,25 @@ func setupCertificateMetrics(_ context.Context, s *shared) error {
 	ctrlmetrics.Registry.Unregister(collector)
 	if err := ctrlmetrics.Registry.Register(collector); err != nil {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)
+	}
+	return nil
+}
+
+// fleetMetricsCaches: the add-on's ManagedClusterAddOns and the records.
+func fleetMetricsCaches(c *Config) map[client.Object]cache.ByObject {
+	out := addon.Caches()
+	records, recordsBy := issued.RecordsCache(c.Namespace)
+	out[records] = recordsBy
+	return out
+}
+
+// setupFleetMetrics registers the fleet's gauges (pkg/fleetmetrics), computed from the cache at
+// scrape time, on every replica. Replace, not add, as for the certificate metrics.
+func setupFleetMetrics(_ context.Context, s *shared) error {
+	collector := &fleetmetrics.Collector{Reader: s.mgr.GetClient(), RecordNamespace: s.cfg.Namespace}
+	ctrlmetrics.Registry.Unregister(collector)
+	if err := ctrlmetrics.Registry.Register(collector); err != nil {
+		return fmt.Errorf("registering the fleet metrics: %w", err)
 	}
 	return nil
 }
