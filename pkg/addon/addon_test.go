@@ -233,7 +233,7 @@ func TestManifestsForEveryVariant(t *testing.T) {
 		{name: "destination-based mapping", adc: newADC(map[string]string{"principalAddress": "principal.example.com", "destinationBasedMapping": "true"}, nil), bundle: caPEM,
 			check: func(t *testing.T, r rendered) {
 				d := r.params.Data
-				if d["agent.destination-based-mapping"] != "true" || d["agent.create-namespace"] != "true" {
+				if d["agent.destination-based-mapping"] != "true" {
 					t.Errorf("params %v", d)
 				}
 				env := map[string]string{}
@@ -242,7 +242,7 @@ func TestManifestsForEveryVariant(t *testing.T) {
 						env[e.Name] = e.ValueFrom.ConfigMapKeyRef.Key
 					}
 				}
-				if env["ARGOCD_AGENT_DESTINATION_BASED_MAPPING"] != "agent.destination-based-mapping" || env["ARGOCD_AGENT_CREATE_NAMESPACE"] != "agent.create-namespace" {
+				if env["ARGOCD_AGENT_DESTINATION_BASED_MAPPING"] != "agent.destination-based-mapping" {
 					t.Errorf("env from params %v", env)
 				}
 			}},

@@ -36,8 +36,8 @@ const (
 	VarLogLevel         = "logLevel"
 	// VarDestinationBasedMapping ("true" or "false", default false) has a managed agent take
 	// Applications by their destination name rather than their namespace on the hub
-	// (argocd-agent's destination-based mapping, which the principal must use too): what
-	// ApplicationSets need, which put every Application in their own namespace.
+	// (argocd-agent's destination-based mapping, which the principal must use too, hub-wide):
+	// what ApplicationSets need, which put every Application in their own namespace.
 	VarDestinationBasedMapping = "destinationBasedMapping"
 )
 

@@ -2,7 +2,8 @@
 // at each scrape from the manager's cache: how many clusters have the add-on, how many of them
 // each of the add-on's conditions holds True, False or Unknown for (connected, config valid,
 // principal's version, Argo CD ready, ...), and how many clusters are revoked. Every series is
-// bounded by the conditions and statuses, not by the fleet: no label names a cluster.
+// bounded by the conditions and statuses, not by the fleet: no label names a cluster. Every
+// replica reports the same values (aggregate replicas with max, not sum).
 package fleetmetrics
 
 import (
@@ -71,7 +72,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counts[cond] = map[metav1.ConditionStatus]int{}
 		}
 		for _, a := range addons.Items {
-			if a.Name != identity.AddonName {
+			if a.Name != identity.AddonName || a.DeletionTimestamp != nil {
 				continue
 			}
 			agents++

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	addonv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	workv1 "open-cluster-management.io/api/work/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -68,10 +69,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		work.Namespace, work.Name = req.Namespace, WorkName
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, work))
 	}
-	// The agent's namespace, as addon-framework (in this manager) registered it; until then
-	// there is nothing to ask.
+	// The agent's namespace, as addon-framework (in this manager) writes it into the add-on's
+	// status; until then there is nothing to ask. The cluster may write that status too: a
+	// namespace it chose only moves the read-only checks of its own report, which it could fake
+	// anyway, and a value that is no namespace name is not used.
 	namespace := addon.Status.Namespace
-	if addon.DeletionTimestamp != nil || namespace == "" {
+	if addon.DeletionTimestamp != nil || len(validation.IsDNS1123Label(namespace)) > 0 {
 		return ctrl.Result{}, nil
 	}
 	want, err := Work(addon, namespace)
@@ -82,7 +85,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	err = r.Client.Get(ctx, client.ObjectKeyFromObject(want), work)
 	switch {
 	case apierrors.IsNotFound(err):
-		if err := r.Client.Create(ctx, want); err != nil {
+		if err := r.Client.Create(ctx, want); apierrors.IsAlreadyExists(err) {
+			// Not in the cache, yet there: it lost WorkLabel, which the cache selects on.
+			return ctrl.Result{}, fmt.Errorf("the readiness work %s/%s exists without its label %s: delete it, the manager makes it again",
+				addon.Namespace, WorkName, WorkLabel)
+		} else if err != nil {
 			return ctrl.Result{}, fmt.Errorf("creating the readiness work of %s: %w", addon.Namespace, err)
 		}
 		work = nil

@@ -106,8 +106,9 @@ func Work(addon *addonv1beta1.ManagedClusterAddOn, namespace string) (*workv1.Ma
 			}},
 		},
 		Spec: workv1.ManifestWorkSpec{
-			// Read-only manifests are still the work's applied resources: orphan them, or
-			// deleting the work would delete the cluster's Argo CD.
+			// Read-only manifests are listed among the work's applied resources; the work agent
+			// deletes only what it owns, which they are not, and Orphan says so explicitly:
+			// nothing of the cluster's Argo CD may go with this work.
 			DeleteOption: &workv1.DeleteOption{PropagationPolicy: workv1.DeletePropagationPolicyTypeOrphan},
 		},
 	}
@@ -140,11 +141,18 @@ func Work(addon *addonv1beta1.ManagedClusterAddOn, namespace string) (*workv1.Ma
 	return w, nil
 }
 
-// Evaluate reads the work agent's report in work (nil: not created yet) into the condition.
+// Evaluate reads the work agent's report in work (nil: not created yet) into the condition. It
+// is the last report: a cluster that stops reporting (unreachable; its add-on's Available then
+// turns Unknown) keeps its last ArgoCDReady.
 func Evaluate(work *workv1.ManifestWork, namespace string) metav1.Condition {
 	cond := metav1.Condition{Type: ConditionArgoCDReady, Status: metav1.ConditionUnknown, Reason: ReasonUnknown}
 	if work == nil {
 		cond.Message = "the cluster's report on Argo CD has not been asked for yet"
+		return cond
+	}
+	// A report is of the work's current spec once the work agent has applied that generation.
+	if applied := findCondition(work.Status.Conditions, workv1.WorkApplied); applied == nil || applied.ObservedGeneration != work.Generation {
+		cond.Message = "the cluster's work agent has not reported on the current check yet"
 		return cond
 	}
 	var missing, notReady, unreported []string

@@ -48,8 +48,13 @@ func TestWorkOnlyReads(t *testing.T) {
 		if cfg.UpdateStrategy == nil || cfg.UpdateStrategy.Type != workv1.UpdateStrategyTypeReadOnly {
 			t.Errorf("%s %s: update strategy %+v, want ReadOnly", obj.Kind, obj.Metadata.Name, cfg.UpdateStrategy)
 		}
-		if cfg.ResourceIdentifier.Name != obj.Metadata.Name || cfg.ResourceIdentifier.Namespace != obj.Metadata.Namespace {
-			t.Errorf("config %+v does not name manifest %s/%s", cfg.ResourceIdentifier, obj.Metadata.Namespace, obj.Metadata.Name)
+		// A config that names no manifest leaves that manifest to the work agent's default
+		// strategy, Update: group, resource, namespace and name must all be the manifest's.
+		gr := map[string][2]string{"CustomResourceDefinition": {"apiextensions.k8s.io", "customresourcedefinitions"},
+			"StatefulSet": {"apps", "statefulsets"}, "Deployment": {"apps", "deployments"}, "Service": {"", "services"}}[obj.Kind]
+		id := cfg.ResourceIdentifier
+		if id.Group != gr[0] || id.Resource != gr[1] || id.Name != obj.Metadata.Name || id.Namespace != obj.Metadata.Namespace {
+			t.Errorf("config %+v does not name manifest %s %s/%s", id, obj.Kind, obj.Metadata.Namespace, obj.Metadata.Name)
 		}
 		if obj.Spec != nil {
 			t.Errorf("%s %s carries a spec", obj.Kind, obj.Metadata.Name)
@@ -84,6 +89,8 @@ func report(t *testing.T, namespace string, ready int64, absent ...string) *work
 		}
 		w.Status.ResourceStatus.Manifests = append(w.Status.ResourceStatus.Manifests, m)
 	}
+	w.Generation = 2
+	w.Status.Conditions = []metav1.Condition{{Type: workv1.WorkApplied, Status: metav1.ConditionTrue, Reason: "r", ObservedGeneration: 2}}
 	return w
 }
 
@@ -97,7 +104,7 @@ func TestEvaluate(t *testing.T) {
 		mention []string
 	}{
 		{"not created", nil, metav1.ConditionUnknown, ReasonUnknown, nil},
-		{"not reported", notReported, metav1.ConditionUnknown, ReasonUnknown, []string{"has not reported", "StatefulSet argocd/argocd-application-controller"}},
+		{"not reported", notReported, metav1.ConditionUnknown, ReasonUnknown, []string{"has not reported"}},
 		{"all there", report(t, "argocd", 1), metav1.ConditionTrue, ReasonReady, nil},
 		{"no application-controller", report(t, "argocd", 1, ApplicationController), metav1.ConditionFalse, ReasonMissing,
 			[]string{"the application-controller (StatefulSet argocd/argocd-application-controller)"}},
@@ -105,6 +112,11 @@ func TestEvaluate(t *testing.T) {
 			[]string{"CustomResourceDefinition applications.argoproj.io", "Service argocd/argocd-redis"}},
 		{"nothing ready", report(t, "argocd", 0), metav1.ConditionFalse, ReasonNotReady,
 			[]string{"argocd-application-controller) has no ready replica", "argocd-repo-server) has no ready replica"}},
+		{"report of an older generation", func() *workv1.ManifestWork {
+			w := report(t, "argocd", 1)
+			w.Generation = 3
+			return w
+		}(), metav1.ConditionUnknown, ReasonUnknown, []string{"current check"}},
 		// A report about another namespace is not one about this one.
 		{"report of another namespace", report(t, "old", 1), metav1.ConditionUnknown, ReasonUnknown, []string{"argocd/argocd-repo-server"}},
 	} {

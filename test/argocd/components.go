@@ -83,11 +83,6 @@ type ComponentsOptions struct {
 	Dir string
 	// Components to run.
 	Components []Component
-	// ApplicationSetRules are more rules for the ApplicationSet controller's ClusterRole: the
-	// resources its generators read (OCM's PlacementDecisions for clusterDecisionResource).
-	ApplicationSetRules []rbacv1.PolicyRule
-	// ApplicationSetArgs are more arguments for the ApplicationSet controller.
-	ApplicationSetArgs []string
 }
 
 // Components are Argo CD's components running as pods of their workloads, under their own
@@ -149,7 +144,8 @@ func componentObjects(o ComponentsOptions) []client.Object {
 				{NonResourceURLs: []string{"*"}, Verbs: []string{"*"}},
 			}
 		case ApplicationSetController:
-			rules = append([]rbacv1.PolicyRule{
+			// PlacementDecisions are not here: the chart grants them (applicationSets).
+			rules = []rbacv1.PolicyRule{
 				{APIGroups: []string{"argoproj.io"}, Resources: []string{"applications", "applicationsets", "applicationsets/finalizers"},
 					Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 				{APIGroups: []string{"argoproj.io"}, Resources: []string{"applicationsets/status"}, Verbs: []string{"get", "patch", "update"}},
@@ -157,7 +153,7 @@ func componentObjects(o ComponentsOptions) []client.Object {
 				{APIGroups: []string{""}, Resources: []string{"secrets", "configmaps"}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
-			}, o.ApplicationSetRules...)
+			}
 		}
 		if rules != nil {
 			objs = append(objs,
@@ -215,7 +211,7 @@ func workload(o ComponentsOptions, comp Component) []client.Object {
 		})
 	case ApplicationSetController:
 		// No probe, as upstream: its probe endpoint registers no check and answers 404.
-		container.Args = append([]string{"--loglevel", "info"}, o.ApplicationSetArgs...)
+		container.Args = []string{"--loglevel", "info"}
 	}
 	pod := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},

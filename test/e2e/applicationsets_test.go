@@ -170,15 +170,17 @@ func TestApplicationSetsByPlacement(t *testing.T) {
 	})
 
 	t.Run("the revoked cluster got nothing", func(t *testing.T) {
+		// The Placement still holds set3, a generator requeue has passed (waitHubApplications),
+		// and no Application was generated for it: the generator found no cluster secret.
 		waitPlacementHolds(t, e, "set2", "set3")
 		names, err := hubApplications(ctx, hub)
 		must.Succeed(t, err)
 		if slices.Contains(names, "set3-guestbook") {
 			t.Errorf("hub Applications %v: the revoked set3 got one", names)
 		}
-		err = e.Spokes["set3"].API.Client.Get(ctx, types.NamespacedName{Name: "guestbook"}, &corev1.Namespace{})
+		err = hub.Get(ctx, types.NamespacedName{Namespace: harness.ArgoCDNamespace, Name: "cluster-set3"}, &corev1.Secret{})
 		if !apierrors.IsNotFound(err) {
-			t.Errorf("set3 has the guestbook namespace (%v): something reached the revoked cluster", err)
+			t.Errorf("a cluster secret for the revoked set3 (%v)", err)
 		}
 	})
 }

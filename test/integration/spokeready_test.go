@@ -63,6 +63,8 @@ func TestSpokeReadiness(t *testing.T) {
 			if err := env.Client.Get(context.Background(), key, w); err != nil {
 				return err
 			}
+			w.Status.Conditions = []metav1.Condition{{Type: workv1.WorkApplied, Status: metav1.ConditionTrue, Reason: "AppliedManifestWorkComplete",
+				ObservedGeneration: w.Generation, LastTransitionTime: metav1.Now()}}
 			w.Status.ResourceStatus.Manifests = nil
 			one := int64(1)
 			for _, cfg := range w.Spec.ManifestConfigs {

@@ -56,7 +56,7 @@ type ClusterReport struct {
 	Version   string `json:"version,omitempty"`
 	Config    string `json:"config,omitempty"`
 	// ArgoCD says whether the cluster's Argo CD can deploy, from the add-on's ArgoCDReady
-	// condition: "ready", "NOT READY: " and what is missing, "unknown"; absent before any report.
+	// condition: "ready", "NOT READY (<reason>)", "unknown"; absent before any report.
 	ArgoCD string `json:"argoCD,omitempty"`
 	// Revoked is the revocation, with its reason and time; absent if not revoked.
 	Revoked string `json:"revoked,omitempty"`

@@ -103,7 +103,7 @@ type Row struct {
 	// Config is where the cluster is in the rollout of its AddOnDeploymentConfig.
 	Config string
 	// ArgoCD says whether the cluster's Argo CD can deploy (the add-on's ArgoCDReady condition):
-	// "ready", "NOT READY: " and what is missing, "unknown", or empty before any report.
+	// "ready", "NOT READY (<reason>)", "unknown", or empty before any report.
 	ArgoCD string
 	// Revoked is the revocation reason, empty if not revoked.
 	Revoked string
@@ -260,8 +260,10 @@ func versionState(a *addonv1beta1.ManagedClusterAddOn, image string) string {
 	return v + " (principal's unknown)"
 }
 
-// argoCDState is the ArgoCDReady condition in a word, and what is missing when it is False. The
-// cluster reports it about itself (pkg/spokeready).
+// argoCDState is the ArgoCDReady condition in a word, with its reason when False. The cluster
+// may write its own add-on's status, so only the reason is printed (the API server holds it to
+// a CamelCase word): a message could carry newlines or terminal escapes that fake rows.
+// `kubectl get managedclusteraddon` shows the message naming what is missing.
 func argoCDState(a *addonv1beta1.ManagedClusterAddOn) string {
 	c := meta.FindStatusCondition(a.Status.Conditions, spokeready.ConditionArgoCDReady)
 	switch {
@@ -270,7 +272,7 @@ func argoCDState(a *addonv1beta1.ManagedClusterAddOn) string {
 	case c.Status == metav1.ConditionTrue:
 		return "ready"
 	case c.Status == metav1.ConditionFalse:
-		return "NOT READY: " + c.Message
+		return "NOT READY (" + c.Reason + ")"
 	}
 	return "unknown"
 }

@@ -20,7 +20,7 @@ func TestPrint(t *testing.T) {
 	out := &bytes.Buffer{}
 	if err := Print(out, []Row{
 		{Cluster: "c1", Available: "True", ArgoCD: "ready", CertNotAfter: now.Add(36 * time.Hour), CA: "0123456789abcdef", Mode: "managed", Image: "quay.io/a:v1", Config: "1a2b3c4d (Completed)"},
-		{Cluster: "c2", Available: "False", ArgoCD: "NOT READY: not on the cluster: the repo-server", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
+		{Cluster: "c2", Available: "False", ArgoCD: "NOT READY (ArgoCDMissing)", CertNotAfter: now.Add(-time.Minute), Revoked: "key leaked"},
 		{Cluster: "c3", Available: "Unknown"},
 	}, now); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestPrint(t *testing.T) {
 	}
 	for i, want := range [][]string{
 		{"c1", "True", "ready", "2026-11-26T00:00:00Z (in 36h0m0s)", "0123456789abcdef", "managed", "quay.io/a:v1", "1a2b3c4d (Completed)", "no"},
-		{"c2", "False", "NOT READY: not on the cluster: the repo-server", "(EXPIRED)", "yes: key leaked"},
+		{"c2", "False", "NOT READY (ArgoCDMissing)", "(EXPIRED)", "yes: key leaked"},
 		{"c3", "Unknown", "-"},
 	} {
 		for _, w := range want {
