@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,25 +60,6 @@ func placementApplicationSet(repoURL string) *unstructured.Unstructured {
 	}}
 	set.SetGroupVersionKind(applicationSetGVK)
 	return set
-}
-
-// setClusterLabel sets (or, with value "", removes) a label on a ManagedCluster, as the hub's
-// administrator does.
-func setClusterLabel(ctx context.Context, c client.Client, cluster, key, value string) error {
-	mc := &clusterv1.ManagedCluster{}
-	if err := c.Get(ctx, types.NamespacedName{Name: cluster}, mc); err != nil {
-		return err
-	}
-	patch := client.MergeFrom(mc.DeepCopy())
-	if mc.Labels == nil {
-		mc.Labels = map[string]string{}
-	}
-	if value == "" {
-		delete(mc.Labels, key)
-	} else {
-		mc.Labels[key] = value
-	}
-	return c.Patch(ctx, mc, patch)
 }
 
 // hubApplications are the names of the Applications in Argo CD's namespace on the hub.
@@ -143,7 +123,7 @@ func TestApplicationSetsByPlacement(t *testing.T) {
 		},
 	}))
 	for _, c := range []string{"set1", "set3"} {
-		must.Succeed(t, setClusterLabel(ctx, hub, c, guestbookLabel, "enabled"))
+		must.Succeed(t, e.SetClusterLabel(ctx, c, guestbookLabel, "enabled"))
 	}
 	must.Succeed(t, hub.Create(ctx, placementApplicationSet(e.Sources.RepoURL(argocd.GuestbookRepo))))
 
@@ -154,13 +134,13 @@ func TestApplicationSetsByPlacement(t *testing.T) {
 	})
 
 	t.Run("a cluster added to the Placement gets the app", func(t *testing.T) {
-		must.Succeed(t, setClusterLabel(ctx, hub, "set2", guestbookLabel, "enabled"))
+		must.Succeed(t, e.SetClusterLabel(ctx, "set2", guestbookLabel, "enabled"))
 		waitSyncedHealthy(t, e, harness.ArgoCDNamespace, "set2-guestbook", "set2", "v1")
 		waitHubApplications(t, e, "set1-guestbook", "set2-guestbook")
 	})
 
 	t.Run("a cluster removed from the Placement loses the app", func(t *testing.T) {
-		must.Succeed(t, setClusterLabel(ctx, hub, "set1", guestbookLabel, ""))
+		must.Succeed(t, e.SetClusterLabel(ctx, "set1", guestbookLabel, ""))
 		waitHubApplications(t, e, "set2-guestbook")
 		spoke := e.Spokes["set1"].API.Client
 		poll.Until(t, 3*time.Minute, "the guestbook objects gone from set1", func(ctx context.Context) (bool, error) {

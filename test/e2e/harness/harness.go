@@ -819,6 +819,16 @@ func (e *Env) waitJoined(ctx context.Context, name string) error {
 
 // SetEnabled labels (or unlabels) a cluster for the chart's Placement.
 func (e *Env) SetEnabled(ctx context.Context, name string, enabled bool) error {
+	value := ""
+	if enabled {
+		value = "enabled"
+	}
+	return e.SetClusterLabel(ctx, name, EnableLabel, value)
+}
+
+// SetClusterLabel sets (or, with value "", removes) a label of a ManagedCluster, as the hub's
+// administrator does.
+func (e *Env) SetClusterLabel(ctx context.Context, name, key, value string) error {
 	mc := &clusterv1.ManagedCluster{}
 	if err := e.Hub.Client.Get(ctx, types.NamespacedName{Name: name}, mc); err != nil {
 		return err
@@ -827,10 +837,10 @@ func (e *Env) SetEnabled(ctx context.Context, name string, enabled bool) error {
 	if mc.Labels == nil {
 		mc.Labels = map[string]string{}
 	}
-	if enabled {
-		mc.Labels[EnableLabel] = "enabled"
+	if value == "" {
+		delete(mc.Labels, key)
 	} else {
-		delete(mc.Labels, EnableLabel)
+		mc.Labels[key] = value
 	}
 	return e.Hub.Client.Patch(ctx, mc, patch)
 }
