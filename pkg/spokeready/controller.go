@@ -92,7 +92,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		} else if err != nil {
 			return ctrl.Result{}, fmt.Errorf("creating the readiness work of %s: %w", addon.Namespace, err)
 		}
-		work = nil
+		// Not reported yet, as the work's event will find it: one status write, not two.
+		work = want
 	case err != nil:
 		return ctrl.Result{}, err
 	case work.Annotations[SpecHashAnnotation] != want.Annotations[SpecHashAnnotation] ||

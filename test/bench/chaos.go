@@ -24,6 +24,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/authority"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/ocmcsr"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/poll"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
@@ -274,10 +275,18 @@ func (h *hub) converged(ctx context.Context, clusters []string, legitimate map[s
 		if err := h.c.List(ctx, works, client.InNamespace(c)); err != nil {
 			return err
 		}
-		if len(works.Items) != 1 || works.Items[0].Name != workName {
-			return fmt.Errorf("cluster %s has %d ManifestWorks, want only %s", c, len(works.Items), workName)
+		// The deploy work and the read-only readiness work (pkg/spokeready), nothing else.
+		var w *workv1.ManifestWork
+		var names []string
+		for i := range works.Items {
+			names = append(names, works.Items[i].Name)
+			if works.Items[i].Name == workName {
+				w = &works.Items[i]
+			}
 		}
-		w := &works.Items[0]
+		if w == nil || len(works.Items) > 2 || len(works.Items) == 2 && !slices.Contains(names, spokeready.WorkName) {
+			return fmt.Errorf("cluster %s has ManifestWorks %v, want %s and %s", c, names, workName, spokeready.WorkName)
+		}
 		if first == nil {
 			first = w
 		} else if len(w.Spec.Workload.Manifests) != len(first.Spec.Workload.Manifests) {
