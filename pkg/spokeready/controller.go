@@ -99,7 +99,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case work.Annotations[SpecHashAnnotation] != want.Annotations[SpecHashAnnotation] ||
 		!equality.Semantic.DeepEqual(work.OwnerReferences, want.OwnerReferences):
 		// Compared by the hash of what was written: the API server defaults fields of the spec.
-		// A report on the old spec names other objects, which Evaluate does not count.
+		// A report on the old spec names other objects, which Evaluate does not count. A spec
+		// edited by someone else under the same annotation is not put back: only the cluster's
+		// own work agent acts on it, and the cluster reports on itself anyway.
 		work.Spec, work.OwnerReferences = want.Spec, want.OwnerReferences
 		work.Annotations = want.Annotations
 		if err := r.Client.Update(ctx, work); err != nil {

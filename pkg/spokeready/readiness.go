@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
@@ -151,7 +152,7 @@ func Evaluate(work *workv1.ManifestWork, namespace string) metav1.Condition {
 		return cond
 	}
 	// A report is of the work's current spec once the work agent has applied that generation.
-	if applied := findCondition(work.Status.Conditions, workv1.WorkApplied); applied == nil || applied.ObservedGeneration != work.Generation {
+	if applied := meta.FindStatusCondition(work.Status.Conditions, workv1.WorkApplied); applied == nil || applied.ObservedGeneration != work.Generation {
 		cond.Message = "the cluster's work agent has not reported on the current check yet"
 		return cond
 	}
@@ -162,7 +163,7 @@ func Evaluate(work *workv1.ManifestWork, namespace string) metav1.Condition {
 			unreported = append(unreported, p.describe(namespace))
 			continue
 		}
-		available := findCondition(m.Conditions, workv1.ManifestAvailable)
+		available := meta.FindStatusCondition(m.Conditions, workv1.ManifestAvailable)
 		switch {
 		case available == nil || available.Status == metav1.ConditionUnknown:
 			unreported = append(unreported, p.describe(namespace))
@@ -196,15 +197,6 @@ func manifestStatus(work *workv1.ManifestWork, id workv1.ResourceIdentifier) (wo
 		}
 	}
 	return workv1.ManifestCondition{}, false
-}
-
-func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
-	for i := range conds {
-		if conds[i].Type == t {
-			return &conds[i]
-		}
-	}
-	return nil
 }
 
 // readyReplicas is the reported count; a workload with none ready has no such field.
