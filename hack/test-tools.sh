@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the real test binaries (kube-apiserver, kube-controller-manager, etcd, helm, argocd-agent, OCM) from Go modules, because
+# Builds the real test binaries (kube-apiserver, kube-controller-manager, etcd, helm, argocd-agent, OCM,
+# Prometheus) from Go modules, because
 # no binary downloads work where this project is developed and tested. Built binaries are cached
 # outside the repository, keyed by version, so a rerun costs a version check.
 #
-# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|ocm-local|node|print-env]
+# Usage: hack/test-tools.sh [all|envtest|helm|argocd-agent|ocm-local|prometheus|node|print-env]
 #   all (default)  build what is missing, then print the environment (like print-env)
 #   envtest        build kube-apiserver and etcd only
 #   helm           build helm only
 #   argocd-agent   build argocd-agent (principal and agent in one binary) only
-#   node           build kube-controller-manager, kube-scheduler, kubelet, argocd-agent, Argo CD and
-#                  the test images; install containerd, runc, CNI plugins
-#   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM and ARGOCD_AGENT_BIN
+#   prometheus     build prometheus and promtool; copy the Prometheus Operator's CRDs
+#   node           build kube-controller-manager, kube-scheduler, kubelet, argocd-agent, Argo CD,
+#                  Prometheus and the test images; install containerd, runc, CNI plugins
+#   print-env      print `export VAR=...` lines: KUBEBUILDER_ASSETS, HELM, ARGOCD_AGENT_BIN, PROMTOOL...
 #
 # Versions are pinned here, in one place. The wrapper modules under hack/tools/ carry their go.sum.
 set -euo pipefail
@@ -25,6 +27,13 @@ ARGOCD_AGENT_VERSION=v0.9.0
 ARGOCD_VERSION=v3.4.3
 # OCM's controllers for the end-to-end tests, from test/ocm (its own module, pinned there).
 OCM_VERSION=v1.2.1
+# Prometheus (its Go module v0.316.0 is Prometheus 3.16.0): promtool unit-tests the chart's alert
+# rules, prometheus scrapes the manager in e2e. Also pinned by hack/tools/prometheus/go.mod.
+PROMETHEUS_VERSION=v0.316.0
+# The Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule), from its module's
+# example/prometheus-operator-crd: e2e installs the chart's monitoring objects against them. The
+# same version as the Go types test/chart checks them with (go.mod).
+PROMETHEUS_OPERATOR_VERSION=v0.89.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${ARGOCD_AGENT_ADDON_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/argocd-agent-addon/tools}
@@ -34,6 +43,8 @@ HELM_DIR=$CACHE/helm-$HELM_VERSION
 # Static (CGO_ENABLED=0), as upstream builds it: its image has no C library.
 ARGOCD_AGENT_DIR=$CACHE/argocd-agent-$ARGOCD_AGENT_VERSION-static
 ASSETS=$CACHE/envtest-$KUBE_VERSION-etcd-$ETCD_VERSION
+PROMETHEUS_DIR=$CACHE/prometheus-$PROMETHEUS_VERSION
+PROMETHEUS_OPERATOR_CRDS=$CACHE/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
 
 log() { echo "test-tools: $*" >&2; }
 
@@ -185,6 +196,42 @@ copy_argocd_agent_install() {
 	mv "$ARGOCD_AGENT_INSTALL_DIR.tmp" "$ARGOCD_AGENT_INSTALL_DIR"
 }
 
+# prometheus_release: the Prometheus release a module version is (v0.316.0 is 3.16.0).
+prometheus_release() {
+	local v=${PROMETHEUS_VERSION#v0.}
+	echo "${v:0:1}.$((10#${v:1:2})).${v#*.}"
+}
+
+# prometheus and promtool, from one `go build` of the wrapper module, with only Kubernetes
+# service discovery (upstream's build tags: the cloud providers' SDKs would double the build).
+# Stamped with the release, as upstream's promu does.
+build_prometheus() {
+	local release
+	release=$(prometheus_release)
+	if have "$PROMETHEUS_DIR/prometheus" "version $release" --version && have "$PROMETHEUS_DIR/promtool" "version $release" --version; then return; fi
+	log "building prometheus and promtool $release (cold: 4-6 min on 2 cores)"
+	rm -rf "$PROMETHEUS_DIR/tmp" && mkdir -p "$PROMETHEUS_DIR/tmp"
+	(cd "$ROOT/hack/tools/prometheus" &&
+		CGO_ENABLED=0 go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -o "$PROMETHEUS_DIR/tmp/" \
+			-ldflags "-s -w -X github.com/prometheus/common/version.Version=$release -X github.com/prometheus/common/version.Revision=$PROMETHEUS_VERSION -X github.com/prometheus/common/version.Branch=HEAD" \
+			github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+	mv "$PROMETHEUS_DIR/tmp/prometheus" "$PROMETHEUS_DIR/tmp/promtool" "$PROMETHEUS_DIR/"
+	rmdir "$PROMETHEUS_DIR/tmp"
+}
+
+copy_prometheus_operator_crds() {
+	[[ -f $PROMETHEUS_OPERATOR_CRDS/monitoring.coreos.com_servicemonitors.yaml ]] && return
+	local dir
+	dir=$(cd "$ROOT/hack/tools/prometheus" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[[ -d $dir/example/prometheus-operator-crd ]] || { log "no example/prometheus-operator-crd in the prometheus-operator module ($dir)"; return 1; }
+	rm -rf "$PROMETHEUS_OPERATOR_CRDS.tmp" && mkdir -p "$PROMETHEUS_OPERATOR_CRDS.tmp"
+	cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+		"$dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$PROMETHEUS_OPERATOR_CRDS.tmp/"
+	chmod -R u+w "$PROMETHEUS_OPERATOR_CRDS.tmp"
+	mv "$PROMETHEUS_OPERATOR_CRDS.tmp" "$PROMETHEUS_OPERATOR_CRDS"
+}
+
 # redis-server backs the Argo CD agent principal and agents in the end-to-end tests. Debian's
 # package is the only source here; CI runs as root on Debian.
 ensure_redis() {
@@ -220,15 +267,15 @@ build_ocm_local() {
 # static binary above. Keyed by hack/image's sources, which define them.
 images_dir() {
 	local sum
-	sum=$( (cd "$ROOT" && cat $(find hack/image -name '*.go' ! -name '*_test.go' | sort); argocd_dir) | sha256sum | cut -c1-12)
+	sum=$( (cd "$ROOT" && cat $(find hack/image -name '*.go' ! -name '*_test.go' | sort); argocd_dir; echo "$PROMETHEUS_VERSION") | sha256sum | cut -c1-12)
 	echo "$CACHE/images-$ARGOCD_AGENT_VERSION-$sum"
 }
 
 build_test_images() {
 	local dir arch
 	dir=$(images_dir)
-	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar && -f $dir/argocd-agent-upgrade.tar && -f $dir/argocd.tar ]]; then return; fi
-	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION, Argo CD $ARGOCD_VERSION)"
+	if [[ -f $dir/pause.tar && -f $dir/argocd-agent.tar && -f $dir/argocd-agent-upgrade.tar && -f $dir/argocd.tar && -f $dir/prometheus.tar ]]; then return; fi
+	log "building the test images (pause, argocd-agent $ARGOCD_AGENT_VERSION, Argo CD $ARGOCD_VERSION, Prometheus $(prometheus_release))"
 	mkdir -p "$dir"
 	arch=$(go env GOARCH)
 	(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$dir/image" ./hack/image &&
@@ -240,6 +287,9 @@ build_test_images() {
 		--tag "quay.io/argoprojlabs/argocd-agent:$ARGOCD_AGENT_UPGRADE_VERSION" --version "$ARGOCD_AGENT_UPGRADE_VERSION" --archive "$dir/argocd-agent-upgrade.tar.tmp"
 	"$dir/image" build --kind argocd --binary "linux/$arch=$(argocd_dir)/argocd" \
 		--tag "quay.io/argoproj/argocd:$ARGOCD_VERSION" --version "$ARGOCD_VERSION" --archive "$dir/argocd.tar.tmp"
+	"$dir/image" build --kind prometheus --binary "linux/$arch=$PROMETHEUS_DIR/prometheus" \
+		--tag "quay.io/prometheus/prometheus:v$(prometheus_release)" --version "v$(prometheus_release)" --archive "$dir/prometheus.tar.tmp"
+	mv "$dir/prometheus.tar.tmp" "$dir/prometheus.tar"
 	mv "$dir/argocd.tar.tmp" "$dir/argocd.tar"
 	mv "$dir/pause.tar.tmp" "$dir/pause.tar"
 	mv "$dir/argocd-agent-upgrade.tar.tmp" "$dir/argocd-agent-upgrade.tar"
@@ -265,6 +315,10 @@ print_env() {
 	echo "export ARGOCD_AGENT_IMAGE_ARCHIVE=$(images_dir)/argocd-agent.tar"
 	echo "export ARGOCD_AGENT_UPGRADE_IMAGE_ARCHIVE=$(images_dir)/argocd-agent-upgrade.tar"
 	echo "export ARGOCD_IMAGE_ARCHIVE=$(images_dir)/argocd.tar"
+	echo "export PROMTOOL=$PROMETHEUS_DIR/promtool"
+	echo "export PROMETHEUS_IMAGE_ARCHIVE=$(images_dir)/prometheus.tar"
+	echo "export PROMETHEUS_IMAGE=quay.io/prometheus/prometheus:v$(prometheus_release)"
+	echo "export PROMETHEUS_OPERATOR_CRDS=$PROMETHEUS_OPERATOR_CRDS"
 }
 
 # in_parallel FN...: runs each function in the background and fails if any failed. The builds
@@ -307,6 +361,8 @@ rest_all() {
 	build_argocd_agent_upgrade
 	build_argocd
 	copy_argocd_agent_install
+	build_prometheus
+	copy_prometheus_operator_crds
 	build_test_images
 	build_ocm_local
 }
@@ -335,11 +391,17 @@ node)
 	build_argocd_agent_upgrade
 	build_argocd
 	copy_argocd_agent_install
+	build_prometheus
+	copy_prometheus_operator_crds
 	build_test_images
+	;;
+prometheus)
+	build_prometheus
+	copy_prometheus_operator_crds
 	;;
 print-env) print_env ;;
 *)
-	echo "usage: $0 [all|envtest|helm|argocd-agent|ocm-local|node|print-env]" >&2
+	echo "usage: $0 [all|envtest|helm|argocd-agent|ocm-local|prometheus|node|print-env]" >&2
 	exit 2
 	;;
 esac

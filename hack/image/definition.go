@@ -42,6 +42,9 @@ var definitions = map[string]definition{
 		"/usr/local/bin/argocd-application-controller", "/usr/local/bin/argocd-repo-server",
 		"/usr/local/bin/argocd-applicationset-controller",
 	}},
+	// Prometheus for the end-to-end tests (hack/tools/prometheus), as upstream's image lays it
+	// out: /bin/prometheus, USER nobody; the pod names its config and storage in its args.
+	"prometheus": {binaryPath: "/bin/prometheus", user: "65534:65534"},
 	// The test nodes' sandbox image.
 	"pause": {binaryPath: "/pause", user: "65535:65535"},
 }

@@ -70,7 +70,7 @@ func (b binaries) Set(v string) error {
 func build(args []string) error {
 	fs := flag.NewFlagSet("build", flag.ExitOnError)
 	bins := binaries{}
-	kind := fs.String("kind", "", "image to build: manager, argocd-agent, argocd or pause")
+	kind := fs.String("kind", "", "image to build: manager, argocd-agent, argocd, prometheus or pause")
 	fs.Var(bins, "binary", "os/arch=path of the static binary for that platform (repeat for each platform)")
 	tag := fs.String("tag", "", "image reference, e.g. quay.io/argocd-agent-addon/argocd-agent-addon:v0.1.0")
 	version := fs.String("version", "", "org.opencontainers.image.version label")
@@ -81,7 +81,7 @@ func build(args []string) error {
 
 	def, ok := definitions[*kind]
 	if !ok {
-		return fmt.Errorf("--kind %q: want one of manager, argocd-agent, argocd, pause", *kind)
+		return fmt.Errorf("--kind %q: want one of manager, argocd-agent, argocd, prometheus, pause", *kind)
 	}
 	ref, err := name.ParseReference(*tag, name.StrictValidation)
 	if err != nil {

@@ -23,6 +23,9 @@ var (
 	caNotAfterDesc = prometheus.NewDesc(namespace+"_ca_not_after_seconds",
 		"Expiry (Unix seconds) of the CA that signs agent certificates; 0 while the CA secret holds no usable CA.",
 		nil, nil)
+	lifetimeDesc = prometheus.NewDesc(namespace+"_agent_certificate_lifetime_seconds",
+		"Lifetime of the agent client certificates the manager issues (--cert-lifetime); OCM renews one when 20-25 % of it is left.",
+		nil, nil)
 )
 
 // Collector exports, at each scrape, the gauges that describe the fleet's certificates,
@@ -34,6 +37,9 @@ type Collector struct {
 	// Reader is the manager's cached client: a scrape costs no API call.
 	Reader client.Reader
 	CA     authority.Source
+	// Lifetime is the lifetime of the certificates the signer issues, exported so that an alert
+	// can tell a renewal that is late from a short-lived certificate; 0 leaves it out.
+	Lifetime time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -43,6 +49,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- caValidDesc
 	ch <- agentNotAfterDesc
 	ch <- caNotAfterDesc
+	ch <- lifetimeDesc
 }
 
 // Collect implements prometheus.Collector. Without a usable CA, ca_not_after_seconds is 0 (the
@@ -54,6 +61,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	if c.Now != nil {
 		now = c.Now()
+	}
+	if c.Lifetime > 0 {
+		ch <- prometheus.MustNewConstMetric(lifetimeDesc, prometheus.GaugeValue, c.Lifetime.Seconds())
 	}
 	ca, err := c.CA.Get(ctx)
 	if err != nil {

@@ -49,7 +49,7 @@ func TestCollectorReportsTheFleetFromTheHub(t *testing.T) {
 		&addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: identity.AddonName,
 			Annotations: map[string]string{issued.Annotation: string(record)}}},
 	).Build()
-	c := &metrics.Collector{Reader: hub, CA: authority.NewSecretSource(hub, key)}
+	c := &metrics.Collector{Reader: hub, CA: authority.NewSecretSource(hub, key), Lifetime: 168 * time.Hour}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	value := func(name string, labels map[string]string) float64 {
@@ -80,6 +80,9 @@ func TestCollectorReportsTheFleetFromTheHub(t *testing.T) {
 	}
 	if got := value("argocd_agent_addon_agent_certificate_not_after_seconds", map[string]string{"cluster": "c1"}); got != float64(newest.Unix()) {
 		t.Errorf("agent_certificate_not_after_seconds %v, want the newest %d", got, newest.Unix())
+	}
+	if got := value("argocd_agent_addon_agent_certificate_lifetime_seconds", nil); got != 168*3600 {
+		t.Errorf("agent_certificate_lifetime_seconds %v, want 604800", got)
 	}
 	if got := value("argocd_agent_addon_ca_valid_certificates", map[string]string{"ca": authority.ID(cas[0]), "role": "signing"}); got != 2 {
 		t.Errorf("ca_valid_certificates %v, want 2", got)

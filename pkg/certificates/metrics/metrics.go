@@ -7,6 +7,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 )
 
 const namespace = "argocd_agent_addon"
@@ -35,5 +37,10 @@ var (
 )
 
 func init() {
+	// Every reason from 0: a series that appears at 1 is no increase to an alert's increase().
+	for _, r := range policy.Reasons {
+		CSRsDenied.WithLabelValues(string(r))
+		CSRsFailed.WithLabelValues(string(r))
+	}
 	ctrlmetrics.Registry.MustRegister(CSRsApproved, CSRsDenied, CSRsSigned, CSRsFailed)
 }

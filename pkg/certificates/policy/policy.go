@@ -57,6 +57,15 @@ const (
 	ReasonTooManyCertificates  Reason = "TooManyCertificates"
 )
 
+// Reasons is every Reason, in the order above: the metrics start each at 0, so that the first
+// denial of a kind is an increase an alert sees, not a new series.
+var Reasons = []Reason{
+	ReasonWrongSigner, ReasonWrongAddon, ReasonMissingClusterLabel, ReasonUnknownCluster, ReasonClusterDeleting,
+	ReasonClusterNotAccepted, ReasonWrongRequester, ReasonRequestTooLarge, ReasonMalformedRequest, ReasonSubjectMismatch,
+	ReasonWeakOrUnsupportedKey, ReasonDisallowedUsages, ReasonDisallowedSANs, ReasonDisallowedExtension, ReasonBadExpiration,
+	ReasonRevoked, ReasonNotEnrolled, ReasonDuplicateKey, ReasonWeakSignature, ReasonTooManyCertificates,
+}
+
 // MinExpirationSeconds is the smallest expirationSeconds Kubernetes allows.
 const MinExpirationSeconds = 600
 
