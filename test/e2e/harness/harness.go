@@ -34,6 +34,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/prometheus"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
@@ -94,6 +95,10 @@ type Options struct {
 	// PrincipalParams are more keys of the principal's argocd-agent-params ConfigMap, over the
 	// harness's own (destination-based mapping, allowed namespaces).
 	PrincipalParams map[string]string
+	// Monitoring installs the chart with its ServiceMonitor, PrometheusRule and dashboard (the
+	// Prometheus Operator's CRDs on the hub) and runs a real Prometheus on the hub's node that
+	// scrapes the manager as the ServiceMonitor says (Env.Prometheus).
+	Monitoring bool
 }
 
 // SecondArgoCDNamespace is where Options.SecondPrincipal installs the second principal.
@@ -130,6 +135,8 @@ type Env struct {
 	HubArgoCD *argocd.Components
 	// Sources serves Argo CD sources (Options.ArgoCD), nil without.
 	Sources *argocd.SourceRegistry
+	// Prometheus scrapes the manager (Options.Monitoring), nil without.
+	Prometheus *prometheus.Server
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
 	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -236,6 +243,19 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
+	hubImages := append([]string{managerImage}, spokeImages...)
+	if o.Monitoring {
+		crds, err := monitoringCRDs()
+		if err != nil {
+			return nil, err
+		}
+		hubCRDs = append(hubCRDs, crds...)
+		promImage, err := binaryFromEnv(prometheus.ImageArchiveEnv)
+		if err != nil {
+			return nil, err
+		}
+		hubImages = append(hubImages, promImage)
+	}
 	if e.Hub, err = testenv.StartWith(testenv.Options{CRDs: hubCRDs, ClientCADir: filepath.Join(o.Dir, "hub", "pki"),
 		Node: &testenv.NodeNetwork{AdvertiseAddress: e.hostIP, ServiceCIDR: "10.96.0.0/24"}}); err != nil {
 		return nil, fmt.Errorf("hub API server: %w", err)
@@ -261,7 +281,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs,
 		// as on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
 		n, err := node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
-			Images: append([]string{managerImage}, spokeImages...), Logf: o.progress})
+			Images: hubImages, Logf: o.progress})
 		if err != nil {
 			errs[0] = fmt.Errorf("hub node: %w", err)
 			return
@@ -331,6 +351,11 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 			return nil, fmt.Errorf("second principal: %w", err)
 		}
 		o.progress("second principal pod up, Service %s/%s on %s", SecondArgoCDNamespace, argocd.PrincipalName, e.SecondPrincipal.Addr())
+	}
+	if o.Monitoring {
+		if err := e.startPrometheus(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -447,6 +472,9 @@ func (e *Env) installAddon(ctx context.Context) error {
 		values["pki.createCA"] = "true"
 		values["pki.principal.enabled"] = "true"
 		values["pki.resourceProxy.extraSANs[0]"] = e.resourceProxyIP.String()
+	}
+	if o.Monitoring {
+		maps.Copy(values, monitoringValues)
 	}
 	for k, v := range o.ChartValues {
 		values[k] = v
