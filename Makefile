@@ -36,7 +36,7 @@ STATICCHECK := $(or $(ARGOCD_AGENT_ADDON_TOOLS),$(or $(XDG_CACHE_HOME),$(HOME)/.
 export CGO_ENABLED := 0
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench chaos tools vet image image-push clean demo
+.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench chaos tools vet image image-push release clean demo
 
 all: build
 
@@ -106,6 +106,13 @@ image: ## the manager image, every platform, as an OCI layout in _output/image (
 
 image-push: image ## push the manager image to its registry (IMAGE=registry/name:tag; credentials from docker login)
 	go run ./hack/image push --oci $(IMAGE_OCI) --tag $(IMAGE)
+
+# A release: VERSION (vX.Y.Z) is the binary's version, the image tag and the chart's version and
+# appVersion; the chart pins the image by digest (hack/release.sh, docs in README.md#releases).
+RELEASE_REGISTRY ?= quay.io/argocd-agent-addon
+DRY_RUN ?=
+release: ## the image (every platform) and the chart pinned to it, pushed to RELEASE_REGISTRY (VERSION=vX.Y.Z; DRY_RUN=1 only writes _output/release)
+	VERSION=$(VERSION) REGISTRY=$(RELEASE_REGISTRY) DRY_RUN=$(DRY_RUN) IMAGE_PLATFORMS="$(IMAGE_PLATFORMS)" hack/release.sh
 
 clean: ## remove bin/ and _output/
 	rm -rf bin _output

@@ -5,6 +5,7 @@
 //	    --binary linux/arm64=bin/linux_arm64/argocd-agent-addon --tag quay.io/x/argocd-agent-addon:v1 --oci _output/image
 //	go run ./hack/image build --kind argocd-agent --binary linux/amd64=argocd-agent --tag quay.io/argoprojlabs/argocd-agent:v0.9.0 --archive agent.tar
 //	go run ./hack/image push --oci _output/image --tag quay.io/x/argocd-agent-addon:v1
+//	go run ./hack/image digest --oci _output/image
 //
 // --oci writes an OCI image layout holding one multi-platform index; --archive writes a
 // docker-archive of one platform, which `ctr images import` (the test nodes) and `docker load` read.
@@ -32,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: image build|push [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: image build|push|digest [flags] (-h for each)")
 		os.Exit(2)
 	}
 	var err error
@@ -41,8 +42,10 @@ func main() {
 		err = build(os.Args[2:])
 	case "push":
 		err = push(os.Args[2:])
+	case "digest":
+		err = digest(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: want build or push", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want build, push or digest", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
@@ -154,31 +157,68 @@ func createdTime() (time.Time, error) {
 	return time.Unix(sec, 0).UTC(), nil
 }
 
+// ociIndex returns the one index of an OCI layout that build wrote.
+func ociIndex(dir string) (v1.ImageIndex, error) {
+	root, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := root.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Manifests) != 1 {
+		return nil, fmt.Errorf("%s holds %d entries, want the one index build writes", dir, len(m.Manifests))
+	}
+	return root.ImageIndex(m.Manifests[0].Digest)
+}
+
+// digest prints the digest of the index build --oci wrote: what a registry serves it under, and
+// what a release pins the chart to.
+func digest(args []string) error {
+	fs := flag.NewFlagSet("digest", flag.ExitOnError)
+	ociDir := fs.String("oci", "", "OCI image layout written by build --oci")
+	_ = fs.Parse(args)
+	idx, err := ociIndex(*ociDir)
+	if err != nil {
+		return err
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Println(d)
+	return nil
+}
+
 // push uploads the index of an OCI layout that build wrote, with credentials from the Docker
-// config (`docker login`, or $DOCKER_CONFIG), as a release does.
+// config (`docker login`, or $DOCKER_CONFIG), as a release does, and prints its digest.
+// --plain-http is for a registry without TLS (a local or test one).
 func push(args []string) error {
 	fs := flag.NewFlagSet("push", flag.ExitOnError)
 	ociDir := fs.String("oci", "", "OCI image layout written by build --oci")
 	tag := fs.String("tag", "", "where to push, e.g. quay.io/argocd-agent-addon/argocd-agent-addon:v0.1.0")
+	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over HTTP, not HTTPS")
 	_ = fs.Parse(args)
-	ref, err := name.ParseReference(*tag, name.StrictValidation)
+	opts := []name.Option{name.StrictValidation}
+	if *plainHTTP {
+		opts = append(opts, name.Insecure)
+	}
+	ref, err := name.ParseReference(*tag, opts...)
 	if err != nil {
 		return fmt.Errorf("--tag: %w", err)
 	}
-	root, err := layout.ImageIndexFromPath(*ociDir)
+	idx, err := ociIndex(*ociDir)
 	if err != nil {
 		return err
 	}
-	m, err := root.IndexManifest()
+	if err := remote.WriteIndex(ref, idx, remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		return err
+	}
+	d, err := idx.Digest()
 	if err != nil {
 		return err
 	}
-	if len(m.Manifests) != 1 {
-		return fmt.Errorf("%s holds %d entries, want the one index build writes", *ociDir, len(m.Manifests))
-	}
-	idx, err := root.ImageIndex(m.Manifests[0].Digest)
-	if err != nil {
-		return err
-	}
-	return remote.WriteIndex(ref, idx, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	fmt.Println(d)
+	return nil
 }

@@ -7,14 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
-	"net"
-	"net/http"
 	"sort"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -22,42 +17,25 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/registry"
 )
 
-// SourceRegistry is an OCI registry (go-containerregistry's, in the test process) that serves
-// Argo CD sources: the manifests of an app as an OCI artifact, which repo-server pulls with
-// oras-go and no git binary. Plain HTTP, anonymous, in memory.
+// SourceRegistry is an OCI registry (test/registry) that serves Argo CD sources: the manifests
+// of an app as an OCI artifact, which repo-server pulls with oras-go and no git binary.
 type SourceRegistry struct {
-	// Addr is host:port, where pods reach it.
-	Addr string
-	srv  *http.Server
+	*registry.Registry
 }
 
 // StartSourceRegistry serves a registry on host (an address the nodes' pods reach, such as the
 // machine's) until ctx ends or Stop.
 func StartSourceRegistry(ctx context.Context, host string) (*SourceRegistry, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	r, err := registry.Start(ctx, host)
 	if err != nil {
 		return nil, err
 	}
-	r := &SourceRegistry{Addr: l.Addr().String(), srv: &http.Server{
-		Handler:           registry.New(registry.Logger(log.New(nopWriter{}, "", 0))),
-		ReadHeaderTimeout: 10 * time.Second,
-	}}
-	go func() { _ = r.srv.Serve(l) }()
-	go func() {
-		<-ctx.Done()
-		r.Stop()
-	}()
-	return r, nil
+	return &SourceRegistry{r}, nil
 }
-
-type nopWriter struct{}
-
-func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
-
-// Stop closes the registry.
-func (r *SourceRegistry) Stop() { _ = r.srv.Close() }
 
 // RepoURL is the Argo CD repoURL of repository repo: oci://host:port/repo.
 func (r *SourceRegistry) RepoURL(repo string) string { return "oci://" + r.Addr + "/" + repo }

@@ -129,6 +129,7 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"unknown certificate subject", map[string]string{"certificate.subject": "cn"}, `certificate.subject "cn"`},
 		{"replicas without leader election", map[string]string{"replicas": "2", "leaderElection.enabled": "false"}, "replicas 2 needs leaderElection.enabled"},
 		{"unknown agent mode", map[string]string{"agent.mode": "pull"}, `agent.mode "pull"`},
+		{"image digest that is no digest", map[string]string{"image.digest": "v1"}, `image.digest "v1": want sha256:`},
 		{"unknown agent log level", map[string]string{"agent.logLevel": "loud"}, `agent.logLevel "loud"`},
 		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
 		{"zero API QPS", map[string]string{"kubeAPI.qps": "0"}, "kubeAPI.qps 0"},
@@ -526,6 +527,7 @@ func TestCustomValues(t *testing.T) {
 		"leaderElection.renewDeadline":                            "20s",
 		"leaderElection.retryPeriod":                              "4s",
 		"image.tag":                                               "v9.9.9",
+		"image.digest":                                            "sha256:" + strings.Repeat("ab", 32),
 		"logVerbosity":                                            "4",
 		"kubeAPI.qps":                                             "200",
 		"kubeAPI.burst":                                           "400",
@@ -563,7 +565,7 @@ func TestCustomValues(t *testing.T) {
 		t.Errorf("replicas %v, want 2", deploy.Spec.Replicas)
 	}
 	c := onlyContainer(t, deploy)
-	if want := "quay.io/argocd-agent-addon/argocd-agent-addon:v9.9.9"; c.Image != want {
+	if want := "quay.io/argocd-agent-addon/argocd-agent-addon:v9.9.9@sha256:" + strings.Repeat("ab", 32); c.Image != want {
 		t.Errorf("image %q, want %q", c.Image, want)
 	}
 	expectArgs(t, c, []string{

@@ -91,6 +91,39 @@ func Upgrade(helm, kubeconfig, namespace string, values map[string]string) error
 	return err
 }
 
+// Released is a chart a release pushed to an OCI registry (hack/release.sh).
+type Released struct {
+	// Ref is the chart's oci:// reference, Version its version.
+	Ref, Version string
+	// PlainHTTP: the registry serves HTTP, not HTTPS.
+	PlainHTTP bool
+}
+
+func (r Released) args() []string {
+	args := []string{r.Ref, "--version", r.Version}
+	if r.PlainHTTP {
+		args = append(args, "--plain-http")
+	}
+	return args
+}
+
+// InstallReleased runs `helm install` of a released chart from its registry as ReleaseName, as
+// a user installs a release.
+func InstallReleased(helm, kubeconfig, namespace string, r Released, values map[string]string) error {
+	args := append([]string{"install", ReleaseName}, r.args()...)
+	_, err := runHelm(helm, append(append(args, "--namespace", namespace, "--create-namespace", "--kubeconfig", kubeconfig), setFlags(values)...)...)
+	return err
+}
+
+// UpgradeReleased runs `helm upgrade` of ReleaseName to another released chart, as the README
+// tells users to: --reset-then-reuse-values keeps the values they set and takes the new chart's
+// defaults (--reuse-values would keep the old chart's, its image among them).
+func UpgradeReleased(helm, kubeconfig, namespace string, r Released) error {
+	args := append([]string{"upgrade", ReleaseName}, r.args()...)
+	_, err := runHelm(helm, append(args, "--reset-then-reuse-values", "--namespace", namespace, "--kubeconfig", kubeconfig)...)
+	return err
+}
+
 // Uninstall runs `helm uninstall` of ReleaseName, waiting until its objects are deleted.
 func Uninstall(helm, kubeconfig, namespace string) error {
 	_, err := runHelm(helm, "uninstall", ReleaseName, "--namespace", namespace, "--kubeconfig", kubeconfig, "--wait", "--timeout", "2m")

@@ -38,6 +38,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   tolerate_missing_hugetlb_controller = true
   disable_hugetlb_controller = true
   restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[8]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %[6]q
@@ -83,8 +85,12 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 		return err
 	}
 	c.containerdSocket = filepath.Join(dir, "containerd.sock")
+	hostsDir := filepath.Join(dir, "certs.d")
+	if err := writeRegistryHosts(hostsDir, c.opts.Registries); err != nil {
+		return err
+	}
 	cfg := fmt.Sprintf(containerdConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.containerdSocket,
-		filepath.Join(dir, "opt"), PauseImage, cniDir, filepath.Join(dir, "runc"))
+		filepath.Join(dir, "opt"), PauseImage, cniDir, filepath.Join(dir, "runc"), hostsDir)
 	cfgFile := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return err
@@ -97,6 +103,22 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	return p.WaitFor(ctx, 30*time.Second, "containerd socket", func() error {
 		return exec.CommandContext(ctx, "ctr", "--address", c.containerdSocket, "version").Run()
 	})
+}
+
+// writeRegistryHosts tells containerd (its hosts.toml, one directory per registry) to reach
+// each registry over plain HTTP.
+func writeRegistryHosts(dir string, registries []string) error {
+	for _, r := range registries {
+		d := filepath.Join(dir, r)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		hosts := fmt.Sprintf("server = %[1]q\n\n[host.%[1]q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+r)
+		if err := os.WriteFile(filepath.Join(d, "hosts.toml"), []byte(hosts), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ImportImage makes a docker-archive (hack/image build --archive) visible to the node's CRI at

@@ -64,6 +64,9 @@ type Options struct {
 	API *testenv.Env
 	// Images are docker-archives to import before the node is ready (the pause image always is).
 	Images []string
+	// Registries are host:port of registries served over plain HTTP (test/registry) that the
+	// node's containerd may pull from, as a node is set up for a registry of its own.
+	Registries []string
 	// Logf, if set, is told each step.
 	Logf func(format string, args ...any)
 }

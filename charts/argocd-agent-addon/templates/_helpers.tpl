@@ -53,10 +53,18 @@ app.kubernetes.io/component: manager
 {{- end }}
 
 {{/*
-Manager image: repository and tag, the tag defaulting to the chart's appVersion.
+Manager image: repository and tag, the tag defaulting to the chart's appVersion; with a digest
+(a released chart has one), pinned to it: repository:tag@digest runs that digest.
 */}}
 {{- define "argocd-agent-addon.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $ref := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- with .Values.image.digest }}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .) }}
+{{- fail (printf "image.digest %q: want sha256: and 64 hex digits" .) }}
+{{- end }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
 {{- end }}
 
 {{/*

@@ -35,6 +35,7 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/node"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/proc"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/prometheus"
+	"github.com/argocd-agent-addon/argocd-agent-addon/test/registry"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testca"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/testenv"
 )
@@ -95,6 +96,12 @@ type Options struct {
 	// PrincipalParams are more keys of the principal's argocd-agent-params ConfigMap, over the
 	// harness's own (destination-based mapping, allowed namespaces).
 	PrincipalParams map[string]string
+	// Release, a version (vX.Y.Z), installs the add-on as a user installs a release: make
+	// release (hack/release.sh) pushes the manager image and the chart pinned to its digest to a
+	// registry the test serves (Env.Registry), `helm install` takes the chart from there, and the
+	// hub's node pulls the manager image from it (UpgradeRelease goes on to another version).
+	// Empty: the chart of this checkout, its image imported into the node.
+	Release string
 	// Monitoring installs the chart with its ServiceMonitor, PrometheusRule and dashboard (the
 	// Prometheus Operator's CRDs on the hub) and runs a real Prometheus on the hub's node that
 	// scrapes the manager as the ServiceMonitor says (Env.Prometheus).
@@ -137,6 +144,9 @@ type Env struct {
 	Sources *argocd.SourceRegistry
 	// Prometheus scrapes the manager (Options.Monitoring), nil without.
 	Prometheus *prometheus.Server
+	// Registry holds the releases (Options.Release), nil without; Released is the one installed.
+	Registry *registry.Registry
+	Released Release
 	// ServerCACertPEM and ServerCAKeyPEM, if set, issue the principal's server certificate
 	// when it (re)starts, instead of the hub CA: a CA rollover reissues it from the new CA.
 	ServerCACertPEM, ServerCAKeyPEM []byte
@@ -209,9 +219,24 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if e.hostIP, err = node.HostIP(); err != nil {
 		return nil, err
 	}
-	managerImage, err := buildManagerImage()
-	if err != nil {
-		return nil, err
+	e.helm = helm
+	var hubImages, registries []string
+	if o.Release == "" {
+		managerImage, err := buildManagerImage()
+		if err != nil {
+			return nil, err
+		}
+		hubImages = append(hubImages, managerImage)
+	} else {
+		if e.Registry, err = registry.Start(ctx, e.hostIP.String()); err != nil {
+			return nil, err
+		}
+		e.onStop(e.Registry.Stop)
+		registries = append(registries, e.Registry.Addr)
+		if e.Released, err = e.release(ctx, o.Release); err != nil {
+			return nil, err
+		}
+		o.progress("released %s: image %s@%s and chart %s %s in the test's registry", o.Release, e.Released.Image, e.Released.Digest, e.Released.Chart.Ref, e.Released.Chart.Version)
 	}
 	agentImage, err := binaryFromEnv("ARGOCD_AGENT_IMAGE_ARCHIVE")
 	if err != nil {
@@ -243,7 +268,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	hubImages := append([]string{managerImage}, spokeImages...)
+	hubImages = append(hubImages, spokeImages...)
 	if o.Monitoring {
 		crds, err := monitoringCRDs()
 		if err != nil {
@@ -281,7 +306,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		// kube-controller-manager on the node signs the klusterlets' kube-apiserver-client CSRs,
 		// as on a real hub, and runs the garbage collector and namespace controllers OCM relies on.
 		n, err := node.Start(ctx, node.Options{Name: "hub", Dir: filepath.Join(o.Dir, "hub"), API: e.Hub,
-			Images: hubImages, Logf: o.progress})
+			Images: hubImages, Registries: registries, Logf: o.progress})
 		if err != nil {
 			errs[0] = fmt.Errorf("hub node: %w", err)
 			return
@@ -319,7 +344,6 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ArgoCDNamespace}}); err != nil {
 		return nil, err
 	}
-	e.helm = helm
 	if o.HarnessPKI {
 		// The CA the principal trusts and the manager signs with, as `argocd-agentctl pki init` makes it.
 		if e.CACertPEM, e.CAKeyPEM, err = testca.New("argocd-agent-ca", 365*24*time.Hour); err != nil {
@@ -446,9 +470,6 @@ func (e *Env) installSecondPrincipal(ctx context.Context) error {
 func (e *Env) installAddon(ctx context.Context) error {
 	o := e.opts
 	values := map[string]string{
-		"image.repository": managerImageRepository,
-		"image.tag":        managerImageTag,
-		"image.pullPolicy": "Never",
 		// No principal address: the manager discovers it from the principal's LoadBalancer
 		// Service, as by default for a user.
 		"certificate.subject":  o.CertificateSubject,
@@ -473,13 +494,21 @@ func (e *Env) installAddon(ctx context.Context) error {
 		values["pki.principal.enabled"] = "true"
 		values["pki.resourceProxy.extraSANs[0]"] = e.resourceProxyIP.String()
 	}
+	if o.Release == "" {
+		// The image of this checkout, imported into the node; a release's chart names its own.
+		maps.Copy(values, map[string]string{"image.repository": managerImageRepository, "image.tag": managerImageTag, "image.pullPolicy": "Never"})
+	}
 	if o.Monitoring {
 		maps.Copy(values, monitoringValues)
 	}
 	for k, v := range o.ChartValues {
 		values[k] = v
 	}
-	if err := chart.Install(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
+	install := func() error { return chart.Install(e.helm, e.HubKubeconfig, AddonNamespace, values) }
+	if o.Release != "" {
+		install = func() error { return chart.InstallReleased(e.helm, e.HubKubeconfig, AddonNamespace, e.Released.Chart, values) }
+	}
+	if err := install(); err != nil {
 		return err
 	}
 	if err := e.waitManager(ctx); err != nil {

@@ -184,6 +184,11 @@ func (e *Env) UpgradeChart(ctx context.Context, values map[string]string) error 
 	if err := chart.Upgrade(e.helm, e.HubKubeconfig, AddonNamespace, values); err != nil {
 		return err
 	}
+	return e.waitNewManager(ctx, old)
+}
+
+// waitNewManager waits after a helm upgrade until a manager pod other than old leads.
+func (e *Env) waitNewManager(ctx context.Context, old string) error {
 	// The old pod may lead for a while, and the new one's metrics endpoint comes up after it
 	// is Ready: both are waited for, not errors.
 	var last error
