@@ -506,7 +506,9 @@ func (e *Env) installAddon(ctx context.Context) error {
 	}
 	install := func() error { return chart.Install(e.helm, e.HubKubeconfig, AddonNamespace, values) }
 	if o.Release != "" {
-		install = func() error { return chart.InstallReleased(e.helm, e.HubKubeconfig, AddonNamespace, e.Released.Chart, values) }
+		install = func() error {
+			return chart.InstallReleased(e.helm, e.HubKubeconfig, AddonNamespace, e.Released.Chart, values)
+		}
 	}
 	if err := install(); err != nil {
 		return err
