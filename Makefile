@@ -36,7 +36,7 @@ STATICCHECK := $(or $(ARGOCD_AGENT_ADDON_TOOLS),$(or $(XDG_CACHE_HOME),$(HOME)/.
 export CGO_ENABLED := 0
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench chaos tools vet image image-push release clean demo
+.PHONY: all help build test unit integration e2e lint fuzz fuzz-ci bench chaos tools vet binaries image image-push release clean demo
 
 all: build
 
@@ -92,14 +92,17 @@ chaos: tools ## the leading manager SIGKILLed 20 times during a 500-cluster roll
 	eval "$$(hack/test-tools.sh print-env)"; go run ./test/bench -clusters none $(CHAOS_ARGS)
 
 # The manager image for every platform in IMAGE_PLATFORMS, from static binaries, with no Docker
-# daemon (hack/image): an OCI image layout in $(IMAGE_OCI). `docker load` or `ctr images import`
+# daemon (hack/image): an OCI image layout in $(IMAGE_OCI). The Dockerfile makes the same image
+# from the same binaries (`make binaries`, then docker buildx or buildah; test/dockerfile). `docker load` or `ctr images import`
 # take one platform from `go run ./hack/image build --archive`; a release pushes the layout.
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
 IMAGE_OCI       ?= _output/image
-image: ## the manager image, every platform, as an OCI layout in _output/image (IMAGE=, IMAGE_PLATFORMS=)
-	@bins=(); for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; out=bin/$${os}_$${arch}/argocd-agent-addon; \
-		echo "building $$out"; GOOS=$$os GOARCH=$$arch go build -ldflags "$(LDFLAGS)" -o $$out ./cmd/argocd-agent-addon; \
-		bins+=(--binary "$$p=$$out"); done; \
+binaries: ## the manager binary for every platform in IMAGE_PLATFORMS, bin/<os>_<arch>/ (what the Dockerfile copies)
+	@for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; out=bin/$${os}_$${arch}/argocd-agent-addon; \
+		echo "building $$out"; GOOS=$$os GOARCH=$$arch go build -ldflags "$(LDFLAGS)" -o $$out ./cmd/argocd-agent-addon; done
+
+image: binaries ## the manager image, every platform, as an OCI layout in _output/image (IMAGE=, IMAGE_PLATFORMS=)
+	@bins=(); for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; bins+=(--binary "$$p=bin/$${os}_$${arch}/argocd-agent-addon"); done; \
 	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
 		go run ./hack/image build --kind manager "$${bins[@]}" --tag $(IMAGE) --version $(VERSION) --revision $(COMMIT) --oci $(IMAGE_OCI)
 	@echo "$(IMAGE) ($(IMAGE_PLATFORMS)) written to $(IMAGE_OCI)"

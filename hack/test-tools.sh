@@ -244,6 +244,18 @@ ensure_redis() {
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >&2
 }
 
+# buildah builds the Dockerfile without a daemon (test/dockerfile). Debian's package; CI runs as
+# root on Debian.
+ensure_buildah() {
+	if command -v buildah >/dev/null 2>&1; then return; fi
+	log "installing buildah (Debian package)"
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+		log "buildah is missing: install it (e.g. apt-get install buildah)"
+		return 1
+	fi
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah) >&2
+}
+
 # ocm-local changes with this repository's test/ocm sources: key its cache by their hash.
 ocm_local_dir() {
 	local sum
@@ -357,6 +369,7 @@ rest_all() {
 	build_helm
 	ensure_node_packages
 	ensure_redis
+	ensure_buildah
 	build_argocd_agent
 	build_argocd_agent_upgrade
 	build_argocd

@@ -74,6 +74,9 @@ func (d definition) image(platform v1.Platform, binary string, labels map[string
 	cfg.Config.Entrypoint = []string{d.binaryPath}
 	cfg.Config.Cmd = d.cmd
 	cfg.Config.User = d.user
+	// The PATH Docker and buildah give an image built FROM scratch, so the Dockerfile at the top
+	// builds the same config (test/dockerfile).
+	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cfg.Config.WorkingDir = "/"
 	cfg.Config.Labels = labels
 	return mutate.ConfigFile(img, cfg)
