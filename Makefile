@@ -97,12 +97,13 @@ chaos: tools ## the leading manager SIGKILLed 20 times during a 500-cluster roll
 # take one platform from `go run ./hack/image build --archive`; a release pushes the layout.
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
 IMAGE_OCI       ?= _output/image
+BINARIES_DIR ?= bin
 binaries: ## the manager binary for every platform in IMAGE_PLATFORMS, bin/<os>_<arch>/ (what the Dockerfile copies)
-	@for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; out=bin/$${os}_$${arch}/argocd-agent-addon; \
+	@for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; out=$(BINARIES_DIR)/$${os}_$${arch}/argocd-agent-addon; \
 		echo "building $$out"; GOOS=$$os GOARCH=$$arch go build -ldflags "$(LDFLAGS)" -o $$out ./cmd/argocd-agent-addon; done
 
 image: binaries ## the manager image, every platform, as an OCI layout in _output/image (IMAGE=, IMAGE_PLATFORMS=)
-	@bins=(); for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; bins+=(--binary "$$p=bin/$${os}_$${arch}/argocd-agent-addon"); done; \
+	@bins=(); for p in $(IMAGE_PLATFORMS); do os=$${p%%/*}; arch=$${p#*/}; bins+=(--binary "$$p=$(BINARIES_DIR)/$${os}_$${arch}/argocd-agent-addon"); done; \
 	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
 		go run ./hack/image build --kind manager "$${bins[@]}" --tag $(IMAGE) --version $(VERSION) --revision $(COMMIT) --oci $(IMAGE_OCI)
 	@echo "$(IMAGE) ($(IMAGE_PLATFORMS)) written to $(IMAGE_OCI)"
@@ -115,6 +116,7 @@ image-push: image ## push the manager image to its registry (IMAGE=registry/name
 RELEASE_REGISTRY ?= quay.io/argocd-agent-addon
 DRY_RUN ?=
 release: ## the image (every platform) and the chart pinned to it, pushed to RELEASE_REGISTRY (VERSION=vX.Y.Z; DRY_RUN=1 only writes _output/release)
+	$(if $(filter command line environment,$(origin VERSION)),,$(error make release needs VERSION=vX.Y.Z: a release is never named by git describe))
 	VERSION=$(VERSION) REGISTRY=$(RELEASE_REGISTRY) DRY_RUN=$(DRY_RUN) IMAGE_PLATFORMS="$(IMAGE_PLATFORMS)" hack/release.sh
 
 clean: ## remove bin/ and _output/

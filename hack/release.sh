@@ -8,27 +8,45 @@
 #   VERSION=v0.2.0 DRY_RUN=1 hack/release.sh              # build and write, push nothing
 #   VERSION=v0.2.0 REGISTRY=localhost:5000/x PLAIN_HTTP=1 hack/release.sh
 #
-# Writes to $OUTPUT/$VERSION (default _output/release/VERSION): image/ (an OCI layout),
-# argocd-agent-addon-X.Y.Z.tgz (the chart), and release.env (what was released, for scripts).
-# Pushes the image to $REGISTRY/argocd-agent-addon:VERSION (credentials from `docker login`) and
-# the chart to oci://$REGISTRY/charts (credentials from `helm registry login`): users install
+# Writes to $OUTPUT/$VERSION (default _output/release/VERSION): image/ (an OCI layout), bin/
+# (the binaries in it), argocd-agent-addon-X.Y.Z.tgz (the chart), and release.env (what was
+# released, for scripts). Everything is built and checked before anything is pushed; then the
+# image goes to $REGISTRY/argocd-agent-addon:VERSION (credentials from `docker login`) and the
+# chart to oci://$REGISTRY/charts (credentials from `helm registry login`), whence users
 # `helm install argocd-agent-addon oci://$REGISTRY/charts/argocd-agent-addon --version X.Y.Z`.
+# A pushed version is never moved: an image tag with another digest or an existing chart
+# version stops the release. Pushing needs a clean tree at the tag VERSION (ALLOW_UNTAGGED=1
+# waives that, for tests).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${VERSION:?VERSION=vX.Y.Z is required}"
 REGISTRY=${REGISTRY:-quay.io/argocd-agent-addon}
 OUTPUT=${OUTPUT:-$ROOT/_output/release}
-DRY_RUN=${DRY_RUN:-}
-PLAIN_HTTP=${PLAIN_HTTP:-}
+[[ $OUTPUT == /* ]] || OUTPUT=$PWD/$OUTPUT # relative to where it was run, before the cd
+cd "$ROOT"
 IMAGE_PLATFORMS=${IMAGE_PLATFORMS:-linux/amd64 linux/arm64}
+case ${DRY_RUN:-} in
+"" | 0 | false) DRY_RUN= ;;
+*) DRY_RUN=1 ;;
+esac
 
 log() { echo "release: $*" >&2; }
 
 # Semantic versioning with a leading v: Helm requires SemVer 2 chart versions.
-if ! [[ $VERSION =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$ ]]; then
+if ! [[ $VERSION =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$ ]]; then
 	log "VERSION $VERSION: want vMAJOR.MINOR.PATCH[-PRERELEASE], e.g. v0.2.0 or v0.2.0-rc.1"
 	exit 2
+fi
+if [[ -z $DRY_RUN && -z ${ALLOW_UNTAGGED:-} ]]; then
+	if [[ -n $(git status --porcelain) ]]; then
+		log "the tree has changes: a release is built from the commit tagged $VERSION only"
+		exit 2
+	fi
+	if ! git tag --points-at HEAD | grep -qx -- "$VERSION"; then
+		log "HEAD is not tagged $VERSION: tag it (git tag -a $VERSION) first"
+		exit 2
+	fi
 fi
 chart_version=${VERSION#v}
 image=$REGISTRY/argocd-agent-addon:$VERSION
@@ -39,21 +57,13 @@ if [[ -z $helm ]]; then
 	helm=$("$ROOT/hack/test-tools.sh" print-env | sed -n 's/^export HELM=//p')
 fi
 plain_http=()
-[[ -n $PLAIN_HTTP ]] && plain_http=(--plain-http)
+[[ -n ${PLAIN_HTTP:-} ]] && plain_http=(--plain-http)
 
 rm -rf "$out" && mkdir -p "$out"
-cd "$ROOT"
 log "building $image for $IMAGE_PLATFORMS"
-make --no-print-directory image VERSION="$VERSION" IMAGE="$image" IMAGE_OCI="$out/image" IMAGE_PLATFORMS="$IMAGE_PLATFORMS" >&2
+make --no-print-directory image VERSION="$VERSION" IMAGE="$image" IMAGE_OCI="$out/image" \
+	IMAGE_PLATFORMS="$IMAGE_PLATFORMS" BINARIES_DIR="$out/bin" >&2
 digest=$(go run ./hack/image digest --oci "$out/image")
-if [[ -z $DRY_RUN ]]; then
-	log "pushing $image"
-	pushed=$(go run ./hack/image push --oci "$out/image" --tag "$image" "${plain_http[@]}")
-	if [[ $pushed != "$digest" ]]; then
-		log "the registry has $image at $pushed, not the built $digest"
-		exit 1
-	fi
-fi
 
 # The chart as released: a copy whose image values name this image by tag and digest.
 staged=$out/chart/argocd-agent-addon
@@ -77,9 +87,21 @@ if [[ $rendered != "$image@$digest" ]]; then
 	exit 1
 fi
 rm -rf "$out/chart"
+
 if [[ -z $DRY_RUN ]]; then
+	if "$helm" show chart "oci://$REGISTRY/charts/argocd-agent-addon" --version "$chart_version" ${plain_http[@]+"${plain_http[@]}"} >/dev/null 2>&1; then
+		log "chart argocd-agent-addon $chart_version is already in oci://$REGISTRY/charts: a released version is never replaced"
+		exit 1
+	fi
+	log "pushing $image"
+	# --immutable: a tag already at another digest stops the release; at this one, it is a rerun.
+	pushed=$(go run ./hack/image push --oci "$out/image" --tag "$image" --immutable ${plain_http[@]+"${plain_http[@]}"})
+	if [[ $pushed != "$digest" ]]; then
+		log "the registry has $image at $pushed, not the built $digest"
+		exit 1
+	fi
 	log "pushing the chart to oci://$REGISTRY/charts"
-	"$helm" push "$archive" "oci://$REGISTRY/charts" "${plain_http[@]}" >&2
+	"$helm" push "$archive" "oci://$REGISTRY/charts" ${plain_http[@]+"${plain_http[@]}"} >&2
 fi
 
 cat >"$out/release.env" <<ENV

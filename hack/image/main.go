@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -199,6 +201,7 @@ func push(args []string) error {
 	ociDir := fs.String("oci", "", "OCI image layout written by build --oci")
 	tag := fs.String("tag", "", "where to push, e.g. quay.io/argocd-agent-addon/argocd-agent-addon:v0.1.0")
 	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over HTTP, not HTTPS")
+	immutable := fs.Bool("immutable", false, "refuse to move a tag the registry already has at another digest")
 	_ = fs.Parse(args)
 	opts := []name.Option{name.StrictValidation}
 	if *plainHTTP {
@@ -212,11 +215,25 @@ func push(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := remote.WriteIndex(ref, idx, remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
-		return err
-	}
 	d, err := idx.Digest()
 	if err != nil {
+		return err
+	}
+	auth := remote.WithAuthFromKeychain(authn.DefaultKeychain)
+	if *immutable {
+		existing, err := remote.Head(ref, auth)
+		var terr *transport.Error
+		switch {
+		case err == nil && existing.Digest != d:
+			return fmt.Errorf("%s is already %s, not %s: a released tag is never moved", ref, existing.Digest, d)
+		case err == nil:
+			fmt.Println(d) // already there: a rerun of the same release
+			return nil
+		case !errors.As(err, &terr) || terr.StatusCode != http.StatusNotFound:
+			return fmt.Errorf("checking whether %s exists: %w", ref, err)
+		}
+	}
+	if err := remote.WriteIndex(ref, idx, auth); err != nil {
 		return err
 	}
 	fmt.Println(d)

@@ -130,6 +130,8 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 		{"replicas without leader election", map[string]string{"replicas": "2", "leaderElection.enabled": "false"}, "replicas 2 needs leaderElection.enabled"},
 		{"unknown agent mode", map[string]string{"agent.mode": "pull"}, `agent.mode "pull"`},
 		{"image digest that is no digest", map[string]string{"image.digest": "v1"}, `image.digest "v1": want sha256:`},
+		{"a name too long for the metrics Service", map[string]string{"metrics.serviceMonitor.enabled": "true", "fullnameOverride": strings.Repeat("a", 56)},
+			"the Service <name>-metrics must fit in 63"},
 		{"unknown agent log level", map[string]string{"agent.logLevel": "loud"}, `agent.logLevel "loud"`},
 		{"empty CA secret name", map[string]string{"caSecret.name": ""}, "caSecret.name is required"},
 		{"zero API QPS", map[string]string{"kubeAPI.qps": "0"}, "kubeAPI.qps 0"},

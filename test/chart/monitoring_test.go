@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -142,6 +143,22 @@ func TestMonitoringObjects(t *testing.T) {
 		if _, ok := own[k]; ok {
 			t.Errorf("%s rendered with metrics.serviceMonitor.bearerTokenSecret set", k)
 		}
+	}
+
+	// A certificate to check: the manager serves the Secret's, the scrape checks it.
+	checked := render(map[string]string{"metrics.serviceMonitor.enabled": "true", "metrics.certSecret": "metrics-tls",
+		"metrics.serviceMonitor.insecureSkipVerify": "false", "metrics.serviceMonitor.tlsConfig.serverName": managerName + "-metrics." + releaseNamespace + ".svc"})
+	deploy = convert[appsv1.Deployment](t, checked.get(t, "Deployment", releaseNamespace, managerName))
+	c := onlyContainer(t, deploy)
+	if !slices.Contains(c.Args, "--metrics-cert-dir=/var/run/argocd-agent-addon/metrics-cert") || len(c.VolumeMounts) != 1 ||
+		c.VolumeMounts[0].MountPath != "/var/run/argocd-agent-addon/metrics-cert" || !c.VolumeMounts[0].ReadOnly ||
+		len(deploy.Spec.Template.Spec.Volumes) != 1 || deploy.Spec.Template.Spec.Volumes[0].Secret == nil ||
+		deploy.Spec.Template.Spec.Volumes[0].Secret.SecretName != "metrics-tls" {
+		t.Errorf("metrics.certSecret: args %v, mounts %+v, volumes %+v: want metrics-tls mounted read-only at --metrics-cert-dir", c.Args, c.VolumeMounts, deploy.Spec.Template.Spec.Volumes)
+	}
+	sm = convert[monitoringv1.ServiceMonitor](t, checked.get(t, "ServiceMonitor", releaseNamespace, managerName))
+	if tc := sm.Spec.Endpoints[0].TLSConfig; tc == nil || tc.InsecureSkipVerify == nil || *tc.InsecureSkipVerify || tc.ServerName == nil {
+		t.Errorf("TLS with a certificate to check %+v: want insecureSkipVerify false and the serverName given", tc)
 	}
 
 	// Plain HTTP: no token, no TLS, no identity.

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
@@ -70,8 +72,17 @@ func TestFleetMonitoring(t *testing.T) {
 			}
 		}
 		sort.Strings(names)
-		if len(names) != 10 {
-			t.Errorf("Prometheus loaded alerts %v from the chart's PrometheusRule, want its 10", names)
+		rule := &unstructured.Unstructured{}
+		rule.SetGroupVersionKind(schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"})
+		must.Succeed(t, e.Hub.Client.Get(ctx, types.NamespacedName{Namespace: harness.AddonNamespace, Name: chart.ReleaseName}, rule))
+		groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+		want := 0
+		for _, g := range groups {
+			rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+			want += len(rules)
+		}
+		if len(names) != want || want == 0 {
+			t.Errorf("Prometheus loaded alerts %v, want the %d of the chart's PrometheusRule", names, want)
 		}
 		t.Logf("Prometheus evaluates the chart's %d alerts: %s", len(names), strings.Join(names, ", "))
 	})

@@ -146,6 +146,20 @@ func TestReleaseFromRegistry(t *testing.T) {
 		stillRevoked(t, ctx, e, "cluster2")
 		fileOwnCSRs(t, ctx, e, "cluster2", 1, policy.ReasonRevoked)
 	})
+
+	t.Run("a released version is never replaced", func(t *testing.T) {
+		_, err := e.Release(ctx, first)
+		if err == nil || !strings.Contains(err.Error(), "is already in") {
+			t.Fatalf("releasing %s again: %v, want it refused", first, err)
+		}
+		t.Logf("releasing %s again is refused: %s", first, lastLine(err.Error()))
+	})
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // checkManagerImage checks the leading manager pod runs the release's image by digest, pulled

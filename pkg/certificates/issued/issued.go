@@ -58,6 +58,9 @@ type Certificate struct {
 	// CA is the ID of the CA that signed it (authority.ID).
 	CA       string    `json:"ca"`
 	NotAfter time.Time `json:"notAfter"`
+	// NotBefore, with NotAfter, is the certificate's lifetime, which a CSR may ask to be shorter
+	// than the signer's maximum; zero in records written by earlier versions.
+	NotBefore time.Time `json:"notBefore,omitzero"`
 	// CSR is the UID of the CSR it was issued for, and PEM the certificate itself (public), so
 	// that a manager that dies after recording it but before putting it on the CSR puts this
 	// one there when it comes back, instead of signing the CSR a second time. Empty in
@@ -75,7 +78,7 @@ func BlocklistKey(der []byte) string {
 
 // Of describes cert, signed by the CA with ID caID.
 func Of(cert *x509.Certificate, caID string) Certificate {
-	return Certificate{Fingerprint: BlocklistKey(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC()}
+	return Certificate{Fingerprint: BlocklistKey(cert.Raw), CA: caID, NotAfter: cert.NotAfter.UTC(), NotBefore: cert.NotBefore.UTC()}
 }
 
 // ForCSR returns the certificate recorded for the CSR with UID uid, signed by the CA with ID caID

@@ -23,9 +23,9 @@ var (
 	caNotAfterDesc = prometheus.NewDesc(namespace+"_ca_not_after_seconds",
 		"Expiry (Unix seconds) of the CA that signs agent certificates; 0 while the CA secret holds no usable CA.",
 		nil, nil)
-	lifetimeDesc = prometheus.NewDesc(namespace+"_agent_certificate_lifetime_seconds",
-		"Lifetime of the agent client certificates the manager issues (--cert-lifetime); OCM renews one when 20-25 % of it is left.",
-		nil, nil)
+	agentNotBeforeDesc = prometheus.NewDesc(namespace+"_agent_certificate_not_before_seconds",
+		"Start (Unix seconds) of the newest agent client certificate issued for each cluster, with not_after its lifetime; left out for certificates recorded without it.",
+		[]string{"cluster"}, nil)
 )
 
 // Collector exports, at each scrape, the gauges that describe the fleet's certificates,
@@ -37,9 +37,6 @@ type Collector struct {
 	// Reader is the manager's cached client: a scrape costs no API call.
 	Reader client.Reader
 	CA     authority.Source
-	// Lifetime is the lifetime of the certificates the signer issues, exported so that an alert
-	// can tell a renewal that is late from a short-lived certificate; 0 leaves it out.
-	Lifetime time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -49,7 +46,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- caValidDesc
 	ch <- agentNotAfterDesc
 	ch <- caNotAfterDesc
-	ch <- lifetimeDesc
+	ch <- agentNotBeforeDesc
 }
 
 // Collect implements prometheus.Collector. Without a usable CA, ca_not_after_seconds is 0 (the
@@ -61,9 +58,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	if c.Now != nil {
 		now = c.Now()
-	}
-	if c.Lifetime > 0 {
-		ch <- prometheus.MustNewConstMetric(lifetimeDesc, prometheus.GaugeValue, c.Lifetime.Seconds())
 	}
 	ca, err := c.CA.Get(ctx)
 	if err != nil {
@@ -89,6 +83,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		certs = append(certs, cs...)
 		if newest, ok := issued.Newest(cs); ok && installed[cluster] {
 			ch <- prometheus.MustNewConstMetric(agentNotAfterDesc, prometheus.GaugeValue, float64(newest.NotAfter.Unix()), cluster)
+			if !newest.NotBefore.IsZero() {
+				ch <- prometheus.MustNewConstMetric(agentNotBeforeDesc, prometheus.GaugeValue, float64(newest.NotBefore.Unix()), cluster)
+			}
 		}
 	}
 	for _, u := range issued.ByCA(ca.Cert, ca.Trusted[1:], certs, now) {

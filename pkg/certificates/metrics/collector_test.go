@@ -38,9 +38,10 @@ func TestCollectorReportsTheFleetFromTheHub(t *testing.T) {
 	}
 	now := time.Now()
 	newest := now.Add(7 * 24 * time.Hour).UTC().Truncate(time.Second)
+	newestStart := now.Add(-time.Hour).UTC().Truncate(time.Second)
 	record, _ := json.Marshal([]issued.Certificate{
 		{Fingerprint: "AA", CA: authority.ID(cas[0]), NotAfter: now.Add(time.Hour).UTC()},
-		{Fingerprint: "BB", CA: authority.ID(cas[0]), NotAfter: newest},
+		{Fingerprint: "BB", CA: authority.ID(cas[0]), NotAfter: newest, NotBefore: newestStart},
 	})
 	key := types.NamespacedName{Namespace: "argocd", Name: "argocd-agent-ca"}
 	hub := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
@@ -49,7 +50,7 @@ func TestCollectorReportsTheFleetFromTheHub(t *testing.T) {
 		&addonv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: "c1", Name: identity.AddonName,
 			Annotations: map[string]string{issued.Annotation: string(record)}}},
 	).Build()
-	c := &metrics.Collector{Reader: hub, CA: authority.NewSecretSource(hub, key), Lifetime: 168 * time.Hour}
+	c := &metrics.Collector{Reader: hub, CA: authority.NewSecretSource(hub, key)}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	value := func(name string, labels map[string]string) float64 {
@@ -81,8 +82,8 @@ func TestCollectorReportsTheFleetFromTheHub(t *testing.T) {
 	if got := value("argocd_agent_addon_agent_certificate_not_after_seconds", map[string]string{"cluster": "c1"}); got != float64(newest.Unix()) {
 		t.Errorf("agent_certificate_not_after_seconds %v, want the newest %d", got, newest.Unix())
 	}
-	if got := value("argocd_agent_addon_agent_certificate_lifetime_seconds", nil); got != 168*3600 {
-		t.Errorf("agent_certificate_lifetime_seconds %v, want 604800", got)
+	if got := value("argocd_agent_addon_agent_certificate_not_before_seconds", map[string]string{"cluster": "c1"}); got != float64(newestStart.Unix()) {
+		t.Errorf("agent_certificate_not_before_seconds %v, want the newest's start %d", got, newestStart.Unix())
 	}
 	if got := value("argocd_agent_addon_ca_valid_certificates", map[string]string{"ca": authority.ID(cas[0]), "role": "signing"}); got != 2 {
 		t.Errorf("ca_valid_certificates %v, want 2", got)

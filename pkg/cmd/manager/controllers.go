@@ -173,7 +173,7 @@ func setupSigner(_ context.Context, s *shared) error {
 // setupCertificateMetrics registers the per-CA certificate collector, computed from the cache at
 // scrape time. Replace, not add: a process may run the manager more than once (tests).
 func setupCertificateMetrics(_ context.Context, s *shared) error {
-	collector := &metrics.Collector{Reader: s.mgr.GetClient(), CA: s.ca, Lifetime: s.cfg.CertLifetime}
+	collector := &metrics.Collector{Reader: s.mgr.GetClient(), CA: s.ca}
 	ctrlmetrics.Registry.Unregister(collector)
 	if err := ctrlmetrics.Registry.Register(collector); err != nil {
 		return fmt.Errorf("registering the per-CA certificate metric: %w", err)

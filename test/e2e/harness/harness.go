@@ -233,7 +233,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		}
 		e.onStop(e.Registry.Stop)
 		registries = append(registries, e.Registry.Addr)
-		if e.Released, err = e.release(ctx, o.Release); err != nil {
+		if e.Released, err = e.Release(ctx, o.Release); err != nil {
 			return nil, err
 		}
 		o.progress("released %s: image %s@%s and chart %s %s in the test's registry", o.Release, e.Released.Image, e.Released.Digest, e.Released.Chart.Ref, e.Released.Chart.Version)

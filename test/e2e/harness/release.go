@@ -20,9 +20,9 @@ type Release struct {
 	Chart         chart.Released
 }
 
-// release runs hack/release.sh (make release) for version into Env.Registry, for this machine's
+// Release runs hack/release.sh (make release) for version into Env.Registry, for this machine's
 // platform only, and returns what it pushed.
-func (e *Env) release(ctx context.Context, version string) (Release, error) {
+func (e *Env) Release(ctx context.Context, version string) (Release, error) {
 	dir, err := chart.Dir() // charts/argocd-agent-addon, in the checkout's root
 	if err != nil {
 		return Release{}, err
@@ -35,7 +35,8 @@ func (e *Env) release(ctx context.Context, version string) (Release, error) {
 	out := filepath.Join(e.opts.Dir, "release")
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "release.sh"))
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "VERSION="+version, "REGISTRY="+e.Registry.Addr+"/argocd-agent-addon", "PLAIN_HTTP=1",
+	// ALLOW_UNTAGGED: the checkout under test is no tagged release.
+	cmd.Env = append(os.Environ(), "VERSION="+version, "REGISTRY="+e.Registry.Addr+"/argocd-agent-addon", "PLAIN_HTTP=1", "ALLOW_UNTAGGED=1",
 		"IMAGE_PLATFORMS=linux/"+strings.TrimSpace(string(goarch)), "OUTPUT="+out, "HELM="+e.helm)
 	if log, err := cmd.CombinedOutput(); err != nil {
 		return Release{}, fmt.Errorf("hack/release.sh %s: %w: %s", version, err, log)
@@ -65,7 +66,7 @@ func (e *Env) release(ctx context.Context, version string) (Release, error) {
 // UpgradeRelease releases version into the registry and upgrades the add-on to it with `helm
 // upgrade` from the registry, as the README says, and waits until a new manager pod leads.
 func (e *Env) UpgradeRelease(ctx context.Context, version string) error {
-	r, err := e.release(ctx, version)
+	r, err := e.Release(ctx, version)
 	if err != nil {
 		return err
 	}
