@@ -1,9 +1,10 @@
 // Package fleetmetrics exports the state of the fleet's agents as Prometheus gauges, computed
 // at each scrape from the manager's cache: how many clusters have the add-on, how many of them
 // each of the add-on's conditions holds True, False or Unknown for (connected, config valid,
-// principal's version, Argo CD ready, ...), and how many clusters are revoked. Every series is
-// bounded by the conditions and statuses, not by the fleet: no label names a cluster. Every
-// replica reports the same values (aggregate replicas with max, not sum).
+// principal's version, Argo CD ready, ...), by the agent version and mode their deploy works
+// deliver, and how many clusters are revoked. Every series is bounded by the conditions and
+// statuses, or by the versions and modes the fleet's configs name, not by the fleet: no label
+// names a cluster. Every replica reports the same values (aggregate replicas with max, not sum).
 package fleetmetrics
 
 import (
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/addon"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/issued"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/identity"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/spokeready"
@@ -40,6 +42,12 @@ var (
 	conditionDesc = prometheus.NewDesc("argocd_agent_addon_agents_condition",
 		"Clusters with the add-on whose condition (Available: connected to the principal; AgentConfigValid; PrincipalAddress; AgentVersion: the principal's version; ArgoCDReady: the cluster's Argo CD can deploy) has the status; a cluster without the condition yet counts as Unknown.",
 		[]string{"condition", "status"}, nil)
+	versionDesc = prometheus.NewDesc("argocd_agent_addon_agents_version",
+		"Clusters with the add-on by the agent version (image tag, or digest) their deploy ManifestWorks deliver; none before the first.",
+		[]string{"version"}, nil)
+	modeDesc = prometheus.NewDesc("argocd_agent_addon_agents_mode",
+		"Clusters with the add-on by the agent mode (managed, autonomous) their deploy ManifestWorks deliver; none before the first.",
+		[]string{"mode"}, nil)
 	revokedDesc = prometheus.NewDesc("argocd_agent_addon_clusters_revoked",
 		"Clusters revoked on the hub (their record holds a revocation), with the add-on or not.", nil, nil)
 )
@@ -50,12 +58,17 @@ type Collector struct {
 	Reader client.Reader
 	// RecordNamespace holds the records (the manager's namespace).
 	RecordNamespace string
+	// Deployed reads the deploy ManifestWorks as NewDeployedCache reduces them; nil leaves the
+	// version and mode gauges out.
+	Deployed client.Reader
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- agentsDesc
 	ch <- conditionDesc
+	ch <- versionDesc
+	ch <- modeDesc
 	ch <- revokedDesc
 }
 
@@ -90,7 +103,50 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(conditionDesc, prometheus.GaugeValue, float64(counts[cond][st]), cond, string(st))
 			}
 		}
+		c.collectDeployed(ctx, ch, addons.Items)
 	}
+	c.collectRevoked(ctx, ch)
+}
+
+// collectDeployed counts the clusters with the add-on by the version and mode their deploy works
+// deliver.
+func (c *Collector) collectDeployed(ctx context.Context, ch chan<- prometheus.Metric, addons []addonv1beta1.ManagedClusterAddOn) {
+	if c.Deployed == nil {
+		return
+	}
+	agents, err := deployedAgents(ctx, c.Deployed)
+	if err != nil {
+		return
+	}
+	versions, modes := map[string]int{}, map[string]int{}
+	for _, a := range addons {
+		if a.Name != identity.AddonName || a.DeletionTimestamp != nil {
+			continue
+		}
+		d := agents[a.Namespace]
+		version, mode := agentversion.Of(d.image), d.mode
+		if version == "" {
+			version = none
+		}
+		if mode == "" {
+			mode = none
+		}
+		versions[version]++
+		modes[mode]++
+	}
+	for v, n := range versions {
+		ch <- prometheus.MustNewConstMetric(versionDesc, prometheus.GaugeValue, float64(n), v)
+	}
+	for m, n := range modes {
+		ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, float64(n), m)
+	}
+}
+
+// none is the version and mode of a cluster whose deploy works deliver no agent (yet).
+const none = "none"
+
+// collectRevoked counts the revoked clusters.
+func (c *Collector) collectRevoked(ctx context.Context, ch chan<- prometheus.Metric) {
 	records, err := issued.List(ctx, c.Reader, c.RecordNamespace)
 	if err != nil {
 		return

@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentconfig"
+	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/agentversion"
 	"github.com/argocd-agent-addon/argocd-agent-addon/pkg/certificates/policy"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/e2e/harness"
@@ -57,6 +59,9 @@ func TestFleetMonitoring(t *testing.T) {
 			available(sel, "True"):                             2,
 			available(sel, "False"):                            0,
 			"argocd_agent_addon_clusters_revoked{" + sel + "}": 0,
+			// What the deploy works deliver: the principal's version, the default mode.
+			"argocd_agent_addon_agents_version{" + sel + fmt.Sprintf(`, version=%q}`, agentversion.Of(agentconfig.DefaultImage)): 2,
+			"argocd_agent_addon_agents_mode{" + sel + `, mode="managed"}`:                                                        2,
 		})
 		rules, err := p.API.Rules(ctx)
 		must.Succeed(t, err)

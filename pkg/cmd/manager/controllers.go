@@ -190,9 +190,17 @@ func fleetMetricsCaches(c *Config) map[client.Object]cache.ByObject {
 }
 
 // setupFleetMetrics registers the fleet's gauges (pkg/fleetmetrics), computed from the cache at
-// scrape time, on every replica. Replace, not add, as for the certificate metrics.
+// scrape time, on every replica, with the cache of reduced deploy works the version and mode
+// gauges read. Replace, not add, as for the certificate metrics.
 func setupFleetMetrics(_ context.Context, s *shared) error {
-	collector := &fleetmetrics.Collector{Reader: s.mgr.GetClient(), RecordNamespace: s.cfg.Namespace}
+	deployed, err := fleetmetrics.NewDeployedCache(s.mgr.GetConfig(), s.mgr.GetScheme())
+	if err != nil {
+		return fmt.Errorf("the fleet metrics' cache of deploy works: %w", err)
+	}
+	if err := s.mgr.Add(fleetmetrics.RunOnEveryReplica{Cache: deployed}); err != nil {
+		return err
+	}
+	collector := &fleetmetrics.Collector{Reader: s.mgr.GetClient(), RecordNamespace: s.cfg.Namespace, Deployed: deployed}
 	ctrlmetrics.Registry.Unregister(collector)
 	if err := ctrlmetrics.Registry.Register(collector); err != nil {
 		return fmt.Errorf("registering the fleet metrics: %w", err)
