@@ -159,20 +159,25 @@ func createdTime() (time.Time, error) {
 	return time.Unix(sec, 0).UTC(), nil
 }
 
-// ociIndex returns the one index of an OCI layout that build wrote.
-func ociIndex(dir string) (v1.ImageIndex, error) {
+// ociIndex returns the one index of an OCI layout that build wrote, and its digest.
+func ociIndex(dir string) (v1.ImageIndex, v1.Hash, error) {
 	root, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
-		return nil, err
+		return nil, v1.Hash{}, err
 	}
 	m, err := root.IndexManifest()
 	if err != nil {
-		return nil, err
+		return nil, v1.Hash{}, err
 	}
 	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("%s holds %d entries, want the one index build writes", dir, len(m.Manifests))
+		return nil, v1.Hash{}, fmt.Errorf("%s holds %d entries, want the one index build writes", dir, len(m.Manifests))
 	}
-	return root.ImageIndex(m.Manifests[0].Digest)
+	idx, err := root.ImageIndex(m.Manifests[0].Digest)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	d, err := idx.Digest()
+	return idx, d, err
 }
 
 // digest prints the digest of the index build --oci wrote: what a registry serves it under, and
@@ -181,11 +186,7 @@ func digest(args []string) error {
 	fs := flag.NewFlagSet("digest", flag.ExitOnError)
 	ociDir := fs.String("oci", "", "OCI image layout written by build --oci")
 	_ = fs.Parse(args)
-	idx, err := ociIndex(*ociDir)
-	if err != nil {
-		return err
-	}
-	d, err := idx.Digest()
+	_, d, err := ociIndex(*ociDir)
 	if err != nil {
 		return err
 	}
@@ -211,11 +212,7 @@ func push(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--tag: %w", err)
 	}
-	idx, err := ociIndex(*ociDir)
-	if err != nil {
-		return err
-	}
-	d, err := idx.Digest()
+	idx, d, err := ociIndex(*ociDir)
 	if err != nil {
 		return err
 	}

@@ -36,18 +36,22 @@ const (
 	addonName   = "argocd-agent"
 )
 
-// helmBinary returns the helm binary from $HELM. Developers without it skip these tests; CI
-// must not silently skip them, so there a missing HELM fails.
-func helmBinary(t *testing.T) string {
+// helmBinary returns the helm binary from $HELM.
+func helmBinary(t *testing.T) string { return toolFromEnv(t, "HELM", "helm") }
+
+// toolFromEnv returns the path in the environment variable env, which hack/test-tools.sh sets
+// for the tool it builds. Developers without it skip these tests; CI must not silently skip
+// them, so there a missing one fails.
+func toolFromEnv(t *testing.T, env, tool string) string {
 	t.Helper()
-	helm := os.Getenv("HELM")
-	if helm == "" {
+	path := os.Getenv(env)
+	if path == "" {
 		if os.Getenv("CI") != "" {
-			t.Fatal("HELM is not set in CI: run `eval \"$(hack/test-tools.sh)\"` first")
+			t.Fatalf("%s is not set in CI: run `eval \"$(hack/test-tools.sh)\"` first", env)
 		}
-		t.Skip("HELM is not set: run `eval \"$(hack/test-tools.sh)\"` to build helm")
+		t.Skipf("%s is not set: run `eval \"$(hack/test-tools.sh)\"` to build %s", env, tool)
 	}
-	return helm
+	return path
 }
 
 func TestLint(t *testing.T) {

@@ -21,18 +21,8 @@ import (
 	"github.com/argocd-agent-addon/argocd-agent-addon/test/chart"
 )
 
-// promtoolBinary returns promtool from $PROMTOOL (hack/test-tools.sh builds it), like helmBinary.
-func promtoolBinary(t *testing.T) string {
-	t.Helper()
-	promtool := os.Getenv("PROMTOOL")
-	if promtool == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("PROMTOOL is not set in CI: run `eval \"$(hack/test-tools.sh)\"` first")
-		}
-		t.Skip("PROMTOOL is not set: run `eval \"$(hack/test-tools.sh)\"` to build promtool")
-	}
-	return promtool
-}
+// promtoolBinary returns promtool from $PROMTOOL.
+func promtoolBinary(t *testing.T) string { return toolFromEnv(t, "PROMTOOL", "promtool") }
 
 // TestAlertRules unit-tests every alert of the chart's PrometheusRule with promtool, on the
 // rules as the chart renders them (testdata/alerts_test.yaml says what each case proves).
