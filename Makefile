@@ -64,14 +64,14 @@ $(STATICCHECK):
 unit: ## unit tests of pkg/ and cmd/: no tools, seconds
 	go test -count=1 ./pkg/... ./cmd/...
 
-# The e2e package runs several real OCM hubs and fleets, two at a time (about 10 minutes
+# The e2e package runs several real OCM hubs and fleets, two at a time (about 20 minutes
 # warm): past go test's default 10-minute timeout per package.
 TEST_TIMEOUT ?= 30m
 
 integration: tools ## the test/ packages but e2e: real kube-apiserver, chart, RBAC, argocd-agent, bench
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) $$(go list ./test/... | grep -v /test/e2e)
 
-e2e: tools ## end to end on real OCM and real nodes, the chart and argocd-agent (test/e2e, about 10 minutes)
+e2e: tools ## end to end on real OCM and real nodes, the chart and argocd-agent (test/e2e, about 20 minutes)
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/...
 
 test: vet lint tools ## everything: vet, lint, every Go test (unit, integration, e2e), each fuzz target briefly
