@@ -66,7 +66,7 @@ unit: ## unit tests of pkg/ and cmd/: no tools, seconds
 
 # The e2e package runs several real OCM hubs and fleets, two at a time (about 20 minutes
 # warm): past go test's default 10-minute timeout per package.
-TEST_TIMEOUT ?= 30m
+TEST_TIMEOUT ?= 45m
 
 integration: tools ## the test/ packages but e2e: real kube-apiserver, chart, RBAC, argocd-agent, bench
 	eval "$$(hack/test-tools.sh print-env)"; go test -count=1 -timeout $(TEST_TIMEOUT) $$(go list ./test/... | grep -v /test/e2e)
