@@ -200,8 +200,11 @@ func chaos(o options, dir, bin string, n int, f fault, seed uint64) (*chaosResul
 		if err := h.exited(managers...); err != nil {
 			return false, poll.Stop(err)
 		}
-		last = h.converged(ctx, clusters, legitimate, hostile, res)
-		return last == nil, nil
+		err := h.converged(ctx, clusters, legitimate, hostile, res)
+		if err == nil || ctx.Err() == nil {
+			last = err // not the deadline's cut of the last check: what was still unconverged
+		}
+		return err == nil, nil
 	}); err != nil {
 		return nil, fmt.Errorf("not converged after %d faults (%s): %v (%w)", f.count, f.kind, last, err)
 	}
