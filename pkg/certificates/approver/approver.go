@@ -48,7 +48,8 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
-		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner))).
+		WithOptions(certificates.ControllerOptions())
 	// A CSR waits undecided while no usable CA says which subject to expect.
 	return certificates.WatchCASecret(b, r.Client, r.CA.Key(), certificates.Pending).Complete(r)
 }

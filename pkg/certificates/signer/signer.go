@@ -97,7 +97,8 @@ func (r *Reconciler) certificateFor(ctx context.Context, csr *certificatesv1.Cer
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
-		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner)))
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(predicate.NewPredicateFuncs(certificates.ForOurSigner))).
+		WithOptions(certificates.ControllerOptions())
 	return certificates.WatchCASecret(b, r.Client, r.CA.Key(), waiting).Complete(r)
 }
 
